@@ -1,0 +1,1 @@
+//! The archive format: tar, zstd and age, with a JSON manifest (`docs/FORMAT.md`).

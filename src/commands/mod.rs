@@ -1,0 +1,37 @@
+//! One file per subcommand: the only place where the archive, the vault and the output meet.
+
+pub mod backup;
+pub mod demo;
+pub mod diff;
+pub mod emulator;
+pub mod extract;
+pub mod inspect;
+pub mod keygen;
+pub mod restore;
+pub mod verify;
+
+use crate::cli::{Cli, Command};
+use crate::error::{CliError, ExitCode};
+
+/// Runs the parsed command line and returns the exit code it earned.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Backup(args) => runtime()?.block_on(backup::run(args)),
+        Command::Restore(args) => runtime()?.block_on(restore::run(args)),
+        Command::Diff(args) => runtime()?.block_on(diff::run(args)),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Extract(args) => extract::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Emulator(args) => runtime()?.block_on(emulator::run(args)),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+    }
+}
+
+/// The async runtime for the commands that talk to a network.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+}

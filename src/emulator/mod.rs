@@ -1,0 +1,1 @@
+//! The local Key Vault (`coldvault emulator`): see `docs/EMULATOR.md`.

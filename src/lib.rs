@@ -1,0 +1,15 @@
+//! coldvault: cold, encrypted, offline copies of Azure Key Vaults, and the way back.
+//!
+//! The library is drawn along the lines crates could later be split on:
+//! [`archive`] is the on-disk format (no Azure, no command line, no printing), [`vault`] is
+//! Azure Key Vault access (no archive knowledge), [`commands`] joins them one subcommand per
+//! file, [`output`] renders human text, JSON and progress, and [`emulator`] is the local Key
+//! Vault that every end-to-end test runs against.
+
+pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod emulator;
+pub mod error;
+pub mod output;
+pub mod vault;

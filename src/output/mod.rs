@@ -1,0 +1,44 @@
+//! What people and machines see: logging to stderr, JSON documents on stdout, progress.
+//!
+//! stdout carries data (tables, `--json` documents, JSON Lines); everything else goes to
+//! stderr. Nothing here ever receives a secret value.
+
+use serde::Serialize;
+
+/// The version of every `--json` document and JSON Lines event (`docs/SCRIPTING.md`).
+/// New fields may appear without a change; a removed or retyped field bumps it.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Sets up stderr logging: warnings by default, more with each `-v`, or `RUST_LOG`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,coldvault=debug",
+        _ => "debug,coldvault=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Prints one JSON document on stdout, with `schema_version` as its first field.
+pub fn print_json<T: Serialize>(kind: &str, body: &T) -> std::io::Result<()> {
+    let line = json_document(kind, body)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+}
+
+/// Renders one JSON document (`{"schema_version":1,"type":KIND,…body}`) as a single line.
+pub fn json_document<T: Serialize>(kind: &str, body: &T) -> std::io::Result<String> {
+    let mut value = serde_json::json!({ "schema_version": JSON_SCHEMA_VERSION, "type": kind });
+    let body = serde_json::to_value(body)?;
+    if let (Some(map), serde_json::Value::Object(fields)) = (value.as_object_mut(), body) {
+        map.extend(fields);
+    }
+    Ok(serde_json::to_string(&value)?)
+}

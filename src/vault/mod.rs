@@ -1,0 +1,1 @@
+//! Azure Key Vault access behind the `VaultReader` / `VaultWriter` traits.
