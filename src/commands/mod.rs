@@ -8,6 +8,7 @@ pub mod extract;
 pub mod inspect;
 pub mod keygen;
 pub mod restore;
+pub mod scope;
 pub mod verify;
 
 use crate::cli::{Cli, Command};
