@@ -3,6 +3,8 @@
 //! stdout carries data (tables, `--json` documents, JSON Lines); everything else goes to
 //! stderr. Nothing here ever receives a secret value.
 
+pub mod progress;
+
 use serde::Serialize;
 
 /// The version of every `--json` document and JSON Lines event (`docs/SCRIPTING.md`).

@@ -1,0 +1,263 @@
+//! Progress of the long-running commands (`backup`, `restore`): a bar on a terminal, plain lines
+//! in a pipe, JSON Lines on stdout under `--json`.
+//!
+//! The commands call [`Progress`]; they never print progress themselves. Events carry kinds,
+//! names, sizes and reasons — never values.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::json_document;
+
+/// How progress is shown, chosen once per run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressStyle {
+    /// A single redrawn line on stderr (stderr is a terminal).
+    Bar,
+    /// One line per notable event on stderr (a pipe or a log file).
+    Lines,
+    /// One JSON document per event on stdout (`--json`).
+    JsonLines,
+}
+
+impl ProgressStyle {
+    /// `--json` wins; otherwise a bar when stderr is a terminal, lines when it is not.
+    pub fn detect(json: bool) -> Self {
+        if json {
+            Self::JsonLines
+        } else if std::io::stderr().is_terminal() {
+            Self::Bar
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// One thing that happened to one item.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemEvent<'a> {
+    /// The vault's name.
+    pub vault: &'a str,
+    /// `secret`, `key` or `certificate`.
+    pub kind: &'a str,
+    /// The item's name.
+    pub name: &'a str,
+    /// What happened: `captured`, `skipped`, `failed`, `created`, `recovered`, …
+    pub status: &'a str,
+    /// Why, for anything but plain success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// Bytes written for this item, where that means something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// The progress reporter of one run; shared by every worker (`Sync`).
+#[derive(Debug)]
+pub struct Progress {
+    style: ProgressStyle,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    vault: String,
+    total: u64,
+    done: u64,
+    problems: u64,
+    bytes: u64,
+    last_draw: Option<Instant>,
+}
+
+/// How often the bar is redrawn at most.
+const REDRAW: Duration = Duration::from_millis(100);
+
+impl Progress {
+    /// A reporter in the given style.
+    pub fn new(style: ProgressStyle) -> Self {
+        Self {
+            style,
+            state: Mutex::new(State {
+                vault: String::new(),
+                total: 0,
+                done: 0,
+                problems: 0,
+                bytes: 0,
+                last_draw: None,
+            }),
+        }
+    }
+
+    /// The style in use.
+    pub fn style(&self) -> ProgressStyle {
+        self.style
+    }
+
+    /// A new vault's run begins; counters start again.
+    pub fn start_vault(&self, vault: &str) {
+        let mut state = self.lock();
+        *state = State {
+            vault: vault.to_owned(),
+            total: 0,
+            done: 0,
+            problems: 0,
+            bytes: 0,
+            last_draw: None,
+        };
+        drop(state);
+        self.note(&format!("{vault}: started"));
+    }
+
+    /// More items are known to be coming (after each listed page).
+    pub fn add_total(&self, items: u64) {
+        let mut state = self.lock();
+        state.total += items;
+        self.draw(&mut state, false);
+    }
+
+    /// One item reached its end state.
+    pub fn item(&self, event: &ItemEvent<'_>) {
+        let mut state = self.lock();
+        state.done += 1;
+        state.bytes += event.bytes.unwrap_or(0);
+        let notable = event.reason.is_some();
+        if notable {
+            state.problems += 1;
+        }
+        match self.style {
+            ProgressStyle::JsonLines => emit_json("item", event),
+            ProgressStyle::Lines if notable => eprintln!("{}", describe(event)),
+            ProgressStyle::Bar if notable => {
+                clear_line();
+                eprintln!("{}", describe(event));
+                self.draw(&mut state, true);
+            }
+            _ => self.draw(&mut state, false),
+        }
+    }
+
+    /// A free-form message for people (stderr; nothing under `--json`).
+    pub fn note(&self, text: &str) {
+        match self.style {
+            ProgressStyle::JsonLines => {}
+            ProgressStyle::Lines => eprintln!("{text}"),
+            ProgressStyle::Bar => {
+                clear_line();
+                eprintln!("{text}");
+            }
+        }
+    }
+
+    /// The vault's run is over: the bar is cleared so the summary prints cleanly.
+    pub fn finish_vault(&self) {
+        if self.style == ProgressStyle::Bar {
+            clear_line();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a worker panicked mid-update; the counters stay usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn draw(&self, state: &mut State, force: bool) {
+        if self.style != ProgressStyle::Bar {
+            return;
+        }
+        let now = Instant::now();
+        if !force
+            && state
+                .last_draw
+                .is_some_and(|t| now.duration_since(t) < REDRAW)
+        {
+            return;
+        }
+        state.last_draw = Some(now);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{}: {}/{} items, {} problems, {}",
+            state.vault,
+            state.done,
+            state.total,
+            state.problems,
+            human_bytes(state.bytes)
+        );
+        let _ = err.flush();
+    }
+}
+
+fn clear_line() {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K");
+    let _ = err.flush();
+}
+
+fn describe(event: &ItemEvent<'_>) -> String {
+    match event.reason {
+        Some(reason) => format!(
+            "{}: {} {} {}: {reason}",
+            event.vault, event.kind, event.name, event.status
+        ),
+        None => format!(
+            "{}: {} {} {}",
+            event.vault, event.kind, event.name, event.status
+        ),
+    }
+}
+
+/// Prints one JSON Lines event on stdout.
+pub fn emit_json<T: Serialize>(kind: &str, body: &T) {
+    if let Ok(line) = json_document(kind, body) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// `1.5 MB`-style sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 kB");
+        assert_eq!(human_bytes(2_000_000), "2.0 MB");
+    }
+
+    #[test]
+    fn problem_lines_name_item_and_reason() {
+        let event = ItemEvent {
+            vault: "prod",
+            kind: "secret",
+            name: "db",
+            status: "skipped",
+            reason: Some("disabled: value not readable (403 SecretDisabled)"),
+            bytes: None,
+        };
+        assert_eq!(
+            describe(&event),
+            "prod: secret db skipped: disabled: value not readable (403 SecretDisabled)"
+        );
+    }
+}
