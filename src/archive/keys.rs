@@ -1,0 +1,575 @@
+//! age's recipients, identities and passphrases, resolved into what the writer and reader
+//! need: [`Encryption`] (recipients or one passphrase) and [`Decryption`] (identities or one
+//! passphrase).
+//!
+//! Supported, as age itself does: X25519 (`age1…`), `ssh-ed25519` and `ssh-rsa` public keys,
+//! plugin recipients (`age1NAME1…`) through the plugin binaries on `PATH`; identity files
+//! holding `AGE-SECRET-KEY-1…` lines or plugin identities, and OpenSSH private keys (also
+//! passphrase-protected ones). Anything interactive (an SSH key's passphrase, a plugin's
+//! question) goes through a [`Prompt`] that the caller supplies, so this module prints
+//! nothing itself.
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use age::secrecy::zeroize::Zeroizing;
+use age::secrecy::{ExposeSecret, SecretString};
+use age::{DecryptError, Decryptor, EncryptError, Encryptor, plugin, ssh, x25519};
+
+use super::error::{ArchiveError, VerifyError};
+
+/// Recipient and identity files larger than this are refused (age's own bound).
+const KEY_FILE_LIMIT: u64 = 16 << 20;
+
+/// The user interface age may need: a passphrase for a protected SSH key, or a plugin's
+/// messages and questions. Implemented by the command line; [`NoPrompt`] answers nothing.
+pub trait Prompt: Send + Sync {
+    /// Asks for a secret (an SSH key's passphrase, a plugin PIN). `None` when it cannot ask.
+    fn passphrase(&self, description: &str) -> Option<SecretString>;
+    /// Shows a message from a plugin ("touch your key").
+    fn message(&self, _message: &str) {}
+    /// Asks a yes/no question for a plugin. `None` when it cannot ask.
+    fn confirm(&self, _message: &str, _yes: &str, _no: Option<&str>) -> Option<bool> {
+        None
+    }
+    /// Asks a plugin's non-secret question. `None` when it cannot ask.
+    fn public_string(&self, _description: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A [`Prompt`] that can ask nothing: for tests and for non-interactive callers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPrompt;
+
+impl Prompt for NoPrompt {
+    fn passphrase(&self, _description: &str) -> Option<SecretString> {
+        None
+    }
+}
+
+/// age's callback interface over a [`Prompt`].
+#[derive(Clone)]
+struct PromptCallbacks(Arc<dyn Prompt>);
+
+impl age::Callbacks for PromptCallbacks {
+    fn display_message(&self, message: &str) {
+        self.0.message(message);
+    }
+    fn confirm(&self, message: &str, yes: &str, no: Option<&str>) -> Option<bool> {
+        self.0.confirm(message, yes, no)
+    }
+    fn request_public_string(&self, description: &str) -> Option<String> {
+        self.0.public_string(description)
+    }
+    fn request_passphrase(&self, description: &str) -> Option<SecretString> {
+        self.0.passphrase(description)
+    }
+}
+
+/// A set of recipients, gathered from `-r` strings and `-R` files.
+#[derive(Default)]
+pub struct RecipientSet {
+    native: Vec<Box<dyn age::Recipient + Send>>,
+    plugins: Vec<plugin::Recipient>,
+}
+
+impl RecipientSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many recipients the set holds.
+    pub fn len(&self) -> usize {
+        self.native.len() + self.plugins.len()
+    }
+
+    /// True when the set holds no recipient.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds one recipient string: `age1…`, `ssh-ed25519 …`, `ssh-rsa …` or a plugin
+    /// recipient.
+    pub fn add(&mut self, recipient: &str) -> Result<(), ArchiveError> {
+        let recipient = recipient.trim();
+        if let Ok(pk) = recipient.parse::<x25519::Recipient>() {
+            self.native.push(Box::new(pk));
+            return Ok(());
+        }
+        match recipient.parse::<ssh::Recipient>() {
+            Ok(pk) => {
+                self.native.push(Box::new(pk));
+                return Ok(());
+            }
+            Err(ssh::ParseRecipientKeyError::Unsupported(kind)) => {
+                return Err(ArchiveError::UnsupportedSshKey(format!(
+                    "recipient of type {kind}"
+                )));
+            }
+            Err(ssh::ParseRecipientKeyError::RsaModulusTooSmall) => {
+                return Err(ArchiveError::UnsupportedSshKey(
+                    "an ssh-rsa recipient under 2048 bits".to_owned(),
+                ));
+            }
+            Err(ssh::ParseRecipientKeyError::RsaModulusTooLarge) => {
+                return Err(ArchiveError::UnsupportedSshKey(
+                    "an ssh-rsa recipient over 4096 bits".to_owned(),
+                ));
+            }
+            Err(_) => {}
+        }
+        if let Ok(pk) = recipient.parse::<plugin::Recipient>() {
+            self.plugins.push(pk);
+            return Ok(());
+        }
+        Err(ArchiveError::InvalidRecipient(
+            recipient.chars().take(80).collect(),
+        ))
+    }
+
+    /// Adds every recipient of a recipients file (one per line; `#` comments and blank lines
+    /// ignored), as `age -R` reads it.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), ArchiveError> {
+        let text = read_key_file(path)?;
+        let shown = path.display().to_string();
+        let mut added = 0;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match self.add(line) {
+                Ok(()) => added += 1,
+                Err(ArchiveError::UnsupportedSshKey(what)) => {
+                    return Err(ArchiveError::UnsupportedSshKey(format!(
+                        "{what} in {shown}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(ArchiveError::InvalidRecipientsFile {
+                        path: shown,
+                        line: index + 1,
+                    });
+                }
+            }
+        }
+        if added == 0 {
+            return Err(ArchiveError::InvalidIdentityFile {
+                path: shown,
+                reason: "holds no recipient".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How a new archive is encrypted: to recipients, or with one passphrase (age's scrypt).
+pub struct Encryption {
+    mode: EncryptionMode,
+    prompt: Arc<dyn Prompt>,
+}
+
+enum EncryptionMode {
+    Recipients(RecipientSet),
+    Passphrase(SecretString),
+}
+
+impl Encryption {
+    /// Chooses the encryption from what the user gave: recipients, or a passphrase, never
+    /// both and never neither.
+    pub fn new(
+        recipients: RecipientSet,
+        passphrase: Option<SecretString>,
+        prompt: Arc<dyn Prompt>,
+    ) -> Result<Self, ArchiveError> {
+        let mode = match (recipients.is_empty(), passphrase) {
+            (false, Some(_)) => return Err(ArchiveError::MixedRecipientAndPassphrase),
+            (true, None) => return Err(ArchiveError::NoRecipients),
+            (false, None) => EncryptionMode::Recipients(recipients),
+            (true, Some(passphrase)) => {
+                if passphrase.expose_secret().is_empty() {
+                    return Err(ArchiveError::EmptyPassphrase);
+                }
+                EncryptionMode::Passphrase(passphrase)
+            }
+        };
+        Ok(Self { mode, prompt })
+    }
+
+    /// Encryption to recipients only, with no user interface (plugins cannot ask).
+    pub fn to_recipients(recipients: RecipientSet) -> Result<Self, ArchiveError> {
+        Self::new(recipients, None, Arc::new(NoPrompt))
+    }
+
+    /// Encryption with a passphrase.
+    pub fn with_passphrase(passphrase: SecretString) -> Result<Self, ArchiveError> {
+        Self::new(RecipientSet::new(), Some(passphrase), Arc::new(NoPrompt))
+    }
+
+    /// A short description for messages: "3 recipients" or "a passphrase".
+    pub fn describe(&self) -> String {
+        match &self.mode {
+            EncryptionMode::Recipients(set) if set.len() == 1 => "1 recipient".to_owned(),
+            EncryptionMode::Recipients(set) => format!("{} recipients", set.len()),
+            EncryptionMode::Passphrase(_) => "a passphrase".to_owned(),
+        }
+    }
+
+    /// The age encryptor; wraps a fresh file key for every recipient.
+    pub(crate) fn encryptor(&self) -> Result<Encryptor, ArchiveError> {
+        match &self.mode {
+            EncryptionMode::Passphrase(passphrase) => {
+                Ok(Encryptor::with_user_passphrase(passphrase.clone()))
+            }
+            EncryptionMode::Recipients(set) => {
+                let mut plugin_recipients: Vec<Box<dyn age::Recipient + Send>> = Vec::new();
+                let mut names: Vec<&str> = set.plugins.iter().map(|r| r.plugin()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let plugin = plugin::RecipientPluginV1::new(
+                        name,
+                        &set.plugins,
+                        &[],
+                        PromptCallbacks(self.prompt.clone()),
+                    )
+                    .map_err(encrypt_error)?;
+                    plugin_recipients.push(Box::new(plugin));
+                }
+                let all = set
+                    .native
+                    .iter()
+                    .chain(plugin_recipients.iter())
+                    .map(|r| r.as_ref() as &dyn age::Recipient);
+                Encryptor::with_recipients(all).map_err(encrypt_error)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encryption({})", self.describe())
+    }
+}
+
+fn encrypt_error(e: EncryptError) -> ArchiveError {
+    match e {
+        EncryptError::MissingPlugin { binary_name } => ArchiveError::MissingPlugin(binary_name),
+        EncryptError::MixedRecipientAndPassphrase => ArchiveError::MixedRecipientAndPassphrase,
+        EncryptError::MissingRecipients => ArchiveError::NoRecipients,
+        other => ArchiveError::Encrypt(other.to_string()),
+    }
+}
+
+/// One loaded identity. Plain data (`Clone + Send`), so a [`Decryption`] can be handed to
+/// another thread and used more than once.
+#[derive(Clone)]
+enum IdentityItem {
+    X25519(x25519::Identity),
+    Ssh(ssh::Identity),
+    Plugin(plugin::Identity),
+}
+
+/// A set of identities, gathered from `-i` files.
+#[derive(Clone, Default)]
+pub struct IdentitySet {
+    items: Vec<IdentityItem>,
+}
+
+impl IdentitySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many identities the set holds.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when the set holds no identity.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds one age X25519 identity.
+    pub fn add_x25519(&mut self, identity: x25519::Identity) {
+        self.items.push(IdentityItem::X25519(identity));
+    }
+
+    /// Loads an identity file: an OpenSSH private key (asking `prompt` for its passphrase
+    /// when it has one), or age identity lines (`AGE-SECRET-KEY-1…`, plugin identities).
+    pub fn add_file(&mut self, path: &Path, prompt: &dyn Prompt) -> Result<(), ArchiveError> {
+        let text = read_key_file(path)?;
+        let shown = path.display().to_string();
+        let invalid = |reason: &str| ArchiveError::InvalidIdentityFile {
+            path: shown.clone(),
+            reason: reason.to_owned(),
+        };
+
+        if text.trim_start().starts_with("-----BEGIN") && !text.contains("AGE-SECRET-KEY-") {
+            return self.add_ssh(&text, &shown, prompt);
+        }
+        if text.starts_with("age-encryption.org/") || text.contains("BEGIN AGE ENCRYPTED FILE") {
+            return Err(invalid(
+                "is a passphrase-encrypted age identity; decrypt it with `age -d` first",
+            ));
+        }
+
+        let mut added = 0;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Ok(identity) = line.parse::<x25519::Identity>() {
+                self.items.push(IdentityItem::X25519(identity));
+            } else if let Ok(identity) = line.parse::<plugin::Identity>() {
+                self.items.push(IdentityItem::Plugin(identity));
+            } else if line.starts_with("age1") || line.starts_with("ssh-") {
+                return Err(invalid(&format!(
+                    "line {} is a public key (a recipient), not an identity",
+                    index + 1
+                )));
+            } else {
+                // The line number only: the line itself may be a private key.
+                return Err(invalid(&format!(
+                    "line {} is not an age identity",
+                    index + 1
+                )));
+            }
+            added += 1;
+        }
+        if added == 0 {
+            return Err(invalid("holds no identity"));
+        }
+        Ok(())
+    }
+
+    fn add_ssh(
+        &mut self,
+        text: &str,
+        shown: &str,
+        prompt: &dyn Prompt,
+    ) -> Result<(), ArchiveError> {
+        let identity = ssh::Identity::from_buffer(text.as_bytes(), Some(shown.to_owned()))
+            .map_err(|_| ArchiveError::InvalidIdentityFile {
+                path: shown.to_owned(),
+                reason: "is not a readable OpenSSH private key".to_owned(),
+            })?;
+        let identity = match identity {
+            ssh::Identity::Unsupported(_) => {
+                return Err(ArchiveError::UnsupportedSshKey(shown.to_owned()));
+            }
+            ssh::Identity::Encrypted(key) => {
+                let passphrase = prompt
+                    .passphrase(&format!("Passphrase for the SSH key {shown}"))
+                    .ok_or_else(|| ArchiveError::SshKeyLocked(shown.to_owned()))?;
+                let unlocked = key
+                    .decrypt(passphrase)
+                    .map_err(|_| ArchiveError::SshKeyLocked(shown.to_owned()))?;
+                ssh::Identity::from(unlocked)
+            }
+            unencrypted => unencrypted,
+        };
+        self.items.push(IdentityItem::Ssh(identity));
+        Ok(())
+    }
+}
+
+/// How an archive is opened: with identities, or with its passphrase. Cheap to clone and
+/// `Send`, so a reader can open the archive again on another thread.
+#[derive(Clone)]
+pub struct Decryption {
+    mode: DecryptionMode,
+    prompt: Arc<dyn Prompt>,
+}
+
+#[derive(Clone)]
+enum DecryptionMode {
+    Identities(IdentitySet),
+    Passphrase(SecretString),
+}
+
+impl std::fmt::Debug for Decryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mode {
+            DecryptionMode::Identities(set) => write!(f, "Decryption({} identities)", set.len()),
+            DecryptionMode::Passphrase(_) => f.write_str("Decryption(passphrase)"),
+        }
+    }
+}
+
+impl Decryption {
+    /// Chooses the decryption from what the user gave: identities, or a passphrase, never
+    /// both and never neither.
+    pub fn new(
+        identities: IdentitySet,
+        passphrase: Option<SecretString>,
+        prompt: Arc<dyn Prompt>,
+    ) -> Result<Self, ArchiveError> {
+        let mode = match (identities.is_empty(), passphrase) {
+            (false, Some(_)) => return Err(ArchiveError::MixedRecipientAndPassphrase),
+            (true, None) => return Err(ArchiveError::NoIdentities),
+            (false, None) => DecryptionMode::Identities(identities),
+            (true, Some(passphrase)) => DecryptionMode::Passphrase(passphrase),
+        };
+        Ok(Self { mode, prompt })
+    }
+
+    /// Decryption with identities and no user interface.
+    pub fn with_identities(identities: IdentitySet) -> Result<Self, ArchiveError> {
+        Self::new(identities, None, Arc::new(NoPrompt))
+    }
+
+    /// Decryption with a passphrase.
+    pub fn with_passphrase(passphrase: SecretString) -> Result<Self, ArchiveError> {
+        Self::new(IdentitySet::new(), Some(passphrase), Arc::new(NoPrompt))
+    }
+
+    /// Reads the age header from `input` and returns the decrypting reader.
+    pub(crate) fn decrypt<R: BufRead>(
+        &self,
+        input: R,
+    ) -> Result<age::stream::StreamReader<R>, ArchiveError> {
+        let decryptor = Decryptor::new_buffered(input).map_err(header_error)?;
+        match &self.mode {
+            DecryptionMode::Passphrase(passphrase) => {
+                if !decryptor.is_scrypt() {
+                    return Err(ArchiveError::NotPassphraseArchive);
+                }
+                let identity = age::scrypt::Identity::new(passphrase.clone());
+                decryptor
+                    .decrypt(std::iter::once(&identity as &dyn age::Identity))
+                    .map_err(|e| match e {
+                        DecryptError::NoMatchingKeys | DecryptError::DecryptionFailed => {
+                            ArchiveError::WrongPassphrase
+                        }
+                        other => decrypt_error(other),
+                    })
+            }
+            DecryptionMode::Identities(set) => {
+                if decryptor.is_scrypt() {
+                    return Err(ArchiveError::PassphraseArchive);
+                }
+                let mut boxed: Vec<Box<dyn age::Identity>> = Vec::new();
+                let mut plugins: Vec<plugin::Identity> = Vec::new();
+                for item in &set.items {
+                    match item {
+                        IdentityItem::X25519(i) => boxed.push(Box::new(i.clone())),
+                        IdentityItem::Ssh(i) => boxed.push(Box::new(i.clone())),
+                        IdentityItem::Plugin(i) => plugins.push(i.clone()),
+                    }
+                }
+                let mut names: Vec<String> =
+                    plugins.iter().map(|i| i.plugin().to_owned()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let plugin = plugin::IdentityPluginV1::new(
+                        &name,
+                        &plugins,
+                        PromptCallbacks(self.prompt.clone()),
+                    )
+                    .map_err(decrypt_error)?;
+                    boxed.push(Box::new(plugin));
+                }
+                decryptor
+                    .decrypt(boxed.iter().map(|i| i.as_ref()))
+                    .map_err(decrypt_error)
+            }
+        }
+    }
+}
+
+fn header_error(e: DecryptError) -> ArchiveError {
+    match e {
+        DecryptError::InvalidHeader | DecryptError::UnknownFormat => VerifyError::NotAge.into(),
+        DecryptError::InvalidMac => VerifyError::HeaderDamaged.into(),
+        DecryptError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            VerifyError::NotAge.into()
+        }
+        DecryptError::Io(e) => ArchiveError::io("cannot read the archive", e),
+        other => decrypt_error(other),
+    }
+}
+
+fn decrypt_error(e: DecryptError) -> ArchiveError {
+    match e {
+        DecryptError::NoMatchingKeys => ArchiveError::NoMatchingIdentity,
+        DecryptError::InvalidMac => VerifyError::HeaderDamaged.into(),
+        DecryptError::InvalidHeader | DecryptError::UnknownFormat => VerifyError::NotAge.into(),
+        DecryptError::MissingPlugin { binary_name } => ArchiveError::MissingPlugin(binary_name),
+        DecryptError::Io(e) => ArchiveError::io("cannot read the archive", e),
+        other => ArchiveError::Decrypt(other.to_string()),
+    }
+}
+
+/// Reads a recipients or identity file into memory that is wiped when dropped (an identity
+/// file is a private key).
+fn read_key_file(path: &Path) -> Result<Zeroizing<String>, ArchiveError> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path)
+        .map_err(|e| ArchiveError::io(format!("cannot open {shown}"), e))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(KEY_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ArchiveError::io(format!("cannot read {shown}"), e))?;
+    if bytes.len() as u64 > KEY_FILE_LIMIT {
+        return Err(ArchiveError::InvalidIdentityFile {
+            path: shown,
+            reason: "is larger than 16 MiB".to_owned(),
+        });
+    }
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            // Wipe the bytes the failed conversion hands back.
+            drop(Zeroizing::new(e.into_bytes()));
+            Err(ArchiveError::InvalidIdentityFile {
+                path: shown,
+                reason: "is not UTF-8 text".to_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_kinds() {
+        let mut set = RecipientSet::new();
+        let identity = x25519::Identity::generate();
+        assert!(set.add(&identity.to_public().to_string()).is_ok());
+        assert!(set.add("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust").is_ok());
+        assert!(matches!(
+            set.add("not-a-key"),
+            Err(ArchiveError::InvalidRecipient(_))
+        ));
+        assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn mixed_recipients_and_passphrase_refused() {
+        let mut set = RecipientSet::new();
+        assert!(
+            set.add(&x25519::Identity::generate().to_public().to_string())
+                .is_ok()
+        );
+        let result = Encryption::new(
+            set,
+            Some(SecretString::from("pw".to_owned())),
+            Arc::new(NoPrompt),
+        );
+        assert!(matches!(
+            result,
+            Err(ArchiveError::MixedRecipientAndPassphrase)
+        ));
+    }
+}

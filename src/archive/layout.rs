@@ -1,0 +1,205 @@
+//! Entry paths inside the tar stream (`docs/FORMAT.md`, "Layout"), and the rules that keep a
+//! path safe to extract: relative, no `..`, no empty or `.` components, plain ASCII.
+//!
+//! Item names and version ids are restricted to `[0-9A-Za-z-]` (Key Vault's own rule), so
+//! every path the writer builds is safe by construction; the reader still checks every path
+//! it meets, since an archive may come from anywhere.
+
+use super::error::VerifyError;
+use super::manifest::{EntryType, Kind};
+
+/// The first entry of every archive.
+pub const FORMAT_MARKER_PATH: &str = "coldvault-archive.json";
+
+/// The last entry of every archive.
+pub const MANIFEST_PATH: &str = "manifest.json";
+
+/// Content type of a PKCS#12 certificate export (Key Vault's value).
+pub const PKCS12_CONTENT_TYPE: &str = "application/x-pkcs12";
+
+/// Content type of a PEM certificate export (Key Vault's value).
+pub const PEM_CONTENT_TYPE: &str = "application/x-pem-file";
+
+/// Why a name or version was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not 1–127 characters of `[0-9A-Za-z-]`.
+    #[error("invalid {what} {value:?}: expected 1-127 characters of 0-9, a-z, A-Z and -")]
+    Invalid {
+        /// "name" or "version".
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The entry type needs a version and none was given.
+    #[error("a {0} entry needs a version")]
+    MissingVersion(&'static str),
+    /// The entry type does not exist for this kind.
+    #[error("a {0} entry cannot belong to a {1}")]
+    WrongKind(&'static str, Kind),
+    /// A certificate export with a content type that is neither PFX nor PEM.
+    #[error("certificate export content type must be {PKCS12_CONTENT_TYPE} or {PEM_CONTENT_TYPE}")]
+    ExportContentType,
+}
+
+/// Checks a Key Vault item name or version id: 1–127 characters of `[0-9A-Za-z-]`.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    let ok = !value.is_empty()
+        && value.len() <= 127
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Invalid {
+            what,
+            value: value.chars().take(140).collect(),
+        })
+    }
+}
+
+/// The canonical path of an entry. Every entry of a valid archive sits at the path this
+/// returns for its manifest fields.
+pub fn entry_path(
+    entry_type: EntryType,
+    kind: Kind,
+    name: &str,
+    version: Option<&str>,
+    content_type: Option<&str>,
+) -> Result<String, NameError> {
+    check_name("name", name)?;
+    if let Some(version) = version {
+        check_name("version", version)?;
+    }
+    let folder = kind.folder();
+    let need_version = || version.ok_or(NameError::MissingVersion(entry_type.as_str()));
+    let only = |wanted: Kind| {
+        if kind == wanted {
+            Ok(())
+        } else {
+            Err(NameError::WrongKind(entry_type.as_str(), kind))
+        }
+    };
+    Ok(match entry_type {
+        EntryType::SecretVersion => {
+            only(Kind::Secret)?;
+            format!("{folder}/{name}/versions/{}.json", need_version()?)
+        }
+        EntryType::Backup => format!("{folder}/{name}/backup.bin"),
+        EntryType::Policy => {
+            if kind == Kind::Secret {
+                return Err(NameError::WrongKind(entry_type.as_str(), kind));
+            }
+            format!("{folder}/{name}/policy.json")
+        }
+        EntryType::KeyPublicJwk => {
+            only(Kind::Key)?;
+            format!("{folder}/{name}/public/{}.jwk.json", need_version()?)
+        }
+        EntryType::CertificatePublic => {
+            only(Kind::Certificate)?;
+            format!("{folder}/{name}/public/{}.cer", need_version()?)
+        }
+        EntryType::CertificateExport => {
+            only(Kind::Certificate)?;
+            let extension = match content_type {
+                Some(PKCS12_CONTENT_TYPE) => "pfx",
+                Some(PEM_CONTENT_TYPE) => "pem",
+                _ => return Err(NameError::ExportContentType),
+            };
+            format!("{folder}/{name}/export/{}.{extension}", need_version()?)
+        }
+    })
+}
+
+/// Normalises and checks a path read from a tar header. Returns the path without a leading
+/// `./` (which `tar -C dir .` writes) and without a trailing `/` (directories).
+pub fn check_tar_path(raw: &[u8]) -> Result<String, VerifyError> {
+    let shown = String::from_utf8_lossy(raw)
+        .chars()
+        .take(300)
+        .collect::<String>();
+    let unsafe_path = |why| VerifyError::UnsafePath {
+        path: shown.clone(),
+        why,
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| unsafe_path("not UTF-8"))?;
+    if text.starts_with('/') || text.starts_with('\\') || text.as_bytes().get(1) == Some(&b':') {
+        return Err(unsafe_path("absolute path"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) || text.contains('\\') {
+        return Err(unsafe_path(
+            "characters outside printable ASCII or a backslash",
+        ));
+    }
+    let text = text.strip_prefix("./").unwrap_or(text);
+    let text = text.strip_suffix('/').unwrap_or(text);
+    if text.is_empty() || text == "." {
+        // The archive root itself (`./`), written by `tar -C dir .`.
+        return Ok(String::new());
+    }
+    for component in text.split('/') {
+        match component {
+            ".." => return Err(unsafe_path("parent-directory component (..)")),
+            "" | "." => return Err(unsafe_path("empty or . component")),
+            _ => {}
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// If `path` is a secret version's canonical path, its name and version.
+pub fn parse_secret_version_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("secrets/")?;
+    let (name, rest) = rest.split_once('/')?;
+    let version = rest.strip_prefix("versions/")?.strip_suffix(".json")?;
+    Some((name, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths() {
+        assert_eq!(
+            entry_path(
+                EntryType::SecretVersion,
+                Kind::Secret,
+                "db",
+                Some("v1"),
+                None
+            ),
+            Ok("secrets/db/versions/v1.json".to_owned())
+        );
+        assert_eq!(
+            entry_path(EntryType::Backup, Kind::Key, "k", None, None),
+            Ok("keys/k/backup.bin".to_owned())
+        );
+        assert_eq!(
+            entry_path(
+                EntryType::CertificateExport,
+                Kind::Certificate,
+                "c",
+                Some("v"),
+                Some(PEM_CONTENT_TYPE)
+            ),
+            Ok("certificates/c/export/v.pem".to_owned())
+        );
+        assert!(entry_path(EntryType::Backup, Kind::Key, "../x", None, None).is_err());
+        assert!(entry_path(EntryType::SecretVersion, Kind::Key, "k", Some("v"), None).is_err());
+    }
+
+    #[test]
+    fn tar_paths() {
+        assert_eq!(
+            check_tar_path(b"./secrets/a/").ok(),
+            Some("secrets/a".to_owned())
+        );
+        assert!(check_tar_path(b"/etc/passwd").is_err());
+        assert!(check_tar_path(b"secrets/../../x").is_err());
+        assert!(check_tar_path(b"secrets//x").is_err());
+        assert!(check_tar_path(b"C:/x").is_err());
+    }
+}

@@ -1,0 +1,586 @@
+//! [`ArchiveReader`]: opens an archive, checks it against every rule of `docs/FORMAT.md`,
+//! then hands out its entries, each checked again against the manifest.
+//!
+//! [`ArchiveReader::open`] makes one streaming pass: age decryption (every 64 KiB chunk
+//! authenticated), zstd, then tar, entry by entry: the format marker first (an unknown
+//! version is refused before anything else is read), every path and entry type checked,
+//! every size bounded, every entry hashed; at the end `manifest.json` is compared with what
+//! was seen, both ways. Memory holds the manifest and one small record per entry, never the
+//! entries' data. [`ArchiveReader::entries`] makes a second pass on a background thread and
+//! yields each entry only after its size and SHA-256 match the manifest.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use age::secrecy::SecretBox;
+use age::secrecy::zeroize::Zeroizing;
+use sha2::{Digest, Sha256};
+
+use super::error::{ArchiveError, VerifyError};
+use super::keys::Decryption;
+use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
+use super::manifest::{
+    EntryType, FormatMarker, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
+};
+use super::streams::{DecompressedReader, DecryptedReader, FailureSlot, RawReader, StreamBounds};
+use super::{FORMAT_NAME, FORMAT_VERSION};
+
+/// Bounds that keep a hostile archive from exhausting memory or disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest item entry (default 64 MiB; Key Vault's largest backup blobs are far smaller).
+    pub max_entry_size: u64,
+    /// Largest `manifest.json` (default 1 GiB).
+    pub max_manifest_size: u64,
+    /// Largest decompressed tar stream (default 64 GiB).
+    pub max_total_size: u64,
+    /// Largest decompressed:compressed ratio, checked once `ratio_after` bytes are out
+    /// (default 1000:1 after 16 MiB; coldvault's own archives stay far below 100:1).
+    pub max_ratio: u64,
+    /// See `max_ratio`.
+    pub ratio_after: u64,
+    /// Most tar entries (default 10 million).
+    pub max_entries: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_entry_size: 64 << 20,
+            max_manifest_size: 1 << 30,
+            max_total_size: 64 << 30,
+            max_ratio: 1000,
+            ratio_after: 16 << 20,
+            max_entries: 10_000_000,
+        }
+    }
+}
+
+/// The format marker is tiny; anything bigger is not one.
+const MARKER_LIMIT: u64 = 64 * 1024;
+
+/// Trailing zero padding after the tar end marker is bounded too (GNU tar pads to 10 KiB).
+const TRAILING_LIMIT: u64 = 1 << 20;
+
+type TarStream = DecompressedReader<
+    zstd::Decoder<
+        'static,
+        BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+    >,
+>;
+
+/// An archive that passed verification.
+#[derive(Debug)]
+pub struct ArchiveReader {
+    path: PathBuf,
+    decryption: Decryption,
+    limits: ReadLimits,
+    manifest: Arc<Manifest>,
+    stats: ReadStats,
+}
+
+/// What the verification pass read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Size of the encrypted file.
+    pub file_bytes: u64,
+    /// Bytes of entry data hashed.
+    pub entry_bytes: u64,
+    /// Tar entries seen (files and folders).
+    pub tar_entries: u64,
+}
+
+impl ArchiveReader {
+    /// Opens and fully verifies the archive at `path` with the default [`ReadLimits`].
+    pub fn open(path: &Path, decryption: &Decryption) -> Result<Self, ArchiveError> {
+        Self::open_with_limits(path, decryption, ReadLimits::default())
+    }
+
+    /// Opens and fully verifies the archive at `path`. Fails with the first broken rule:
+    /// [`ArchiveError::Verify`] for a damaged or hostile archive, other variants when it
+    /// cannot be checked at all (no matching identity, unreadable file).
+    pub fn open_with_limits(
+        path: &Path,
+        decryption: &Decryption,
+        limits: ReadLimits,
+    ) -> Result<Self, ArchiveError> {
+        let (manifest, stats) = verify_pass(path, decryption, &limits)?;
+        Ok(Self {
+            path: path.to_owned(),
+            decryption: decryption.clone(),
+            limits,
+            manifest: Arc::new(manifest),
+            stats,
+        })
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// What the verification pass read.
+    pub fn stats(&self) -> ReadStats {
+        self.stats
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the archive again, on a background thread, and yields every item entry in
+    /// archive order, each after its size and SHA-256 matched the manifest. The iterator
+    /// ends after the first error. Dropping it stops the thread.
+    pub fn entries(&self) -> EntryIter {
+        let (tx, rx) = sync_channel(8);
+        let path = self.path.clone();
+        let decryption = self.decryption.clone();
+        let limits = self.limits;
+        let manifest = self.manifest.clone();
+        let spawned = std::thread::Builder::new()
+            .name("coldvault-archive-read".to_owned())
+            .spawn(move || {
+                if let Err(e) = entries_pass(&path, &decryption, &limits, &manifest, &tx) {
+                    let _ = tx.send(Err(e));
+                }
+            });
+        let rx = match spawned {
+            Ok(_) => rx,
+            Err(e) => {
+                let (tx, rx) = sync_channel(1);
+                let _ = tx.send(Err(ArchiveError::io("cannot start a reader thread", e)));
+                rx
+            }
+        };
+        EntryIter { rx, done: false }
+    }
+}
+
+/// One verified entry: its manifest record and its content.
+pub struct ArchiveEntry {
+    /// The entry as the manifest lists it.
+    pub entry: ManifestEntry,
+    /// Its content.
+    pub data: EntryData,
+}
+
+impl std::fmt::Debug for ArchiveEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveEntry")
+            .field("path", &self.entry.path)
+            .field("size", &self.entry.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The content of an entry.
+pub enum EntryData {
+    /// A plain secret version (its value in a `SecretString`).
+    Secret(SecretRecord),
+    /// A certificate export holding a private key.
+    Private(SecretBox<[u8]>),
+    /// Anything else: a backup blob (already encrypted by Key Vault), a public part, a
+    /// policy.
+    Bytes(Vec<u8>),
+}
+
+/// Verified entries, in archive order. See [`ArchiveReader::entries`].
+pub struct EntryIter {
+    rx: Receiver<Result<ArchiveEntry, ArchiveError>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for EntryIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryIter")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Iterator for EntryIter {
+    type Item = Result<ArchiveEntry, ArchiveError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Ok(entry)) => Some(Ok(entry)),
+            Ok(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+/// Opens the layers: file → age → zstd → bounds → tar.
+fn open_stream(
+    path: &Path,
+    decryption: &Decryption,
+    limits: &ReadLimits,
+) -> Result<(tar::Archive<TarStream>, FailureSlot, u64), ArchiveError> {
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|e| ArchiveError::io(format!("cannot open {shown}"), e))?;
+    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (raw, raw_state) = RawReader::new(file);
+    let stream = decryption.decrypt(BufReader::new(raw))?;
+    let failure = FailureSlot::default();
+    let consumed = Arc::new(Mutex::new(0));
+    let decrypted = DecryptedReader {
+        inner: stream,
+        raw: raw_state,
+        failure: failure.clone(),
+        consumed: consumed.clone(),
+    };
+    let decoder = zstd::Decoder::new(decrypted).map_err(|e| VerifyError::NotZstd(e.to_string()))?;
+    let bounded = DecompressedReader {
+        inner: decoder,
+        failure: failure.clone(),
+        consumed,
+        produced: 0,
+        bounds: StreamBounds {
+            max_total: limits.max_total_size,
+            max_ratio: limits.max_ratio,
+            ratio_after: limits.ratio_after,
+        },
+    };
+    Ok((tar::Archive::new(bounded), failure, file_bytes))
+}
+
+/// A tar entry that passed the structural checks.
+enum Checked {
+    /// A directory (or the root): carries no meaning, skipped.
+    Folder,
+    /// A regular file at this (normalised) path.
+    File(String),
+}
+
+/// The checks every tar entry passes: a safe path and a permitted type.
+fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Checked, ArchiveError> {
+    let path = layout::check_tar_path(&entry.path_bytes())?;
+    let forbidden = |kind| {
+        Err(VerifyError::ForbiddenEntryType {
+            path: path.clone(),
+            kind,
+        }
+        .into())
+    };
+    match entry.header().entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Ok(Checked::File(path)),
+        tar::EntryType::Directory => Ok(Checked::Folder),
+        // A pax global header carries defaults (times, owners), not content.
+        tar::EntryType::XGlobalHeader => Ok(Checked::Folder),
+        tar::EntryType::Symlink => forbidden("symbolic link"),
+        tar::EntryType::Link => forbidden("hard link"),
+        tar::EntryType::Char | tar::EntryType::Block => forbidden("device"),
+        tar::EntryType::Fifo => forbidden("FIFO"),
+        _ => forbidden("special entry"),
+    }
+}
+
+/// Reads an entry's data into memory wiped on drop (it may hold a secret value).
+fn read_all<R: Read>(
+    entry: &mut R,
+    size: u64,
+    failure: &FailureSlot,
+) -> Result<Zeroizing<Vec<u8>>, ArchiveError> {
+    let mut data = Zeroizing::new(Vec::with_capacity(usize::try_from(size).unwrap_or(0)));
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| failure.explain(|| VerifyError::NotTar(e.to_string()).into()))?;
+    if data.len() as u64 != size {
+        return Err(failure.explain(|| VerifyError::NotTar("entry data ends early".into()).into()));
+    }
+    Ok(data)
+}
+
+fn check_marker(data: &[u8]) -> Result<(), VerifyError> {
+    let marker: FormatMarker = serde_json::from_slice(data)
+        .map_err(|e| VerifyError::InvalidFormatMarker(e.to_string()))?;
+    if marker.format != FORMAT_NAME {
+        return Err(VerifyError::UnknownFormat(marker.format));
+    }
+    if marker.format_version != u64::from(FORMAT_VERSION) {
+        return Err(VerifyError::UnknownFormatVersion {
+            found: marker.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that an item entry's content follows its type's rules.
+fn check_content(path: &str, data: &[u8]) -> Result<Option<SecretRecord>, VerifyError> {
+    if let Some((name, version)) = layout::parse_secret_version_path(path) {
+        let record = SecretRecord::from_json(path, data)?;
+        if record.name != name || record.version != version {
+            return Err(VerifyError::InvalidEntry {
+                path: path.to_owned(),
+                reason: "its name or version differs from its path".to_owned(),
+            });
+        }
+        return Ok(Some(record));
+    }
+    Ok(None)
+}
+
+/// After the tar end marker: only zero padding, then the end of the zstd and age streams
+/// (reading to the end is what authenticates age's last chunk).
+fn drain(stream: &mut TarStream, failure: &FailureSlot) -> Result<(), ArchiveError> {
+    let mut buf = [0u8; 8192];
+    let mut total = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failure.explain(|| VerifyError::NotTar(e.to_string()).into())),
+        };
+        total += n as u64;
+        if total > TRAILING_LIMIT || buf[..n].iter().any(|&b| b != 0) {
+            return Err(VerifyError::TrailingData.into());
+        }
+    }
+}
+
+fn tar_error(failure: &FailureSlot, e: io::Error) -> ArchiveError {
+    failure.explain(|| VerifyError::NotTar(e.to_string()).into())
+}
+
+/// The verification pass. Returns the manifest once every rule holds.
+fn verify_pass(
+    path: &Path,
+    decryption: &Decryption,
+    limits: &ReadLimits,
+) -> Result<(Manifest, ReadStats), ArchiveError> {
+    let (mut archive, failure, file_bytes) = open_stream(path, decryption, limits)?;
+    let mut stats = ReadStats {
+        file_bytes,
+        ..ReadStats::default()
+    };
+    let mut seen: HashMap<String, (u64, Sha256Digest)> = HashMap::new();
+    let mut manifest: Option<Manifest> = None;
+    let mut marker_seen = false;
+    {
+        let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| tar_error(&failure, e))?;
+            stats.tar_entries += 1;
+            if stats.tar_entries > limits.max_entries {
+                return Err(VerifyError::TooManyEntries {
+                    limit: limits.max_entries,
+                }
+                .into());
+            }
+            let checked = check_entry(&entry);
+            let path = match checked {
+                Ok(Checked::Folder) => continue,
+                Ok(Checked::File(path)) => path,
+                Err(e) if !marker_seen => {
+                    // A hostile first entry is still reported as what it is.
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let size = entry.size();
+            if !marker_seen {
+                if path != FORMAT_MARKER_PATH {
+                    return Err(VerifyError::MissingFormatMarker { found: path }.into());
+                }
+                if size > MARKER_LIMIT {
+                    return Err(VerifyError::InvalidFormatMarker("too large".into()).into());
+                }
+                let data = read_all(&mut entry, size, &failure)?;
+                check_marker(&data)?;
+                marker_seen = true;
+                continue;
+            }
+            if manifest.is_some() {
+                return Err(VerifyError::EntryAfterManifest(path).into());
+            }
+            if path == MANIFEST_PATH {
+                if size > limits.max_manifest_size {
+                    return Err(VerifyError::EntryTooLarge {
+                        path,
+                        size,
+                        limit: limits.max_manifest_size,
+                    }
+                    .into());
+                }
+                let reader = io::BufReader::with_capacity(64 * 1024, (&mut entry).take(size));
+                let parsed: Manifest = serde_json::from_reader(reader).map_err(|e| {
+                    failure.explain(|| VerifyError::InvalidManifest(e.to_string()).into())
+                })?;
+                manifest = Some(parsed);
+                continue;
+            }
+            if path == FORMAT_MARKER_PATH || seen.contains_key(&path) {
+                return Err(VerifyError::DuplicateEntry(path).into());
+            }
+            if size > limits.max_entry_size {
+                return Err(VerifyError::EntryTooLarge {
+                    path,
+                    size,
+                    limit: limits.max_entry_size,
+                }
+                .into());
+            }
+            let digest = if layout::parse_secret_version_path(&path).is_some() {
+                let data = read_all(&mut entry, size, &failure)?;
+                check_content(&path, &data)?;
+                Sha256Digest(Sha256::digest(&*data).into())
+            } else {
+                hash_stream(&mut entry, size, &failure)?
+            };
+            stats.entry_bytes += size;
+            seen.insert(path, (size, digest));
+        }
+    }
+    drain(&mut archive.into_inner(), &failure)?;
+    if !marker_seen {
+        return Err(VerifyError::MissingFormatMarker {
+            found: String::new(),
+        }
+        .into());
+    }
+    let manifest = manifest.ok_or(VerifyError::MissingManifest)?;
+    manifest.check()?;
+    for entry in &manifest.entries {
+        let Some((size, digest)) = seen.remove(&entry.path) else {
+            return Err(VerifyError::MissingEntry(entry.path.clone()).into());
+        };
+        if size != entry.size {
+            return Err(VerifyError::SizeMismatch {
+                path: entry.path.clone(),
+                expected: entry.size,
+                actual: size,
+            }
+            .into());
+        }
+        if digest != entry.sha256 {
+            return Err(VerifyError::ChecksumMismatch(entry.path.clone()).into());
+        }
+    }
+    if let Some(extra) = seen.into_keys().min() {
+        return Err(VerifyError::NotInManifest(extra).into());
+    }
+    Ok((manifest, stats))
+}
+
+fn hash_stream<R: Read>(
+    entry: &mut R,
+    size: u64,
+    failure: &FailureSlot,
+) -> Result<Sha256Digest, ArchiveError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = match entry.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(
+                    failure.explain(|| VerifyError::NotTar("entry data ends early".into()).into())
+                );
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(tar_error(failure, e)),
+        };
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(Sha256Digest(hasher.finalize().into()))
+}
+
+/// The second pass: yields entries checked against the already verified manifest.
+fn entries_pass(
+    path: &Path,
+    decryption: &Decryption,
+    limits: &ReadLimits,
+    manifest: &Manifest,
+    tx: &SyncSender<Result<ArchiveEntry, ArchiveError>>,
+) -> Result<(), ArchiveError> {
+    let index: HashMap<&str, usize> = manifest
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.as_str(), i))
+        .collect();
+    let mut delivered = vec![false; manifest.entries.len()];
+    let (mut archive, failure, _) = open_stream(path, decryption, limits)?;
+    {
+        let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| tar_error(&failure, e))?;
+            let path = match check_entry(&entry)? {
+                Checked::Folder => continue,
+                Checked::File(path) => path,
+            };
+            if path == FORMAT_MARKER_PATH || path == MANIFEST_PATH {
+                continue;
+            }
+            // The file was verified a moment ago; anything else now means it changed.
+            let changed = || VerifyError::NotInManifest(path.clone());
+            let &i = index.get(path.as_str()).ok_or_else(changed)?;
+            let expected = &manifest.entries[i];
+            if delivered[i] {
+                return Err(VerifyError::DuplicateEntry(path).into());
+            }
+            if entry.size() != expected.size || expected.size > limits.max_entry_size {
+                return Err(VerifyError::SizeMismatch {
+                    path,
+                    expected: expected.size,
+                    actual: entry.size(),
+                }
+                .into());
+            }
+            let data = read_all(&mut entry, expected.size, &failure)?;
+            if Sha256Digest(Sha256::digest(&*data).into()) != expected.sha256 {
+                return Err(VerifyError::ChecksumMismatch(path).into());
+            }
+            delivered[i] = true;
+            let data = match expected.entry_type {
+                EntryType::SecretVersion => match check_content(&path, &data)? {
+                    Some(record) => EntryData::Secret(record),
+                    None => {
+                        return Err(VerifyError::InvalidEntry {
+                            path,
+                            reason: "not at a secret version path".to_owned(),
+                        }
+                        .into());
+                    }
+                },
+                EntryType::CertificateExport => {
+                    EntryData::Private(SecretBox::from(data.to_vec().into_boxed_slice()))
+                }
+                _ => EntryData::Bytes(data.to_vec()),
+            };
+            let item = ArchiveEntry {
+                entry: expected.clone(),
+                data,
+            };
+            if tx.send(Ok(item)).is_err() {
+                // The consumer stopped listening.
+                return Ok(());
+            }
+        }
+    }
+    drain(&mut archive.into_inner(), &failure)?;
+    if let Some(i) = delivered.iter().position(|d| !d) {
+        return Err(VerifyError::MissingEntry(manifest.entries[i].path.clone()).into());
+    }
+    Ok(())
+}

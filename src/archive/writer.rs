@@ -1,0 +1,534 @@
+//! [`ArchiveWriter`]: streams items into a new archive (`docs/FORMAT.md`, "Writing").
+//!
+//! The chain is synchronous: `tar::Builder` → zstd encoder → age `StreamWriter` → a
+//! temporary file in the target folder (or stdout). Entry data goes straight through; only
+//! the manifest's compact per-entry metadata stays in memory until the end, where it becomes
+//! the last entry. [`ArchiveWriter::finish`] closes the layers in the documented order (tar,
+//! zstd, age), syncs the file and renames it into place without replacing anything. Dropping
+//! a writer without finishing it deletes the temporary file: no partial archive ever carries
+//! the final name.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use age::secrecy::zeroize::Zeroize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::error::ArchiveError;
+use super::keys::Encryption;
+use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
+use super::manifest::{
+    Attributes, Counts, DeletedItem, EntryType, FormatMarker, Kind, Manifest, ManifestEntry,
+    RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tool,
+};
+use super::streams::CountingWriter;
+use super::{FILE_SUFFIX, FORMAT_NAME, FORMAT_VERSION};
+
+/// Where a new archive goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Into this folder, as `VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age`.
+    Dir(PathBuf),
+    /// To this exact file name.
+    File(PathBuf),
+    /// To standard output (refused when it is a terminal).
+    Stdout,
+}
+
+/// Metadata of an item entry other than a secret version: kind, name, versions, attributes,
+/// tags, content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInfo {
+    /// The item's kind.
+    pub kind: Kind,
+    /// The item's name.
+    pub name: String,
+    /// Its current version when captured.
+    pub version: Option<String>,
+    /// Every version a backup blob holds, when known.
+    pub versions: Vec<String>,
+    /// Attributes of the current version.
+    pub attributes: Attributes,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Content type, if any.
+    pub content_type: Option<String>,
+}
+
+impl ItemInfo {
+    /// An item with only its kind and name known.
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            version: None,
+            versions: Vec::new(),
+            attributes: Attributes::default(),
+            tags: BTreeMap::new(),
+            content_type: None,
+        }
+    }
+}
+
+/// What [`ArchiveWriter::finish`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// The final file, or `None` for stdout.
+    pub path: Option<PathBuf>,
+    /// Bytes written (the encrypted file's size).
+    pub bytes: u64,
+    /// What the archive holds.
+    pub counts: Counts,
+    /// The creation time recorded in the manifest.
+    pub created: OffsetDateTime,
+}
+
+/// The bottom of the chain: a temporary file beside the final name, or stdout.
+enum Sink {
+    File(tempfile::NamedTempFile),
+    Stdout(io::Stdout),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Stdout(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+type Chain = tar::Builder<zstd::Encoder<'static, age::stream::StreamWriter<CountingWriter<Sink>>>>;
+
+/// Streams items into a new archive. Not `Sync`; use it from one thread (async callers:
+/// `tokio::task::spawn_blocking` or a channel to a writer thread).
+pub struct ArchiveWriter {
+    chain: Chain,
+    final_path: Option<PathBuf>,
+    created: OffsetDateTime,
+    source: Source,
+    run: Option<RunWindow>,
+    entries: Vec<ManifestEntry>,
+    paths: HashSet<String>,
+    skipped: Vec<SkippedItem>,
+    deleted: Vec<DeletedItem>,
+    recaptured: Vec<RecapturedItem>,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("final_path", &self.final_path)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveWriter {
+    /// Starts a new archive: checks the destination (an existing file is refused now, not
+    /// after the work), creates the temporary file (mode 0600) in the target folder, writes
+    /// the age header and the format marker entry.
+    pub fn create(
+        destination: Destination,
+        encryption: &Encryption,
+        source: Source,
+    ) -> Result<Self, ArchiveError> {
+        let created = now();
+        let final_path = match &destination {
+            Destination::Dir(dir) => Some(dir.join(file_name(&source.vault, created)?)),
+            Destination::File(path) => Some(path.clone()),
+            Destination::Stdout => None,
+        };
+        let sink = match &final_path {
+            None => {
+                let stdout = io::stdout();
+                if stdout.is_terminal() {
+                    return Err(ArchiveError::OutputIsTerminal);
+                }
+                Sink::Stdout(stdout)
+            }
+            Some(path) => {
+                if path.symlink_metadata().is_ok() {
+                    return Err(ArchiveError::OutputExists(path.clone()));
+                }
+                let dir = parent_dir(path);
+                // tempfile creates with mode 0600 and O_EXCL; the rename keeps the mode.
+                let tmp = tempfile::Builder::new()
+                    .prefix(".coldvault-")
+                    .suffix(".partial")
+                    .tempfile_in(dir)
+                    .map_err(|e| {
+                        ArchiveError::io(format!("cannot create a file in {}", dir.display()), e)
+                    })?;
+                Sink::File(tmp)
+            }
+        };
+        let shown = shown_path(final_path.as_deref());
+        let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
+        let stream = encryption
+            .encryptor()?
+            .wrap_output(CountingWriter {
+                inner: sink,
+                written: 0,
+            })
+            .map_err(io_err)?;
+        let mut encoder = zstd::Encoder::new(stream, 3).map_err(io_err)?;
+        encoder.include_checksum(true).map_err(io_err)?;
+        let mut writer = Self {
+            chain: tar::Builder::new(encoder),
+            final_path,
+            created,
+            source,
+            run: None,
+            entries: Vec::new(),
+            paths: HashSet::new(),
+            skipped: Vec::new(),
+            deleted: Vec::new(),
+            recaptured: Vec::new(),
+        };
+        let marker = serde_json::to_vec(&FormatMarker {
+            format: FORMAT_NAME.to_owned(),
+            format_version: u64::from(FORMAT_VERSION),
+        })
+        .map_err(|e| ArchiveError::io("cannot encode the format marker", e.into()))?;
+        writer.append(FORMAT_MARKER_PATH, &marker)?;
+        Ok(writer)
+    }
+
+    /// The final file name (`None` for stdout). The file exists only after `finish`.
+    pub fn path(&self) -> Option<&Path> {
+        self.final_path.as_deref()
+    }
+
+    /// Adds one plain secret version as a `secret-version` JSON entry. The serialized value
+    /// is wiped from memory once written.
+    pub fn add_secret_version(&mut self, record: &SecretRecord) -> Result<(), ArchiveError> {
+        let mut json = record
+            .to_json()
+            .map_err(|e| ArchiveError::io("cannot encode a secret version", e.into()))?;
+        let entry = ManifestEntry {
+            path: String::new(),
+            entry_type: EntryType::SecretVersion,
+            kind: Kind::Secret,
+            name: record.name.clone(),
+            version: Some(record.version.clone()),
+            versions: Vec::new(),
+            current: record.current,
+            attributes: record.attributes.clone(),
+            tags: record.tags.clone(),
+            content_type: record.content_type.clone(),
+            size: 0,
+            sha256: Sha256Digest([0; 32]),
+        };
+        let result = self.add_entry(entry, &json);
+        json.zeroize();
+        result
+    }
+
+    /// Adds a native backup blob (all versions of one item) as a `backup` entry.
+    pub fn add_blob(&mut self, item: &ItemInfo, bytes: &[u8]) -> Result<(), ArchiveError> {
+        self.add_item(EntryType::Backup, item, bytes)
+    }
+
+    /// Adds a certificate with its private key as the vault exports it (`content_type`
+    /// `application/x-pkcs12` or `application/x-pem-file`).
+    pub fn add_certificate_export(
+        &mut self,
+        name: &str,
+        version: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let mut item = ItemInfo::new(Kind::Certificate, name);
+        item.version = Some(version.to_owned());
+        item.content_type = Some(content_type.to_owned());
+        self.add_item(EntryType::CertificateExport, &item, bytes)
+    }
+
+    /// Adds a key's public part as a JSON Web Key (`jwk` must be a JSON object).
+    pub fn add_key_public_jwk(
+        &mut self,
+        name: &str,
+        version: &str,
+        jwk: &[u8],
+    ) -> Result<(), ArchiveError> {
+        check_json_object(name, jwk)?;
+        let mut item = ItemInfo::new(Kind::Key, name);
+        item.version = Some(version.to_owned());
+        item.content_type = Some("application/jwk+json".to_owned());
+        self.add_item(EntryType::KeyPublicJwk, &item, jwk)
+    }
+
+    /// Adds a certificate's public X.509 certificate (DER, as the vault's `cer` field).
+    pub fn add_certificate_public(
+        &mut self,
+        name: &str,
+        version: &str,
+        der: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let mut item = ItemInfo::new(Kind::Certificate, name);
+        item.version = Some(version.to_owned());
+        item.content_type = Some("application/pkix-cert".to_owned());
+        self.add_item(EntryType::CertificatePublic, &item, der)
+    }
+
+    /// Adds policy metadata as JSON: a key's rotation policy or a certificate's policy.
+    pub fn add_policy(&mut self, kind: Kind, name: &str, json: &[u8]) -> Result<(), ArchiveError> {
+        check_json_object(name, json)?;
+        let mut item = ItemInfo::new(kind, name);
+        item.content_type = Some("application/json".to_owned());
+        self.add_item(EntryType::Policy, &item, json)
+    }
+
+    /// Records an item that could not be captured, with the reason.
+    pub fn record_skipped(&mut self, kind: Kind, name: &str, reason: &str) {
+        self.skipped.push(SkippedItem {
+            kind,
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Records a soft-deleted item (listed, not captured).
+    pub fn record_deleted(&mut self, item: DeletedItem) {
+        self.deleted.push(item);
+    }
+
+    /// Records an item captured again because its current version changed during the run.
+    pub fn record_recaptured(&mut self, item: RecapturedItem) {
+        self.recaptured.push(item);
+    }
+
+    /// Sets the time window of the run that captured the items.
+    pub fn set_run_window(&mut self, started: OffsetDateTime, finished: OffsetDateTime) {
+        self.run = Some(RunWindow { started, finished });
+    }
+
+    /// How many entries were added so far.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Writes `manifest.json` and closes the layers in the documented order: tar end
+    /// blocks, zstd end of frame, age final chunk; then fsync, and rename to the final name
+    /// without replacing an existing file (and fsync of the folder).
+    pub fn finish(mut self) -> Result<ArchiveSummary, ArchiveError> {
+        let shown = shown_path(self.final_path.as_deref());
+        let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
+        let mut manifest = Manifest {
+            format: FORMAT_NAME.to_owned(),
+            format_version: u64::from(FORMAT_VERSION),
+            tool: Tool {
+                name: env!("CARGO_PKG_NAME").to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            created: self.created,
+            run: self.run,
+            source: self.source.clone(),
+            counts: Counts::default(),
+            entries: std::mem::take(&mut self.entries),
+            skipped: std::mem::take(&mut self.skipped),
+            deleted: std::mem::take(&mut self.deleted),
+            recaptured: std::mem::take(&mut self.recaptured),
+        };
+        manifest.counts = manifest.computed_counts();
+        self.paths = HashSet::new();
+        write_streamed_json(&mut self.chain, MANIFEST_PATH, &manifest, self.created)
+            .map_err(io_err)?;
+        let counts = manifest.counts;
+        drop(manifest);
+
+        let encoder = self.chain.into_inner().map_err(io_err)?;
+        let stream = encoder.finish().map_err(io_err)?;
+        let mut counting = stream.finish().map_err(io_err)?;
+        counting.flush().map_err(io_err)?;
+        let bytes = counting.written;
+        match (counting.inner, &self.final_path) {
+            (Sink::File(tmp), Some(path)) => {
+                tmp.as_file().sync_all().map_err(io_err)?;
+                tmp.persist_noclobber(path).map_err(|e| {
+                    if e.error.kind() == io::ErrorKind::AlreadyExists {
+                        ArchiveError::OutputExists(path.clone())
+                    } else {
+                        io_err(e.error)
+                    }
+                })?;
+                // The rename is durable only once the folder itself is synced.
+                if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
+                    let _ = dir.sync_all();
+                }
+            }
+            (Sink::Stdout(_), _) | (Sink::File(_), None) => {}
+        }
+        Ok(ArchiveSummary {
+            path: self.final_path,
+            bytes,
+            counts,
+            created: self.created,
+        })
+    }
+
+    fn add_item(
+        &mut self,
+        entry_type: EntryType,
+        item: &ItemInfo,
+        bytes: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let entry = ManifestEntry {
+            path: String::new(),
+            entry_type,
+            kind: item.kind,
+            name: item.name.clone(),
+            version: item.version.clone(),
+            versions: item.versions.clone(),
+            current: false,
+            attributes: item.attributes.clone(),
+            tags: item.tags.clone(),
+            content_type: item.content_type.clone(),
+            size: 0,
+            sha256: Sha256Digest([0; 32]),
+        };
+        for version in &item.versions {
+            layout::check_name("version", version).map_err(name_error)?;
+        }
+        self.add_entry(entry, bytes)
+    }
+
+    fn add_entry(&mut self, mut entry: ManifestEntry, data: &[u8]) -> Result<(), ArchiveError> {
+        entry.path = layout::entry_path(
+            entry.entry_type,
+            entry.kind,
+            &entry.name,
+            entry.version.as_deref(),
+            entry.content_type.as_deref(),
+        )
+        .map_err(name_error)?;
+        if !self.paths.insert(entry.path.clone()) {
+            return Err(ArchiveError::DuplicateEntry(entry.path));
+        }
+        entry.size = data.len() as u64;
+        entry.sha256 = Sha256Digest(Sha256::digest(data).into());
+        self.append(&entry.path, data)?;
+        entry.path.shrink_to_fit();
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    fn append(&mut self, path: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        let mut header = file_header(data.len() as u64, self.created);
+        self.chain
+            .append_data(&mut header, path, data)
+            .map_err(|e| {
+                ArchiveError::io(
+                    format!("cannot write {}", shown_path(self.final_path.as_deref())),
+                    e,
+                )
+            })
+    }
+}
+
+/// A regular-file tar header: mode 0600, owner 0:0, the archive's creation time.
+fn file_header(size: u64, created: OffsetDateTime) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(u64::try_from(created.unix_timestamp()).unwrap_or(0));
+    header
+}
+
+/// Writes a JSON document as a tar entry without holding its text in memory: once to count
+/// its bytes (the tar header needs the size first), once into the stream.
+fn write_streamed_json<W: Write, T: serde::Serialize>(
+    chain: &mut tar::Builder<W>,
+    path: &str,
+    value: &T,
+    created: OffsetDateTime,
+) -> io::Result<()> {
+    let mut counter = CountingWriter {
+        inner: io::sink(),
+        written: 0,
+    };
+    serde_json::to_writer(&mut counter, value)?;
+    let size = counter.written;
+    let mut header = file_header(size, created);
+    header.set_path(path)?;
+    header.set_cksum();
+    let out = chain.get_mut();
+    out.write_all(header.as_bytes())?;
+    let mut counted = CountingWriter {
+        inner: io::BufWriter::with_capacity(64 * 1024, &mut *out),
+        written: 0,
+    };
+    serde_json::to_writer(&mut counted, value)?;
+    counted.flush()?;
+    if counted.written != size {
+        return Err(io::Error::other(
+            "the manifest changed while it was written",
+        ));
+    }
+    drop(counted);
+    // tar pads every entry to a 512-byte block.
+    let padding = (512 - (size % 512)) % 512;
+    out.write_all(&[0u8; 512][..padding as usize])?;
+    Ok(())
+}
+
+fn check_json_object(name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(ArchiveError::InvalidInput(format!(
+            "the JSON document for {name} is not a JSON object"
+        ))),
+    }
+}
+
+fn name_error(e: layout::NameError) -> ArchiveError {
+    match e {
+        layout::NameError::Invalid { what, value } => ArchiveError::InvalidName { what, value },
+        other => ArchiveError::InvalidInput(other.to_string()),
+    }
+}
+
+/// `VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age`.
+fn file_name(vault: &str, created: OffsetDateTime) -> Result<String, ArchiveError> {
+    layout::check_name("name", vault).map_err(name_error)?;
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        created.year(),
+        u8::from(created.month()),
+        created.day(),
+        created.hour(),
+        created.minute(),
+        created.second()
+    );
+    Ok(format!("{vault}-{stamp}{FILE_SUFFIX}"))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn shown_path(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|| "standard output".to_owned())
+}
+
+/// Now, in UTC, to the second (the manifest and tar headers carry seconds).
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
