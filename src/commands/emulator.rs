@@ -1,14 +1,177 @@
-//! `coldvault emulator`.
+//! `coldvault emulator`: runs the local Key Vault until SIGINT or SIGTERM. When it is ready it
+//! prints one JSON line on stdout (the [`crate::emulator::Ready`] line); logs go to stderr.
 
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::emulator::{self, AuthMode, EmulatorConfig, VaultSpec};
 use crate::error::{CliError, ExitCode};
 
 /// Arguments of `coldvault emulator`.
 #[derive(Debug, clap::Args)]
-pub struct EmulatorArgs {}
+pub struct EmulatorArgs {
+    /// A vault to serve (repeatable; the first is the default for `localhost`):
+    /// NAME[,subscription=ID][,geo=REGION][,sku=standard|premium][,purge-protection][,retention-days=N]
+    #[arg(long = "vault", value_name = "SPEC")]
+    pub vaults: Vec<String>,
+
+    /// Port to listen on; 0 picks a free one (the ready line tells which).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Persist vaults, the CA and keys here (atomic writes); in memory when absent.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// JSON file declaring vaults and objects to start with.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
+
+    /// Token checking: `jwt` (tokens from the built-in issuer) or `off` (any bearer).
+    #[arg(long, value_enum, default_value_t = AuthArg::Jwt)]
+    pub auth: AuthArg,
+
+    /// Page size of lists when the client sends no maxresults (1-25).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=25))]
+    pub page_size: u32,
+
+    /// Make pages ragged like Azure's: some empty (still with a nextLink), some short.
+    #[arg(long)]
+    pub ragged_pages: bool,
+
+    /// Milliseconds added to every vault request.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency: u64,
+
+    /// Requests per 10 seconds per vault before 429 with Retry-After.
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u32>,
+
+    /// Fraction (0-1) of vault requests answered with a random 429, 500 or 503.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub fault_rate: f64,
+
+    /// Seconds a purged name stays unusable (409 ObjectIsBeingDeleted).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub purge_window: f64,
+
+    /// Seconds before a delete shows in the deleted list (and a recover in the live one).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub delete_delay: f64,
+
+    /// Extra DNS name or IP for the server certificate (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
+
+    /// Fixed tenant id for the built-in issuer (random when absent).
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+
+    /// Fixed client id for the built-in issuer (random when absent); its secret comes from
+    /// COLDVAULT_EMULATOR_CLIENT_SECRET, never from the command line.
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    Off,
+    Jwt,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| CliError::usage(format!("{flag} must be a non-negative number of seconds")))
+}
+
+/// Resolves the arguments into an [`EmulatorConfig`].
+pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
+    let vaults = args
+        .vaults
+        .iter()
+        .map(|text| VaultSpec::parse(text).map_err(|e| CliError::usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err(CliError::usage("--fault-rate must be between 0 and 1"));
+    }
+    Ok(EmulatorConfig {
+        vaults,
+        bind: args.bind,
+        port: args.port,
+        state_dir: args.state_dir.clone(),
+        seed: args.seed.clone(),
+        auth: match args.auth {
+            AuthArg::Off => AuthMode::Off,
+            AuthArg::Jwt => AuthMode::Jwt,
+        },
+        page_size: args.page_size,
+        ragged_pages: args.ragged_pages,
+        latency: Duration::from_millis(args.latency),
+        budget: args.budget,
+        fault_rate: args.fault_rate,
+        purge_window: seconds("--purge-window", args.purge_window)?,
+        delete_delay: seconds("--delete-delay", args.delete_delay)?,
+        extra_names: args.tls_names.clone(),
+        tenant_id: args.tenant_id.clone(),
+        client_id: args.client_id.clone(),
+        client_secret: std::env::var("COLDVAULT_EMULATOR_CLIENT_SECRET").ok(),
+    })
+}
 
 /// Runs `coldvault emulator`.
-pub async fn run(_args: EmulatorArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::failed(
-        "`coldvault emulator` is not available in this build",
-    ))
+pub async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
+    let config = config(&args)?;
+    let running = emulator::start(config).await.map_err(|e| match e {
+        emulator::EmulatorError::Config(_) => CliError::usage(e.to_string()),
+        emulator::EmulatorError::Bind(..) => {
+            CliError::failed(e.to_string()).with_hint("pick another --port, or 0 for any free port")
+        }
+        other => CliError::failed(other.to_string()),
+    })?;
+    let line = serde_json::to_string(running.ready())
+        .map_err(|e| CliError::failed(format!("cannot render the ready line: {e}")))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::failed(format!("cannot write the ready line: {e}")))?;
+    }
+    tracing::info!(
+        "local Key Vault listening on port {}; admin at {}",
+        running.port(),
+        running.admin_url()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(ExitCode::Ok)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

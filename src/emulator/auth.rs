@@ -1,0 +1,559 @@
+//! The built-in token issuer and the token check of the vault routes.
+//!
+//! Issuer routes (on `https://localhost:PORT`): the client-credentials token endpoint
+//! `POST /{tenant}/oauth2/v2.0/token`, the OpenID configuration
+//! `GET /{tenant}/v2.0/.well-known/openid-configuration`, the JWKS `GET /{tenant}/discovery/v2.0/keys`,
+//! and two managed-identity endpoints: IMDS-style `GET /metadata/identity/oauth2/token` and
+//! App Service-style `GET /msi/token` (for `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`).
+//!
+//! Tokens are RS256 JWTs signed by an RSA key made at start (in the background, so startup does
+//! not wait for it) or loaded from the state directory. The vault routes check signature,
+//! audience (401 `AKV10022`), issuer and expiry; with auth off any bearer passes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::traits::PublicKeyParts;
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::state::AppState;
+use super::store::Redacted;
+
+/// Token lifetime, as Entra ID's default.
+pub const TOKEN_LIFETIME_S: i64 = 3_600;
+
+/// The signing key and what the JWKS publishes of it.
+pub struct SigningMaterial {
+    signing: SigningKey<Sha256>,
+    verifying: VerifyingKey<Sha256>,
+    public: RsaPublicKey,
+    kid: String,
+}
+
+impl std::fmt::Debug for SigningMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningMaterial(kid={})", self.kid)
+    }
+}
+
+impl SigningMaterial {
+    fn from_key(key: RsaPrivateKey) -> Self {
+        let public = key.to_public_key();
+        let digest = sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(
+            public.n().to_bytes_be(),
+        ));
+        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
+        Self {
+            verifying: VerifyingKey::<Sha256>::new(public.clone()),
+            signing: SigningKey::<Sha256>::new(key),
+            public,
+            kid,
+        }
+    }
+}
+
+/// The claims of an emulator token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    #[serde(default)]
+    pub tid: Option<String>,
+    #[serde(default)]
+    pub oid: Option<String>,
+    #[serde(default)]
+    pub appid: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+}
+
+impl Claims {
+    /// The principal permissions are keyed on: `oid`, else `appid`, else `sub`.
+    pub fn principal(&self) -> Option<String> {
+        self.oid
+            .clone()
+            .or_else(|| self.appid.clone())
+            .or_else(|| self.sub.clone())
+    }
+}
+
+/// Why a bearer token was refused (each maps to Azure's `AKV100xx` message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    BadSignature,
+    Audience { expected: String, found: String },
+    Issuer { expected: String, found: String },
+    Expired,
+}
+
+impl TokenError {
+    /// The 401 message.
+    pub fn message(&self) -> String {
+        match self {
+            TokenError::Malformed => "AKV10000: Request is missing a Bearer or PoP token.".into(),
+            TokenError::BadSignature => "AKV10012: Signature validation failed.".into(),
+            TokenError::Audience { expected, found } => {
+                format!("AKV10022: Invalid audience. Expected {expected}, found: {found}.")
+            }
+            TokenError::Issuer { expected, found } => {
+                format!("AKV10032: Invalid issuer. Expected one of {expected}, found {found}.")
+            }
+            TokenError::Expired => "AKV10013: Token is expired.".into(),
+        }
+    }
+}
+
+/// The issuer: the tenant, its registered clients, the managed identity, the signing key.
+#[derive(Debug)]
+pub struct Issuer {
+    pub tenant_id: String,
+    pub client_id: String,
+    client_secret: Redacted<String>,
+    /// The client id the managed-identity endpoints issue tokens for.
+    pub managed_identity_client_id: String,
+    clients: Mutex<BTreeMap<String, Redacted<String>>>,
+    key: tokio::sync::OnceCell<Arc<SigningMaterial>>,
+    key_path: Option<PathBuf>,
+}
+
+/// A random GUID-shaped id.
+pub fn new_guid() -> String {
+    let hex = format!("{:032x}", rand::random::<u128>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+impl Issuer {
+    /// An issuer with the given (or fresh) tenant and client; `key_path` keeps the signing key
+    /// across restarts.
+    pub fn new(
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+        client_secret: Option<String>,
+        key_path: Option<PathBuf>,
+    ) -> Self {
+        let client_id = client_id.unwrap_or_else(new_guid);
+        let client_secret =
+            client_secret.unwrap_or_else(|| format!("cv~{:032x}", rand::random::<u128>()));
+        let mut clients = BTreeMap::new();
+        clients.insert(client_id.clone(), Redacted(client_secret.clone()));
+        Self {
+            tenant_id: tenant_id.unwrap_or_else(new_guid),
+            client_id,
+            client_secret: Redacted(client_secret),
+            managed_identity_client_id: new_guid(),
+            clients: Mutex::new(clients),
+            key: tokio::sync::OnceCell::new(),
+            key_path,
+        }
+    }
+
+    /// The built-in client's secret.
+    pub fn client_secret(&self) -> &str {
+        &self.client_secret.0
+    }
+
+    /// Registers another client (for tests of partial permissions).
+    pub fn add_client(&self, client_id: &str, secret: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client_id.to_string(), Redacted(secret.to_string()));
+    }
+
+    fn client_ok(&self, client_id: &str, secret: &str) -> bool {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client_id)
+            .is_some_and(|s| s.0 == secret)
+    }
+
+    /// The signing key, made (or loaded) once; callers wait for it on first use.
+    pub async fn material(&self) -> Result<Arc<SigningMaterial>, String> {
+        self.key
+            .get_or_try_init(|| async {
+                let path = self.key_path.clone();
+                tokio::task::spawn_blocking(move || load_or_make_key(path.as_deref()))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|key| Arc::new(SigningMaterial::from_key(key)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The `iss` of every token: `{authority}/{tenant}/v2.0`.
+    pub fn issuer_url(&self, authority: &str) -> String {
+        format!("{authority}/{}/v2.0", self.tenant_id)
+    }
+
+    /// Signs a token for `client_id` with audience `aud`, valid from `now_s` for `lifetime_s`.
+    pub async fn issue(
+        &self,
+        authority: &str,
+        client_id: &str,
+        aud: &str,
+        now_s: i64,
+        lifetime_s: i64,
+    ) -> Result<String, String> {
+        let material = self.material().await?;
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": material.kid});
+        let claims = json!({
+            "aud": aud,
+            "iss": self.issuer_url(authority),
+            "iat": now_s,
+            "nbf": now_s - 60,
+            "exp": now_s + lifetime_s,
+            "tid": self.tenant_id,
+            "oid": client_id,
+            "appid": client_id,
+            "azp": client_id,
+            "sub": client_id,
+            "ver": "2.0",
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = material.signing.sign(signing_input.as_bytes()).to_bytes();
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+
+    /// Checks a token: signature, issuer, audience (one of `audiences`), expiry.
+    pub async fn check(
+        &self,
+        token: &str,
+        authority: &str,
+        audiences: &[String],
+        now_s: i64,
+    ) -> Result<Claims, TokenError> {
+        let claims = decode_claims(token)?;
+        let material = self
+            .material()
+            .await
+            .map_err(|_| TokenError::BadSignature)?;
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|bytes| Signature::try_from(bytes.as_slice()).ok())
+            .ok_or(TokenError::BadSignature)?;
+        material
+            .verifying
+            .verify(signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        let expected_iss = self.issuer_url(authority);
+        if claims.iss != expected_iss {
+            return Err(TokenError::Issuer {
+                expected: expected_iss,
+                found: claims.iss,
+            });
+        }
+        let aud = claims.aud.trim_end_matches('/');
+        if !audiences.iter().any(|a| a.trim_end_matches('/') == aud) {
+            return Err(TokenError::Audience {
+                expected: audiences.join(" or "),
+                found: claims.aud,
+            });
+        }
+        // Azure allows five minutes of clock skew.
+        if claims.exp + 300 <= now_s {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The JWKS document.
+    pub async fn jwks(&self) -> Result<serde_json::Value, String> {
+        let material = self.material().await?;
+        Ok(json!({"keys": [{
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": material.kid,
+            "n": URL_SAFE_NO_PAD.encode(material.public.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(material.public.e().to_bytes_be()),
+        }]}))
+    }
+}
+
+/// The claims of a JWT without checking it (auth off: who is it, if anyone says).
+pub fn decode_claims(token: &str) -> Result<Claims, TokenError> {
+    let mut parts = token.split('.');
+    let (_, Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+fn load_or_make_key(path: Option<&std::path::Path>) -> Result<RsaPrivateKey, String> {
+    if let Some(path) = path
+        && let Ok(pem) = std::fs::read_to_string(path)
+    {
+        return RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string());
+    }
+    let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).map_err(|e| e.to_string())?;
+    if let Some(path) = path {
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| e.to_string())?;
+        super::persist::write_atomic(path, pem.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    Ok(key)
+}
+
+/// The authority host of this emulator: `https://localhost:PORT`.
+pub fn authority(state: &AppState) -> String {
+    format!("https://localhost:{}", state.port())
+}
+
+/// The audiences the vault routes accept: the challenge resource (`https://vault.localhost:PORT`)
+/// and Azure's public audiences.
+pub fn audiences(state: &AppState) -> Vec<String> {
+    vec![
+        format!("https://vault.localhost:{}", state.port()),
+        "https://vault.azure.net".to_string(),
+        "cfa8b339-82a2-471a-a3c9-0fc0be7a4093".to_string(),
+    ]
+}
+
+/// The issuer's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/oauth2/token", post(token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+        .route(
+            "/metadata/identity/oauth2/token",
+            get(managed_identity_token),
+        )
+        .route("/msi/token", get(managed_identity_token))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "error": error,
+            "error_description": description,
+            "error_codes": [],
+        })),
+    )
+        .into_response()
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let issuer = &state.issuer;
+    if !tenant.eq_ignore_ascii_case(&issuer.tenant_id) && tenant != "organizations" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type; only client_credentials is served.",
+        );
+    }
+    let client_id = form.get("client_id").cloned().unwrap_or_default();
+    let secret = form.get("client_secret").cloned().unwrap_or_default();
+    if !issuer.client_ok(&client_id, &secret) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.",
+        );
+    }
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    let aud = scope
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("/.default")
+        .to_string();
+    if aud.is_empty() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS1002012: The provided value for scope is not valid.",
+        );
+    }
+    let now = state.clock.now_s();
+    match issuer
+        .issue(&authority(&state), &client_id, &aud, now, TOKEN_LIFETIME_S)
+        .await
+    {
+        Ok(access_token) => axum::Json(json!({
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_S,
+            "ext_expires_in": TOKEN_LIFETIME_S,
+            "access_token": access_token,
+        }))
+        .into_response(),
+        Err(err) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &err),
+    }
+}
+
+async fn openid_configuration(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Response {
+    let base = authority(&state);
+    axum::Json(json!({
+        "issuer": state.issuer.issuer_url(&base),
+        "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
+        "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "subject_types_supported": ["pairwise"],
+        "scopes_supported": ["openid"],
+        "tenant_region_scope": "EU",
+    }))
+    .into_response()
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.issuer.jwks().await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(err) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &err),
+    }
+}
+
+async fn managed_identity_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    // IMDS demands `Metadata: true`; App Service demands `X-IDENTITY-HEADER`.
+    let imds = headers
+        .get("metadata")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let app_service = headers.contains_key("x-identity-header");
+    if !imds && !app_service {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required metadata header not specified",
+        );
+    }
+    let resource = query
+        .get("resource")
+        .cloned()
+        .or_else(|| query.get("scope").cloned())
+        .unwrap_or_default();
+    let aud = resource.trim_end_matches("/.default").to_string();
+    if aud.is_empty() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            "No resource given",
+        );
+    }
+    let client_id = state.issuer.managed_identity_client_id.clone();
+    let now = state.clock.now_s();
+    match state
+        .issuer
+        .issue(&authority(&state), &client_id, &aud, now, TOKEN_LIFETIME_S)
+        .await
+    {
+        Ok(access_token) => axum::Json(json!({
+            "access_token": access_token,
+            "client_id": client_id,
+            "expires_in": TOKEN_LIFETIME_S.to_string(),
+            "expires_on": (now + TOKEN_LIFETIME_S).to_string(),
+            "ext_expires_in": TOKEN_LIFETIME_S.to_string(),
+            "not_before": (now - 60).to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+        }))
+        .into_response(),
+        Err(err) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn issued_tokens_check_and_refusals_name_the_cause() {
+        let issuer = Issuer::new(None, None, None, None);
+        let auth = "https://localhost:1";
+        let aud = vec!["https://vault.localhost:1".to_string()];
+        let token = issuer
+            .issue(auth, "c", &aud[0], 1_000, 3_600)
+            .await
+            .unwrap();
+        let claims = issuer.check(&token, auth, &aud, 1_100).await.unwrap();
+        assert_eq!(claims.principal().as_deref(), Some("c"));
+
+        let other = vec!["https://other".to_string()];
+        assert!(matches!(
+            issuer.check(&token, auth, &other, 1_100).await,
+            Err(TokenError::Audience { .. })
+        ));
+        assert_eq!(
+            issuer
+                .check(&token, auth, &aud, 1_000 + 3_600 + 301)
+                .await
+                .unwrap_err(),
+            TokenError::Expired
+        );
+        let mut forged = token.clone();
+        forged.push('A');
+        assert!(issuer.check(&forged, auth, &aud, 1_100).await.is_err());
+    }
+}

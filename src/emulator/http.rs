@@ -1,0 +1,359 @@
+//! The request pipeline around the routes: the frame (Azure's response headers on every answer,
+//! the journal) and the vault gate (host → vault, the 401 challenge and token check, injected
+//! faults, the throttle budget, latency, permissions, `api-version`), plus the JSON body
+//! extractor whose failures speak Azure's error envelope.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::AuthMode;
+use super::auth::{self, decode_claims, new_guid};
+use super::error::{ApiError, DropConnection};
+use super::faults::{FaultKind, JournalEntry, required_permission};
+use super::state::{AppState, VaultCtx};
+
+/// The `api-version`s the vault routes accept.
+pub const API_VERSIONS: &[&str] = &[
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+];
+
+/// The `x-ms-keyvault-service-version` the emulator reports.
+pub const SERVICE_VERSION: &str = "1.9.2800.1";
+
+/// What the gate tells the journal about a request.
+#[derive(Debug, Clone, Default)]
+struct JournalNote {
+    vault: Option<String>,
+    fault: Option<String>,
+    principal: Option<String>,
+}
+
+/// The host the client addressed: the URI authority (HTTP/2) or the `Host` header.
+pub fn request_host(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
+    uri.authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn host_has_port(host: &str) -> bool {
+    match host.rfind(']') {
+        Some(end) => host[end..].contains(':'),
+        None => host.contains(':'),
+    }
+}
+
+/// Adds Azure's headers and writes the journal entry. Wraps every route.
+pub async fn frame(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let at_ms = state.clock.now_ms();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
+    let host = request_host(request.uri(), request.headers());
+    let region = state
+        .vault_for_host(&host)
+        .map_or_else(|| "local".to_string(), |v| v.spec.geo.clone());
+
+    let mut response = next.run(request).await;
+
+    let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(&new_guid()) {
+        headers.insert("x-ms-request-id", id);
+    }
+    if let Some(id) = client_request_id {
+        headers.insert("x-ms-client-request-id", id);
+    }
+    headers.insert(
+        "x-ms-keyvault-service-version",
+        HeaderValue::from_static(SERVICE_VERSION),
+    );
+    if let Ok(region) = HeaderValue::from_str(&region) {
+        headers.insert("x-ms-keyvault-region", region);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::EXPIRES, HeaderValue::from_static("-1"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000;includeSubDomains"),
+    );
+
+    if !path.starts_with("/_emulator") {
+        let note = response
+            .extensions()
+            .get::<JournalNote>()
+            .cloned()
+            .unwrap_or_default();
+        let dropped = response.extensions().get::<DropConnection>().is_some();
+        state.journal.record(JournalEntry {
+            seq: 0,
+            at_ms,
+            method,
+            path,
+            query,
+            vault: note.vault,
+            // A dropped connection has no status; the journal shows 0.
+            status: if dropped {
+                0
+            } else {
+                response.status().as_u16()
+            },
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            fault: note.fault,
+            principal: note.principal,
+        });
+    }
+    response
+}
+
+fn with_note(mut response: Response, note: JournalNote) -> Response {
+    response.extensions_mut().insert(note);
+    response
+}
+
+/// `Bearer authorization="https://localhost:PORT/TENANT", resource="https://vault.localhost:PORT"`.
+pub fn challenge(state: &AppState) -> String {
+    format!(
+        "Bearer authorization=\"{}/{}\", resource=\"https://vault.localhost:{}\"",
+        auth::authority(state),
+        state.issuer.tenant_id,
+        state.port()
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// The vault gate: every vault route runs behind it. It never reads the body, so the 401
+/// challenge is answered before the body is read.
+pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let host = request_host(request.uri(), request.headers());
+    let Some(vault) = state.vault_for_host(&host) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "VaultNotFound",
+            format!("No vault is served at {host}."),
+        )
+        .into_response();
+    };
+    let vault_name = vault.spec.name.clone();
+    let mut note = JournalNote {
+        vault: Some(vault_name.clone()),
+        ..JournalNote::default()
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let settings = state.settings();
+
+    // The challenge and the token check come first: Azure answers 401 before anything else.
+    let Some(token) = bearer(request.headers()).map(str::to_string) else {
+        let err = ApiError::unauthorized(
+            "AKV10000: Request is missing a Bearer or PoP token.",
+            challenge(&state),
+        );
+        return with_note(err.into_response(), note);
+    };
+    note.principal = match settings.auth {
+        AuthMode::Off => decode_claims(&token).ok().and_then(|c| c.principal()),
+        AuthMode::Jwt => {
+            match state
+                .issuer
+                .check(
+                    &token,
+                    &auth::authority(&state),
+                    &auth::audiences(&state),
+                    state.clock.now_s(),
+                )
+                .await
+            {
+                Ok(claims) => claims.principal(),
+                Err(err) => {
+                    let err = ApiError::unauthorized(err.message(), challenge(&state));
+                    return with_note(err.into_response(), note);
+                }
+            }
+        }
+    };
+
+    if let Some(fault) = state.faults.take(method.as_str(), &path, &vault_name) {
+        note.fault = Some(format!("{:?}", fault.kind).to_ascii_lowercase());
+        match fault.kind {
+            FaultKind::Delay => tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await,
+            FaultKind::Throttle => return with_note(throttled(fault.retry_after), note),
+            FaultKind::Unavailable => {
+                let err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable. Please retry.",
+                )
+                .with_retry_after(fault.retry_after);
+                return with_note(err.into_response(), note);
+            }
+            FaultKind::Internal => {
+                let err = ApiError::internal("An internal error occurred (injected).");
+                return with_note(err.into_response(), note);
+            }
+            FaultKind::Drop => {
+                let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                response.extensions_mut().insert(DropConnection);
+                return with_note(response, note);
+            }
+        }
+    }
+    if settings.fault_rate > 0.0 && rand::random::<f64>() < settings.fault_rate {
+        note.fault = Some("rate".to_string());
+        let response = match rand::random::<u8>() % 3 {
+            0 => throttled(1),
+            1 => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry.",
+            )
+            .with_retry_after(1)
+            .into_response(),
+            _ => ApiError::internal("An internal error occurred (injected).").into_response(),
+        };
+        return with_note(response, note);
+    }
+    if let Some(budget) = settings.budget
+        && let Some(wait) = state
+            .faults
+            .spend_budget(&vault_name, budget, state.clock.now_ms())
+    {
+        note.fault = Some("budget".to_string());
+        return with_note(throttled(wait), note);
+    }
+    if settings.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
+    }
+
+    if let Some(principal) = &note.principal
+        && let Some(policy) = state.permissions.policy(&vault_name, principal)
+        && let Some((kind, permission)) = required_permission(method.as_str(), &path)
+        && !policy.allows(kind, permission)
+    {
+        let err = ApiError::forbidden_by_policy(principal, &vault_name, kind, permission);
+        return with_note(err.into_response(), note);
+    }
+
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let api_version = match query.get("api-version") {
+        Some(v) if API_VERSIONS.contains(&v.as_str()) => v.clone(),
+        Some(v) => {
+            let err = ApiError::bad_parameter(format!(
+                "The specified version ({v}) is not recognized. Consider using the latest supported version (2025-07-01)."
+            ));
+            return with_note(err.into_response(), note);
+        }
+        None => {
+            let err = ApiError::bad_parameter(
+                "The api-version query parameter is required; supported versions: 7.0 to 7.6 and 2025-07-01.",
+            );
+            return with_note(err.into_response(), note);
+        }
+    };
+    let link_host = if host_has_port(&host) {
+        host.clone()
+    } else {
+        format!("{host}:443")
+    };
+    request.extensions_mut().insert(VaultCtx {
+        state: state.clone(),
+        vault,
+        base: format!("https://{host}"),
+        link_base: format!("https://{link_host}"),
+        api_version,
+        query,
+    });
+
+    let response = next.run(request).await;
+    if method != Method::GET && method != Method::HEAD && response.status().is_success() {
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.persist()).await;
+    }
+    with_note(response, note)
+}
+
+/// 429 `Throttled` with `Retry-After`.
+pub fn throttled(retry_after: u64) -> Response {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Throttled",
+        "Request was not processed because too many requests were received. Reason: A1",
+    )
+    .with_retry_after(retry_after)
+    .into_response()
+}
+
+/// A JSON request body; a body that is not the expected JSON is 400 `BadParameter`.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_parameter(format!("The request body cannot be read: {e}"))
+            })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_parameter(format!("The request body is not valid: {e}")))
+    }
+}
+
+/// A JSON response with Azure's content type.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// 200 with a JSON body.
+pub fn ok_json(body: &serde_json::Value) -> Response {
+    json_response(StatusCode::OK, body)
+}

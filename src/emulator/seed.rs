@@ -1,0 +1,164 @@
+//! The seed file: a JSON document declaring vaults and the objects they start with, so a test
+//! or a demo begins from a known vault (many versions, disabled and expired secrets,
+//! soft-deleted items).
+//!
+//! ```json
+//! {
+//!   "vaults": [{"name": "prod", "subscription": "s1", "geo": "westeurope", "retention_days": 7}],
+//!   "secrets": [
+//!     {"vault": "prod", "name": "db-password", "versions": [{"value": "old"}, {"value": "new", "tags": {"env": "prod"}}]},
+//!     {"name": "many", "value": "v", "version_count": 40},
+//!     {"name": "off", "value": "x", "enabled": false},
+//!     {"name": "stale", "value": "x", "exp": 1600000000},
+//!     {"name": "gone", "value": "x", "deleted": true}
+//!   ]
+//! }
+//! ```
+//!
+//! `vault` defaults to the first vault. Versions get `created` one second apart ending now
+//! unless given.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::state::AppState;
+use super::store::{Kind, Payload, Redacted, Timing, Version};
+use super::{EmulatorError, VaultSpec};
+
+/// A parsed seed file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    #[serde(default)]
+    pub vaults: Vec<VaultSpec>,
+    #[serde(default)]
+    pub secrets: Vec<SeedSecret>,
+}
+
+/// One seeded secret.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSecret {
+    pub vault: Option<String>,
+    pub name: String,
+    /// Explicit versions, oldest first.
+    #[serde(default)]
+    pub versions: Vec<SeedSecretVersion>,
+    /// Shorthand for versions: this value (`{value}-{n}` for each of `version_count`).
+    pub value: Option<String>,
+    pub version_count: Option<usize>,
+    pub content_type: Option<String>,
+    pub enabled: Option<bool>,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Soft-delete it after creating it.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// One version of a seeded secret.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSecretVersion {
+    pub value: String,
+    pub id: Option<String>,
+    pub content_type: Option<String>,
+    pub enabled: Option<bool>,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: Option<i64>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl SeedFile {
+    /// Reads and parses a seed file.
+    pub fn load(path: &Path) -> Result<Self, EmulatorError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EmulatorError::Io(path.display().to_string(), e))?;
+        let seed: SeedFile = serde_json::from_str(&text)
+            .map_err(|e| EmulatorError::Seed(format!("{}: {e}", path.display())))?;
+        for spec in &seed.vaults {
+            spec.validate()?;
+        }
+        Ok(seed)
+    }
+
+    /// Creates the declared objects in `state`'s vaults.
+    pub fn apply(&self, state: &AppState) -> Result<(), EmulatorError> {
+        let now_ms = state.clock.now_ms();
+        let t = Timing {
+            now_ms,
+            delete_delay_ms: 0,
+            purge_window_ms: 0,
+        };
+        let now_s = t.now_s();
+        for secret in &self.secrets {
+            let vault_name = secret
+                .vault
+                .clone()
+                .unwrap_or_else(|| state.default_vault.clone());
+            let vault = state.vault(&vault_name).ok_or_else(|| {
+                EmulatorError::Seed(format!(
+                    "secret '{}' names vault '{vault_name}', which is not declared",
+                    secret.name
+                ))
+            })?;
+            let mut versions = secret.versions.clone();
+            if versions.is_empty() {
+                let value = secret.value.clone().ok_or_else(|| {
+                    EmulatorError::Seed(format!(
+                        "secret '{}' has no value or versions",
+                        secret.name
+                    ))
+                })?;
+                versions = match secret.version_count {
+                    Some(n) if n > 1 => (1..=n)
+                        .map(|i| SeedSecretVersion {
+                            value: format!("{value}-{i}"),
+                            ..SeedSecretVersion::default()
+                        })
+                        .collect(),
+                    _ => vec![SeedSecretVersion {
+                        value,
+                        ..SeedSecretVersion::default()
+                    }],
+                };
+            }
+            let total = i64::try_from(versions.len()).unwrap_or(i64::MAX);
+            let mut store = vault.lock();
+            for (i, seeded) in versions.iter().enumerate() {
+                let i = i64::try_from(i).unwrap_or(0);
+                let created = seeded.created.unwrap_or(now_s - (total - 1 - i));
+                let mut version = Version::new(
+                    created,
+                    Payload::Secret {
+                        value: Redacted(seeded.value.clone()),
+                    },
+                );
+                if let Some(id) = &seeded.id {
+                    version.id = id.to_ascii_lowercase();
+                }
+                version.content_type = seeded
+                    .content_type
+                    .clone()
+                    .or_else(|| secret.content_type.clone());
+                version.tags = seeded.tags.clone().or_else(|| secret.tags.clone());
+                version.attributes.enabled = seeded.enabled.or(secret.enabled).unwrap_or(true);
+                version.attributes.nbf = seeded.nbf.or(secret.nbf);
+                version.attributes.exp = seeded.exp.or(secret.exp);
+                store
+                    .create_version(Kind::Secret, &secret.name, version, t)
+                    .map_err(|e| EmulatorError::Seed(format!("secret '{}': {e:?}", secret.name)))?;
+            }
+            if secret.deleted {
+                store
+                    .delete(Kind::Secret, &secret.name, t)
+                    .map_err(|e| EmulatorError::Seed(format!("secret '{}': {e:?}", secret.name)))?;
+            }
+        }
+        Ok(())
+    }
+}

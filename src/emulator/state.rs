@@ -1,0 +1,355 @@
+//! The emulator's shared state ([`EmulatorState`]) and what a vault route sees of it
+//! ([`VaultCtx`]): the vault the request's host names, the clock, the settings in force, and
+//! helpers that render ids, attributes and pages from the request's host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::auth::Issuer;
+use super::backup::{BackupContents, Binding, SecurityWorld};
+use super::clock::Clock;
+use super::error::ApiError;
+use super::faults::{Faults, Journal, Permissions};
+use super::paging::{Page, PageRequest, PagingMode, paginate};
+use super::persist::Persister;
+use super::store::{Attributes, Kind, SoftDeletePolicy, StoreError, Timing, VaultStore};
+use super::{AuthMode, EmulatorConfig, VaultSpec};
+
+/// The handle every route and middleware shares.
+pub type AppState = Arc<EmulatorState>;
+
+/// Settings that may change while the emulator runs (flags set them, `/_emulator/settings`
+/// changes them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Page size when the client sends no `maxresults`.
+    pub page_size: u32,
+    /// Azure-like ragged pages: some empty, some short.
+    pub ragged_pages: bool,
+    /// Added to every vault request.
+    pub latency_ms: u64,
+    /// Requests per 10 s per vault before 429; `None` for no budget.
+    pub budget: Option<u32>,
+    /// Fraction of vault requests answered with a random 429, 500 or 503.
+    pub fault_rate: f64,
+    /// How long a name stays unusable after a purge.
+    pub purge_window_ms: u64,
+    /// How long a delete (or recover) takes to become visible.
+    pub delete_delay_ms: u64,
+    /// Token checking.
+    pub auth: AuthMode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            page_size: 25,
+            ragged_pages: false,
+            latency_ms: 0,
+            budget: None,
+            fault_rate: 0.0,
+            purge_window_ms: 0,
+            delete_delay_ms: 0,
+            auth: AuthMode::Jwt,
+        }
+    }
+}
+
+/// One vault: its declaration and its contents.
+#[derive(Debug)]
+pub struct Vault {
+    pub spec: VaultSpec,
+    pub store: Mutex<VaultStore>,
+}
+
+impl Vault {
+    /// An empty vault for `spec`.
+    pub fn new(spec: VaultSpec) -> Self {
+        let store = VaultStore::new(spec.policy());
+        Self {
+            spec,
+            store: Mutex::new(store),
+        }
+    }
+
+    /// Locks the vault's contents (short critical sections only: never across an await).
+    pub fn lock(&self) -> MutexGuard<'_, VaultStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The vault's backup binding.
+    pub fn binding(&self) -> Binding<'_> {
+        Binding {
+            subscription: &self.spec.subscription,
+            geography: &self.spec.geo,
+        }
+    }
+}
+
+/// Everything the emulator holds.
+#[derive(Debug)]
+pub struct EmulatorState {
+    pub config: EmulatorConfig,
+    /// The port actually bound (known after bind).
+    pub port: AtomicU16,
+    /// Vaults by lower-cased name.
+    pub vaults: BTreeMap<String, Arc<Vault>>,
+    /// The vault `localhost` and `127.0.0.1` reach.
+    pub default_vault: String,
+    pub clock: Clock,
+    pub settings: RwLock<Settings>,
+    pub journal: Journal,
+    pub faults: Faults,
+    pub permissions: Permissions,
+    pub issuer: Issuer,
+    pub world: SecurityWorld,
+    pub persister: Option<Persister>,
+}
+
+impl EmulatorState {
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+
+    /// The timing for store operations now.
+    pub fn timing(&self) -> Timing {
+        let settings = self.settings();
+        Timing {
+            now_ms: self.clock.now_ms(),
+            delete_delay_ms: i64::try_from(settings.delete_delay_ms).unwrap_or(i64::MAX),
+            purge_window_ms: i64::try_from(settings.purge_window_ms)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1),
+        }
+    }
+
+    /// The vault a request host names: `NAME.vault.localhost[:port]` → `NAME`; `localhost`,
+    /// `127.0.0.1` and `[::1]` → the default vault.
+    pub fn vault_for_host(&self, host: &str) -> Option<Arc<Vault>> {
+        let hostname = strip_port(host).to_ascii_lowercase();
+        let name = match hostname.strip_suffix(".vault.localhost") {
+            Some(name) => name.to_string(),
+            None if matches!(
+                hostname.as_str(),
+                "localhost" | "127.0.0.1" | "[::1]" | "::1"
+            ) =>
+            {
+                self.default_vault.clone()
+            }
+            None => hostname.split('.').next().unwrap_or_default().to_string(),
+        };
+        self.vaults.get(&name).cloned()
+    }
+
+    /// The vault called `name`.
+    pub fn vault(&self, name: &str) -> Option<Arc<Vault>> {
+        self.vaults.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// Writes the state directory if there is one.
+    pub fn persist(&self) {
+        if let Some(persister) = &self.persister
+            && let Err(err) = persister.save_vaults(&self.vaults)
+        {
+            tracing::warn!("cannot persist the emulator state: {err}");
+        }
+    }
+}
+
+/// Drops a `:port` suffix from a host (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Who made the request, from the token (`oid`, else `appid`); `None` with auth off and an
+/// opaque bearer.
+#[derive(Debug, Clone)]
+pub struct Principal(pub Option<String>);
+
+/// What a vault route knows about its request. Inserted by the gate middleware; extract it in
+/// a handler with `ctx: VaultCtx`.
+#[derive(Debug, Clone)]
+pub struct VaultCtx {
+    pub state: AppState,
+    pub vault: Arc<Vault>,
+    /// `https://` + the Host the client sent: the base of every `id`.
+    pub base: String,
+    /// The same with an explicit port, for `nextLink`.
+    pub link_base: String,
+    /// The request's `api-version`.
+    pub api_version: String,
+    /// The request's query, decoded.
+    pub query: HashMap<String, String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VaultCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<VaultCtx>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("vault route reached without the vault gate"))
+    }
+}
+
+impl VaultCtx {
+    /// Timing for store operations now.
+    pub fn timing(&self) -> Timing {
+        self.state.timing()
+    }
+
+    /// Now in Unix seconds.
+    pub fn now_s(&self) -> i64 {
+        self.state.clock.now_s()
+    }
+
+    /// Locks the vault's contents.
+    pub fn lock(&self) -> MutexGuard<'_, VaultStore> {
+        self.vault.lock()
+    }
+
+    /// The vault's soft-delete policy.
+    pub fn policy(&self) -> SoftDeletePolicy {
+        self.vault.spec.policy()
+    }
+
+    /// True for a premium vault (HSM key types allowed).
+    pub fn is_premium(&self) -> bool {
+        self.vault.spec.sku == super::Sku::Premium
+    }
+
+    /// `{base}/{kind}s/{name}/{version}` (no version segment for `None`).
+    pub fn object_id(&self, kind: Kind, name: &str, version: Option<&str>) -> String {
+        match version {
+            Some(v) => format!("{}/{}/{name}/{v}", self.base, kind.plural()),
+            None => format!("{}/{}/{name}", self.base, kind.plural()),
+        }
+    }
+
+    /// `{base}/deleted{kind}s/{name}`.
+    pub fn recovery_id(&self, kind: Kind, name: &str) -> String {
+        format!("{}/{}/{name}", self.base, kind.deleted_plural())
+    }
+
+    /// The attributes object: the version's plus the vault's `recoveryLevel` and
+    /// `recoverableDays`.
+    pub fn attributes(&self, attributes: &Attributes) -> Map<String, Value> {
+        let policy = self.policy();
+        let mut map = Map::new();
+        map.insert("enabled".into(), json!(attributes.enabled));
+        if let Some(nbf) = attributes.nbf {
+            map.insert("nbf".into(), json!(nbf));
+        }
+        if let Some(exp) = attributes.exp {
+            map.insert("exp".into(), json!(exp));
+        }
+        map.insert("created".into(), json!(attributes.created));
+        map.insert("updated".into(), json!(attributes.updated));
+        map.insert("recoveryLevel".into(), json!(policy.recovery_level()));
+        map.insert("recoverableDays".into(), json!(policy.retention_days));
+        map
+    }
+
+    /// One page of `items` (sorted by `sort_key`) for the list at `path` (`/secrets`, ...),
+    /// honouring `maxresults`, `$skiptoken` and the paging settings.
+    pub fn page<T>(
+        &self,
+        items: Vec<T>,
+        sort_key: impl Fn(&T) -> String,
+        path: &str,
+    ) -> Result<Page<T>, ApiError> {
+        let settings = self.state.settings();
+        let request = PageRequest {
+            maxresults: self.query.get("maxresults").cloned(),
+            skiptoken: self.query.get("$skiptoken").cloned(),
+        };
+        let mode = PagingMode {
+            default_page_size: settings.page_size,
+            ragged: settings.ragged_pages,
+        };
+        paginate(
+            items,
+            sort_key,
+            &request,
+            mode,
+            &format!("{}{path}", self.link_base),
+            &self.api_version,
+        )
+    }
+
+    /// Renders a page as Azure's list body: `{"value":[...],"nextLink":...}`.
+    pub fn page_body<T>(&self, page: Page<T>, render: impl Fn(&T) -> Value) -> Value {
+        let value: Vec<Value> = page.items.iter().map(render).collect();
+        json!({ "value": value, "nextLink": page.next_link })
+    }
+
+    /// Maps a store failure on `kind`/`name` to Azure's answer (ids rendered from this host).
+    pub fn store_error(&self, kind: Kind, name: &str, err: StoreError) -> ApiError {
+        match err {
+            StoreError::RestoreConflict { version } => ApiError::from_store(
+                kind,
+                name,
+                StoreError::RestoreConflict {
+                    version: self.object_id(kind, name, Some(&version)),
+                },
+            ),
+            other => ApiError::from_store(kind, name, other),
+        }
+    }
+
+    /// Seals a backup blob of `kind` for this vault's subscription and geography.
+    pub fn seal(&self, kind: Kind, contents: &BackupContents) -> Result<String, ApiError> {
+        self.state.world.seal(kind, &self.vault.binding(), contents)
+    }
+
+    /// Opens a blob posted to this vault's `kind` restore route.
+    pub fn open(&self, kind: Kind, blob: &str) -> Result<BackupContents, ApiError> {
+        self.state.world.open(kind, &self.vault.binding(), blob)
+    }
+}
+
+impl VaultSpec {
+    /// The store's soft-delete policy for this vault.
+    pub fn policy(&self) -> SoftDeletePolicy {
+        SoftDeletePolicy {
+            retention_days: self.retention_days,
+            purge_protection: self.purge_protection,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.vault.localhost:8443"), "a.vault.localhost");
+        assert_eq!(strip_port("localhost"), "localhost");
+        assert_eq!(strip_port("[::1]:99"), "[::1]");
+    }
+}
