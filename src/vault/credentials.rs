@@ -1,0 +1,657 @@
+//! The credential chain: which Azure identity coldvault signs in with.
+//!
+//! Azure users expect the order of the SDKs' default chain, and so does this one unless `--auth`
+//! pins a method: a service principal from the environment (`AZURE_TENANT_ID`,
+//! `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`; `AZURE_AUTHORITY_HOST` honoured), workload identity
+//! (`AZURE_FEDERATED_TOKEN_FILE`), managed identity, then the Azure CLI's login. Every method is
+//! an `azure_identity` credential whose HTTP pipeline uses coldvault's transport, so a token
+//! endpoint behind `--ca-cert` (the local emulator's issuer) is trusted like the vault. The
+//! variables are read from an explicit [`EnvSnapshot`], never from the process environment
+//! behind the caller's back — except the managed-identity endpoint variables (`IDENTITY_ENDPOINT`,
+//! `IDENTITY_HEADER`, `MSI_ENDPOINT`), which `azure_identity` reads itself. The first method that
+//! produces a token is kept for the rest of the run; [`CredentialChain::selected`] says which,
+//! and when none works [`AuthError`] lists what each one tried and why it failed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Output;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_identity::{
+    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, Executor, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
+};
+
+/// How long the chain waits for managed identity before moving on: off Azure, the instance
+/// metadata endpoint may never answer.
+const MANAGED_IDENTITY_PROBE: Duration = Duration::from_secs(5);
+/// How long the chain waits for the Azure CLI.
+const AZURE_CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variables the chain reads.
+const CREDENTIAL_VARIABLES: &[&str] = &[
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
+/// Variables whose values are secrets: never shown by `Debug`.
+const SECRET_VARIABLES: &[&str] = &["AZURE_CLIENT_SECRET"];
+
+/// A way to sign in, as `--auth` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AuthMethod {
+    /// A service principal from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
+    Env,
+    /// Workload identity federation (`AZURE_FEDERATED_TOKEN_FILE`, as on AKS).
+    WorkloadIdentity,
+    /// The managed identity of the Azure host (App Service, Functions, VMs).
+    ManagedIdentity,
+    /// The Azure CLI's login (`az login`).
+    AzureCli,
+}
+
+impl AuthMethod {
+    /// The chain's order.
+    pub const ALL: [AuthMethod; 4] = [
+        AuthMethod::Env,
+        AuthMethod::WorkloadIdentity,
+        AuthMethod::ManagedIdentity,
+        AuthMethod::AzureCli,
+    ];
+
+    /// The `--auth` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Env => "env",
+            AuthMethod::WorkloadIdentity => "workload-identity",
+            AuthMethod::ManagedIdentity => "managed-identity",
+            AuthMethod::AzureCli => "azure-cli",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `--auth` value that names no method.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown authentication method '{0}': expected env, workload-identity, managed-identity or azure-cli"
+)]
+pub struct UnknownAuthMethod(pub String);
+
+impl FromStr for AuthMethod {
+    type Err = UnknownAuthMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuthMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownAuthMethod(s.to_owned()))
+    }
+}
+
+/// The credential variables, captured once. Tests build one explicitly instead of changing the
+/// process environment (which every thread shares). `Debug` hides secret values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvSnapshot {
+    vars: BTreeMap<String, String>,
+}
+
+impl EnvSnapshot {
+    /// The credential variables of this process (empty ones count as unset).
+    pub fn from_process() -> Self {
+        Self::from_pairs(
+            CREDENTIAL_VARIABLES
+                .iter()
+                .filter_map(|name| std::env::var(name).ok().map(|v| (*name, v))),
+        )
+    }
+
+    /// A snapshot holding exactly these variables (empty values count as unset).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        }
+    }
+
+    /// A variable's value, if set and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for EnvSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in &self.vars {
+            if SECRET_VARIABLES.contains(&name.as_str()) {
+                map.entry(name, &"[redacted]");
+            } else {
+                map.entry(name, value);
+            }
+        }
+        map.finish()
+    }
+}
+
+/// What one method tried and why it did not produce a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthAttempt {
+    /// The method.
+    pub method: AuthMethod,
+    /// Why it failed or was skipped, in one line.
+    pub reason: String,
+}
+
+/// No method produced a token; each attempt says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AuthError {
+    /// The methods tried, in order.
+    pub attempts: Vec<AuthAttempt>,
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no credential could sign in to Azure")?;
+        for attempt in &self.attempts {
+            write!(f, "\n  {}: {}", attempt.method, attempt.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which method signed in, and with what (tenant and client id, or the endpoint used), for the
+/// "signed in with …" line on stderr. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedCredential {
+    /// The method.
+    pub method: AuthMethod,
+    /// A short description (`service principal <client id> in tenant <tenant>`).
+    pub detail: String,
+}
+
+impl fmt::Display for SelectedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.method, self.detail)
+    }
+}
+
+/// One method ready to be tried.
+#[derive(Debug)]
+struct Candidate {
+    method: AuthMethod,
+    detail: String,
+    credential: Arc<dyn TokenCredential>,
+    /// How long to wait for it before moving on (`None`: as long as it takes).
+    timeout: Option<Duration>,
+}
+
+/// Runs the Azure CLI on tokio's process support instead of blocking a runtime thread.
+#[derive(Debug)]
+struct TokioExecutor;
+
+#[async_trait::async_trait]
+impl Executor for TokioExecutor {
+    async fn run(&self, program: &OsStr, args: &[&OsStr]) -> std::io::Result<Output> {
+        tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+    }
+}
+
+/// The chain as one `TokenCredential`: tries the methods in order on the first token request,
+/// keeps the first that works. Shared by every client of one vault.
+#[derive(Debug)]
+pub struct CredentialChain {
+    candidates: Vec<Candidate>,
+    /// Methods skipped at construction (variables missing), reported with the failures.
+    skipped: Vec<AuthAttempt>,
+    /// Index of the chosen candidate once one produced a token.
+    selected: Mutex<Option<usize>>,
+    /// Serialises the first sign-in, so concurrent first requests do not all probe the chain.
+    first_sign_in: tokio::sync::Mutex<()>,
+    /// What the last failed sign-in tried.
+    last_failure: Mutex<Option<AuthError>>,
+}
+
+/// The authority host for a vault: `AZURE_AUTHORITY_HOST` if set, else the sovereign cloud the
+/// vault's host belongs to, else Azure public (`None`).
+fn authority_host(env: &EnvSnapshot, vault_host: &str) -> Option<String> {
+    if let Some(host) = env.get("AZURE_AUTHORITY_HOST") {
+        return Some(host.to_owned());
+    }
+    let host = vault_host.to_ascii_lowercase();
+    if host.ends_with(".vault.azure.cn") {
+        Some("https://login.chinacloudapi.cn".to_owned())
+    } else if host.ends_with(".vault.usgovcloudapi.net") {
+        Some("https://login.microsoftonline.us".to_owned())
+    } else {
+        None
+    }
+}
+
+fn client_options(
+    transport: &Transport,
+    authority: Option<&str>,
+    max_retries: u32,
+) -> ClientOptions {
+    let cloud = authority.map(|host| {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = host.to_owned();
+        Arc::new(CloudConfiguration::from(custom))
+    });
+    ClientOptions {
+        transport: Some(transport.clone()),
+        cloud,
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            max_retries,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn missing(env: &EnvSnapshot, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| env.get(n).is_none())
+        .map(|n| (*n).to_owned())
+        .collect()
+}
+
+impl CredentialChain {
+    /// Builds the chain for a vault (its host picks the sovereign cloud when
+    /// `AZURE_AUTHORITY_HOST` is not set). With `pinned`, only that method is tried, without
+    /// time limits; a pinned method whose variables are missing fails here.
+    pub fn new(
+        env: &EnvSnapshot,
+        pinned: Option<AuthMethod>,
+        transport: &Transport,
+        vault_host: &str,
+    ) -> Result<Self, AuthError> {
+        let authority = authority_host(env, vault_host);
+        let methods: Vec<AuthMethod> = match pinned {
+            Some(method) => vec![method],
+            None => AuthMethod::ALL.to_vec(),
+        };
+        let mut candidates = Vec::new();
+        let mut skipped = Vec::new();
+        for method in methods {
+            match Self::candidate(
+                method,
+                env,
+                pinned.is_some(),
+                transport,
+                authority.as_deref(),
+            ) {
+                Ok(candidate) => candidates.push(candidate),
+                Err(reason) => skipped.push(AuthAttempt { method, reason }),
+            }
+        }
+        if candidates.is_empty() {
+            return Err(AuthError { attempts: skipped });
+        }
+        Ok(Self {
+            candidates,
+            skipped,
+            selected: Mutex::new(None),
+            first_sign_in: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    fn candidate(
+        method: AuthMethod,
+        env: &EnvSnapshot,
+        pinned: bool,
+        transport: &Transport,
+        authority: Option<&str>,
+    ) -> Result<Candidate, String> {
+        let tenant = env.get("AZURE_TENANT_ID");
+        let client = env.get("AZURE_CLIENT_ID");
+        match method {
+            AuthMethod::Env => {
+                let (Some(tenant), Some(client)) = (tenant, client) else {
+                    return Err(format!(
+                        "not configured: {} not set",
+                        missing(env, &["AZURE_TENANT_ID", "AZURE_CLIENT_ID"]).join(" and ")
+                    ));
+                };
+                let Some(secret) = env.get("AZURE_CLIENT_SECRET") else {
+                    if env.get("AZURE_CLIENT_CERTIFICATE_PATH").is_some() {
+                        return Err("AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported yet: use AZURE_CLIENT_SECRET, workload identity or managed identity".to_owned());
+                    }
+                    return Err(
+                        "not configured: neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set"
+                            .to_owned(),
+                    );
+                };
+                let credential = ClientSecretCredential::new(
+                    tenant,
+                    client.to_owned(),
+                    Secret::new(secret.to_owned()),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: client_options(transport, authority, 3),
+                    }),
+                )
+                .map_err(|e| one_line(&e.to_string()))?;
+                Ok(Candidate {
+                    method,
+                    detail: format!("service principal {client} in tenant {tenant}"),
+                    credential,
+                    timeout: None,
+                })
+            }
+            AuthMethod::WorkloadIdentity => {
+                let (Some(tenant), Some(client), Some(file)) =
+                    (tenant, client, env.get("AZURE_FEDERATED_TOKEN_FILE"))
+                else {
+                    return Err(format!(
+                        "not configured: {} not set",
+                        missing(
+                            env,
+                            &[
+                                "AZURE_FEDERATED_TOKEN_FILE",
+                                "AZURE_TENANT_ID",
+                                "AZURE_CLIENT_ID"
+                            ]
+                        )
+                        .join(", ")
+                    ));
+                };
+                let credential =
+                    WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                        credential_options: ClientAssertionCredentialOptions {
+                            client_options: client_options(transport, authority, 3),
+                        },
+                        client_id: Some(client.to_owned()),
+                        tenant_id: Some(tenant.to_owned()),
+                        token_file_path: Some(PathBuf::from(file)),
+                    }))
+                    .map_err(|e| one_line(&e.to_string()))?;
+                Ok(Candidate {
+                    method,
+                    detail: format!("workload identity {client} in tenant {tenant}"),
+                    credential,
+                    timeout: None,
+                })
+            }
+            AuthMethod::ManagedIdentity => {
+                // As in the SDKs' default chain, AZURE_CLIENT_ID names a user-assigned identity.
+                let user_assigned_id = client.map(|id| UserAssignedId::ClientId(id.to_owned()));
+                let detail = match client {
+                    Some(id) => format!("user-assigned identity {id}"),
+                    None => "system-assigned identity".to_owned(),
+                };
+                let credential =
+                    ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                        user_assigned_id,
+                        client_options: client_options(transport, None, if pinned { 5 } else { 0 }),
+                    }))
+                    .map_err(|e| one_line(&e.to_string()))?;
+                Ok(Candidate {
+                    method,
+                    detail,
+                    credential,
+                    timeout: (!pinned).then_some(MANAGED_IDENTITY_PROBE),
+                })
+            }
+            AuthMethod::AzureCli => {
+                let credential = AzureCliCredential::new(Some(AzureCliCredentialOptions {
+                    executor: Some(Arc::new(TokioExecutor)),
+                    ..Default::default()
+                }))
+                .map_err(|e| one_line(&e.to_string()))?;
+                Ok(Candidate {
+                    method,
+                    detail: "the Azure CLI's signed-in account".to_owned(),
+                    credential,
+                    timeout: Some(AZURE_CLI_TIMEOUT),
+                })
+            }
+        }
+    }
+
+    /// The method that produced the first token, once one has.
+    pub fn selected(&self) -> Option<SelectedCredential> {
+        let index = (*self
+            .selected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        let candidate = self.candidates.get(index)?;
+        Some(SelectedCredential {
+            method: candidate.method,
+            detail: candidate.detail.clone(),
+        })
+    }
+
+    /// What the last failed sign-in tried, if the last sign-in failed.
+    pub fn last_failure(&self) -> Option<AuthError> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn selected_index(&self) -> Option<usize> {
+        *self
+            .selected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn try_candidate(
+        candidate: &Candidate,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> Result<AccessToken, String> {
+        let attempt = candidate.credential.get_token(scopes, options);
+        let result = match candidate.timeout {
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(result) => result,
+                Err(_) => return Err(format!("no answer within {} s", limit.as_secs())),
+            },
+            None => attempt.await,
+        };
+        result.map_err(|e| one_line(&e.to_string()))
+    }
+}
+
+/// Keeps the first line of an error chain's text, without the SDK's troubleshooting links.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("To troubleshoot"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for CredentialChain {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        if let Some(index) = self.selected_index()
+            && let Some(candidate) = self.candidates.get(index)
+        {
+            return candidate.credential.get_token(scopes, options).await;
+        }
+        let _first = self.first_sign_in.lock().await;
+        // Another task may have signed in while this one waited.
+        if let Some(index) = self.selected_index()
+            && let Some(candidate) = self.candidates.get(index)
+        {
+            return candidate.credential.get_token(scopes, options).await;
+        }
+        let mut attempts = self.skipped.clone();
+        for (index, candidate) in self.candidates.iter().enumerate() {
+            match Self::try_candidate(candidate, scopes, options.clone()).await {
+                Ok(token) => {
+                    *self
+                        .selected
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(index);
+                    *self
+                        .last_failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    return Ok(token);
+                }
+                Err(reason) => attempts.push(AuthAttempt {
+                    method: candidate.method,
+                    reason,
+                }),
+            }
+        }
+        attempts.sort_by_key(|a| a.method);
+        let error = AuthError { attempts };
+        let message = error.to_string();
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+        Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Credential,
+            message,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> Transport {
+        super::super::transport::azure_transport(reqwest::Client::new())
+    }
+
+    #[test]
+    fn auth_methods_parse() {
+        for method in AuthMethod::ALL {
+            assert_eq!(method.as_str().parse::<AuthMethod>(), Ok(method));
+        }
+        assert!("password".parse::<AuthMethod>().is_err());
+    }
+
+    #[test]
+    fn snapshot_debug_hides_the_client_secret() {
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_CLIENT_ID", "client-1"),
+            ("AZURE_CLIENT_SECRET", "canary-secret-77"),
+            ("AZURE_TENANT_ID", ""),
+        ]);
+        let text = format!("{env:?}");
+        assert!(!text.contains("canary-secret-77"));
+        assert!(text.contains("client-1"));
+        assert_eq!(env.get("AZURE_TENANT_ID"), None);
+    }
+
+    #[test]
+    fn a_pinned_method_without_its_variables_fails_with_the_reason() {
+        let env = EnvSnapshot::from_pairs([("AZURE_CLIENT_ID", "c")]);
+        let err = CredentialChain::new(
+            &env,
+            Some(AuthMethod::Env),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap_err();
+        assert_eq!(err.attempts.len(), 1);
+        assert_eq!(err.attempts[0].method, AuthMethod::Env);
+        assert!(err.attempts[0].reason.contains("AZURE_TENANT_ID"));
+        let err = CredentialChain::new(
+            &env,
+            Some(AuthMethod::WorkloadIdentity),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"));
+    }
+
+    #[test]
+    fn the_chain_keeps_every_method_in_order() {
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ]);
+        let chain = CredentialChain::new(&env, None, &transport(), "kv.vault.azure.net").unwrap();
+        let methods: Vec<AuthMethod> = chain.candidates.iter().map(|c| c.method).collect();
+        assert_eq!(
+            methods,
+            vec![
+                AuthMethod::Env,
+                AuthMethod::ManagedIdentity,
+                AuthMethod::AzureCli
+            ]
+        );
+        assert_eq!(chain.skipped[0].method, AuthMethod::WorkloadIdentity);
+        assert!(chain.selected().is_none());
+    }
+
+    #[test]
+    fn sovereign_clouds_pick_their_authority() {
+        let env = EnvSnapshot::default();
+        assert_eq!(
+            authority_host(&env, "kv.vault.azure.cn").as_deref(),
+            Some("https://login.chinacloudapi.cn")
+        );
+        assert_eq!(
+            authority_host(&env, "kv.vault.usgovcloudapi.net").as_deref(),
+            Some("https://login.microsoftonline.us")
+        );
+        assert_eq!(authority_host(&env, "kv.vault.azure.net"), None);
+        let env = EnvSnapshot::from_pairs([("AZURE_AUTHORITY_HOST", "https://login.localhost:9")]);
+        assert_eq!(
+            authority_host(&env, "kv.vault.azure.cn").as_deref(),
+            Some("https://login.localhost:9")
+        );
+    }
+
+    #[test]
+    fn auth_errors_list_every_attempt() {
+        let err = AuthError {
+            attempts: vec![
+                AuthAttempt {
+                    method: AuthMethod::Env,
+                    reason: "not configured".into(),
+                },
+                AuthAttempt {
+                    method: AuthMethod::AzureCli,
+                    reason: "az not found".into(),
+                },
+            ],
+        };
+        let text = err.to_string();
+        assert!(text.contains("env: not configured"));
+        assert!(text.contains("azure-cli: az not found"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP client every vault and credential request goes through.
+//!
+//! One `reqwest::Client` (rustls; the platform's roots, plus the extra root from `--ca-cert` or
+//! `COLDVAULT_CA_CERT` when given) is built per connection and handed to azure_core as its
+//! transport, so the vault clients and the credentials (token endpoint, managed identity) share
+//! connection pools and trust the same roots. Names under `.localhost` resolve to loopback
+//! without asking DNS (RFC 6761 §6.3, as curl does), which is how `NAME.vault.localhost` reaches
+//! the local emulator while the certificate and the authentication challenge are still checked
+//! against the real host name. Certificate verification cannot be turned off: there is no
+//! option for it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::http::Transport;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::VaultError;
+
+/// How long to wait for a TCP and TLS connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to wait between bytes of a response.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether a host name is `localhost` or ends in `.localhost` (case-insensitive, a trailing dot
+/// allowed): such names always mean the loopback interface.
+pub fn is_localhost_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// Resolves `*.localhost` to 127.0.0.1 and ::1, everything else with the system resolver.
+#[derive(Debug, Clone, Copy, Default)]
+struct LoopbackAwareResolver;
+
+impl Resolve for LoopbackAwareResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            if is_localhost_name(&host) {
+                let addrs: Addrs = Box::new(
+                    [
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+                    ]
+                    .into_iter(),
+                );
+                return Ok(addrs);
+            }
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Reads the PEM certificates of an extra trusted root (`--ca-cert`).
+pub fn load_ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, VaultError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        VaultError::Setup(format!(
+            "cannot read CA certificate '{}': {e}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        VaultError::Setup(format!(
+            "'{}' is not a PEM certificate: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(VaultError::Setup(format!(
+            "'{}' holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Builds the HTTP client: platform roots plus `ca_cert`'s certificates, `*.localhost` on
+/// loopback, no redirects (Key Vault never redirects; following one would leak the token).
+pub fn build_http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, VaultError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(LoopbackAwareResolver);
+    if let Some(path) = ca_cert {
+        builder = builder.tls_certs_merge(load_ca_certificates(path)?);
+    }
+    builder
+        .build()
+        .map_err(|e| VaultError::Setup(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// Wraps a client as the azure_core transport for `ClientOptions::transport`.
+pub fn azure_transport(client: reqwest::Client) -> Transport {
+    Transport::new(Arc::new(client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_names() {
+        assert!(is_localhost_name("localhost"));
+        assert!(is_localhost_name("main.vault.localhost"));
+        assert!(is_localhost_name("Main.Vault.LOCALHOST."));
+        assert!(!is_localhost_name("localhost.example.com"));
+        assert!(!is_localhost_name("kv.vault.azure.net"));
+        assert!(!is_localhost_name("notlocalhost"));
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_to_loopback_without_dns() {
+        let name: Name = "backup.vault.localhost".parse().unwrap();
+        let addrs: Vec<SocketAddr> = LoopbackAwareResolver.resolve(name).await.unwrap().collect();
+        assert_eq!(
+            addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
+            vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_ca_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let err = build_http_client(Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("cannot read CA certificate"));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(build_http_client(Some(&empty)).is_err());
+    }
+
+    #[test]
+    fn a_pem_root_is_accepted() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["test-root".to_owned()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, cert.pem()).unwrap();
+        assert!(build_http_client(Some(&path)).is_ok());
+        assert!(build_http_client(None).is_ok());
+    }
+}
