@@ -93,3 +93,76 @@ pub fn report(outcome: Result<ExitCode, CliError>) -> u8 {
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+impl From<crate::archive::ArchiveError> for CliError {
+    fn from(err: crate::archive::ArchiveError) -> Self {
+        use crate::archive::{ArchiveError as E, VerifyError as V};
+        let message = err.to_string();
+        match err {
+            E::MixedRecipientAndPassphrase => CliError::usage(message).with_hint(
+                "use either -r/-R (recipients) or --passphrase, not both: age encrypts to recipients or to one passphrase",
+            ),
+            E::NoRecipients => CliError::usage(message).with_hint(
+                "pass -r RECIPIENT, -R FILE or --passphrase; `coldvault keygen -o key.txt` creates an identity and prints its recipient",
+            ),
+            E::NoIdentities => CliError::usage(message).with_hint(
+                "pass -i FILE (an age identity file or an SSH private key), or --passphrase for a passphrase-encrypted archive",
+            ),
+            E::InvalidRecipient(_) | E::InvalidRecipientsFile { .. } => CliError::usage(message)
+                .with_hint("a recipient is age1…, \"ssh-ed25519 …\", \"ssh-rsa …\" or a plugin recipient (age1NAME1…)"),
+            E::UnsupportedSshKey(_) => CliError::usage(message)
+                .with_hint("age supports ssh-ed25519 and ssh-rsa keys (2048-4096 bits)"),
+            E::EmptyPassphrase => CliError::usage(message),
+            E::OutputIsTerminal => CliError::usage(message)
+                .with_hint("redirect standard output to a file or a pipe, or pass -o FILE"),
+            E::InvalidIdentityFile { .. } => CliError::failed(message)
+                .with_hint("-i takes an age identity file (AGE-SECRET-KEY-1…, from `coldvault keygen`) or an SSH private key"),
+            E::SshKeyLocked(_) => CliError::failed(message).with_hint(
+                "on a terminal you are asked for the key's passphrase; in scripts set COLDVAULT_IDENTITY_PASSPHRASE",
+            ),
+            E::MissingPlugin(ref binary) => {
+                let hint = format!("install {binary} and put it on PATH");
+                CliError::failed(message).with_hint(hint)
+            }
+            E::OutputExists(_) => CliError::failed(message)
+                .with_hint("existing files are never overwritten: choose another output or remove the file"),
+            E::PassphraseArchive => {
+                CliError::failed(message).with_hint("open it with --passphrase instead of -i")
+            }
+            E::NotPassphraseArchive => {
+                CliError::failed(message).with_hint("open it with -i IDENTITY instead of --passphrase")
+            }
+            E::NoMatchingIdentity => CliError::failed(message).with_hint(
+                "the archive was encrypted to other recipients: pass an identity matching one of them with -i",
+            ),
+            E::WrongPassphrase => CliError::failed(message)
+                .with_hint("check COLDVAULT_PASSPHRASE or the --passphrase-file"),
+            E::Verify(verify) => {
+                let hint = match &verify {
+                    V::UnknownFormatVersion { .. } => {
+                        Some("the archive was written by a newer coldvault: read it with that version")
+                    }
+                    V::Truncated => Some("the file is incomplete: copy it again from where it is stored"),
+                    V::Damaged { .. } | V::HeaderDamaged => {
+                        Some("the file was modified or damaged: use another copy")
+                    }
+                    V::NotAge | V::MissingFormatMarker { .. } | V::UnknownFormat(_) => {
+                        Some("is this a coldvault archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age)?")
+                    }
+                    _ => None,
+                };
+                let err = CliError::verification(format!("archive failed verification: {verify}"));
+                match hint {
+                    Some(hint) => err.with_hint(hint),
+                    None => err,
+                }
+            }
+            E::InvalidName { .. }
+            | E::InvalidInput(_)
+            | E::DuplicateEntry(_)
+            | E::Decrypt(_)
+            | E::Encrypt(_)
+            | E::Io { .. } => CliError::failed(message),
+        }
+    }
+}

@@ -1,14 +1,290 @@
-//! `coldvault extract`.
+//! `coldvault extract`: writes an archive's plain secrets out for use without Azure, the one
+//! command that writes values, and only where asked (`-o PATH`, or `-o -` for stdout).
+//!
+//! For each secret, the version that was current when captured (else the newest by
+//! creation time) is written: as a dotenv file, a JSON object, or one file per secret in a
+//! folder. Files are created with mode 0600 (folders 0700), through a temporary file and a
+//! rename; nothing existing is replaced without `--force`. Secrets captured only as native
+//! backup blobs have no plain value: they are named on stderr and the exit code is 3.
 
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use age::secrecy::ExposeSecret;
+use age::secrecy::zeroize::Zeroizing;
+
+use crate::archive::{ArchiveReader, EntryData, Kind, SecretRecord};
+use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
+
+/// Output formats of `coldvault extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExtractFormat {
+    /// `NAME='value'` lines; names upper-cased with `-` turned into `_`.
+    Dotenv,
+    /// One JSON object: `{"name": "value", …}`.
+    Json,
+    /// A folder with one file per secret, named after it, holding the raw value.
+    Dir,
+}
 
 /// Arguments of `coldvault extract`.
 #[derive(Debug, clap::Args)]
-pub struct ExtractArgs {}
+pub struct ExtractArgs {
+    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+
+    #[command(flatten)]
+    pub keys: DecryptArgs,
+
+    /// How to write the secrets.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: ExtractFormat,
+
+    /// Where to write them (created with mode 0600; `-` for stdout with dotenv and json).
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Replace an existing output file (or write into an existing folder).
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// Runs `coldvault extract`.
-pub fn run(_args: ExtractArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::failed(
-        "`coldvault extract` is not available in this build",
-    ))
+pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && args.format == ExtractFormat::Dir {
+        return Err(CliError::usage("--format dir needs a folder, not -o -")
+            .with_hint("use --format dotenv or json to write to standard output"));
+    }
+    if !to_stdout && !args.force && args.output.symlink_metadata().is_ok() {
+        return Err(
+            CliError::failed(format!("{} already exists", args.output.display()))
+                .with_hint("pass --force to replace it, or choose another -o"),
+        );
+    }
+    let decryption = args.keys.resolve()?;
+    let reader = ArchiveReader::open(&args.archive, &decryption)?;
+
+    let mut chosen: BTreeMap<String, SecretRecord> = BTreeMap::new();
+    for entry in reader.entries() {
+        let entry = entry?;
+        if let EntryData::Secret(record) = entry.data {
+            let key = record.name.to_ascii_lowercase();
+            let replace = match chosen.get(&key) {
+                None => true,
+                Some(old) => preferred(&record, old),
+            };
+            if replace {
+                chosen.insert(key, record);
+            }
+        }
+    }
+    let mut missing: Vec<String> = reader
+        .manifest()
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Secret && !chosen.contains_key(&e.name.to_ascii_lowercase()))
+        .map(|e| e.name.clone())
+        .collect();
+    missing.dedup();
+
+    match args.format {
+        ExtractFormat::Dir => write_dir(&args.output, &chosen, args.force)?,
+        ExtractFormat::Dotenv | ExtractFormat::Json => {
+            let text = match args.format {
+                ExtractFormat::Dotenv => dotenv(&chosen)?,
+                _ => json(&chosen)?,
+            };
+            if to_stdout {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .map_err(|e| {
+                        CliError::failed(format!("cannot write to standard output: {e}"))
+                    })?;
+            } else {
+                write_file(&args.output, text.as_bytes(), args.force)?;
+            }
+        }
+    }
+    let place = if to_stdout {
+        "standard output".to_owned()
+    } else {
+        args.output.display().to_string()
+    };
+    eprintln!("coldvault: wrote {} secrets to {place}", chosen.len());
+    if missing.is_empty() {
+        return Ok(ExitCode::Ok);
+    }
+    for name in &missing {
+        eprintln!(
+            "coldvault: warning: secret {name} has only a native backup blob in this archive; no plain value to extract"
+        );
+    }
+    Ok(ExitCode::Partial)
+}
+
+/// True when `new` should replace `old`: the current version wins, then the newest.
+fn preferred(new: &SecretRecord, old: &SecretRecord) -> bool {
+    if new.current != old.current {
+        return new.current;
+    }
+    new.attributes.created >= old.attributes.created
+}
+
+/// `NAME='value'` lines. Single quotes keep a value literal in shells and dotenv parsers;
+/// values holding a quote or a newline use double quotes with backslash escapes.
+fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, CliError> {
+    let mut out = Zeroizing::new(String::new());
+    for record in secrets.values() {
+        let key: String = record
+            .name
+            .chars()
+            .map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect();
+        let value = record.value.expose_secret();
+        out.push_str(&key);
+        out.push('=');
+        if !value.contains(['\'', '\n', '\r']) {
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+        } else {
+            out.push('"');
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '$' => out.push_str("\\$"),
+                    '`' => out.push_str("\\`"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn json(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, CliError> {
+    let map: BTreeMap<&str, &str> = secrets
+        .values()
+        .map(|r| (r.name.as_str(), r.value.expose_secret()))
+        .collect();
+    let mut text = serde_json::to_string_pretty(&map)
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    Ok(Zeroizing::new(text))
+}
+
+/// Writes through a 0600 temporary file beside `path`, then renames (no clobber unless
+/// `force`).
+fn write_file(path: &Path, data: &[u8], force: bool) -> Result<(), CliError> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".coldvault-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| CliError::failed(format!("cannot create a file in {}: {e}", dir.display())))?;
+    tmp.write_all(data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| CliError::failed(format!("cannot write {shown}: {e}")))?;
+    let persisted = if force {
+        tmp.persist(path).map(drop)
+    } else {
+        tmp.persist_noclobber(path).map(drop)
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::failed(format!("{shown} already exists"))
+                .with_hint("pass --force to replace it, or choose another -o")
+        } else {
+            CliError::failed(format!("cannot write {shown}: {}", e.error))
+        }
+    })
+}
+
+/// One 0600 file per secret in a 0700 folder.
+fn write_dir(
+    path: &Path,
+    secrets: &BTreeMap<String, SecretRecord>,
+    force: bool,
+) -> Result<(), CliError> {
+    let shown = path.display();
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && force && path.is_dir() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::failed(format!("{shown} already exists"))
+                .with_hint("pass --force to write into an existing folder, or choose another -o"));
+        }
+        Err(e) => return Err(CliError::failed(format!("cannot create {shown}: {e}"))),
+    }
+    for record in secrets.values() {
+        // Names are 1-127 characters of [0-9A-Za-z-] (checked by the reader): safe file names.
+        let file = path.join(&record.name);
+        let mut options = OpenOptions::new();
+        options.write(true).mode(0o600);
+        if force {
+            options.create(true).truncate(true);
+        } else {
+            options.create_new(true);
+        }
+        options
+            .open(&file)
+            .and_then(|mut f| {
+                f.write_all(record.value.expose_secret().as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display())))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::SecretString;
+
+    fn record(name: &str, value: &str) -> SecretRecord {
+        SecretRecord {
+            name: name.to_owned(),
+            version: "v1".to_owned(),
+            value: SecretString::from(value.to_owned()),
+            content_type: None,
+            tags: BTreeMap::new(),
+            attributes: Default::default(),
+            current: true,
+        }
+    }
+
+    #[test]
+    fn dotenv_quoting() {
+        let mut map = BTreeMap::new();
+        map.insert("a".into(), record("db-password", "p@ss $HOME"));
+        map.insert("b".into(), record("multi", "it's\nline \"2\""));
+        let text = dotenv(&map).map(|t| t.to_string()).unwrap_or_default();
+        assert_eq!(
+            text,
+            "DB_PASSWORD='p@ss $HOME'\nMULTI=\"it's\\nline \\\"2\\\"\"\n"
+        );
+    }
 }

@@ -1,14 +1,181 @@
-//! `coldvault inspect`.
+//! `coldvault inspect`: what an archive holds (kinds, names, versions, sizes, skipped and
+//! deleted items), as a table or one `--json` document. Never values: it prints the
+//! manifest, which holds none. The archive is fully verified first, so what is shown is
+//! what is there.
 
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::archive::{ArchiveReader, EntryType, Kind, Manifest, ManifestEntry};
+use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
+use crate::output::table::{Table, human_bytes};
 
 /// Arguments of `coldvault inspect`.
 #[derive(Debug, clap::Args)]
-pub struct InspectArgs {}
+pub struct InspectArgs {
+    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+
+    #[command(flatten)]
+    pub keys: DecryptArgs,
+
+    /// Print one JSON document instead of tables (docs/SCRIPTING.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `--json` document's body.
+#[derive(Serialize)]
+struct InspectDocument<'a> {
+    archive: String,
+    bytes: u64,
+    manifest: &'a Manifest,
+}
 
 /// Runs `coldvault inspect`.
-pub fn run(_args: InspectArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::failed(
-        "`coldvault inspect` is not available in this build",
-    ))
+pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
+    let decryption = args.keys.resolve()?;
+    let reader = ArchiveReader::open(&args.archive, &decryption)?;
+    let manifest = reader.manifest();
+    if args.json {
+        let body = InspectDocument {
+            archive: args.archive.display().to_string(),
+            bytes: reader.stats().file_bytes,
+            manifest,
+        };
+        crate::output::print_json("inspect", &body)
+            .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
+    } else {
+        print!(
+            "{}",
+            render(
+                &args.archive.display().to_string(),
+                reader.stats().file_bytes,
+                manifest
+            )
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// The human report: a summary block, the entries, then skipped and deleted items.
+fn render(archive: &str, bytes: u64, manifest: &Manifest) -> String {
+    let mut out = String::new();
+    let counts = manifest.counts;
+    let time = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let mut summary = Table::new(["archive", &format!("{archive} ({})", human_bytes(bytes))]);
+    summary.row([
+        "format".to_owned(),
+        format!(
+            "{} v{}, written by {} {}",
+            manifest.format, manifest.format_version, manifest.tool.name, manifest.tool.version
+        ),
+    ]);
+    summary.row(["created".to_owned(), time(manifest.created)]);
+    if let Some(run) = manifest.run {
+        summary.row([
+            "run".to_owned(),
+            format!("{} to {}", time(run.started), time(run.finished)),
+        ]);
+    }
+    summary.row([
+        "source".to_owned(),
+        format!("{} ({})", manifest.source.vault, manifest.source.url),
+    ]);
+    summary.row([
+        "contents".to_owned(),
+        format!(
+            "{}, {}, {} in {} entries; {} skipped, {} deleted",
+            plural(counts.secrets, "secret"),
+            plural(counts.keys, "key"),
+            plural(counts.certificates, "certificate"),
+            counts.entries,
+            counts.skipped,
+            counts.deleted
+        ),
+    ]);
+    out.push_str(&summary.render());
+
+    if !manifest.entries.is_empty() {
+        let mut table = Table::new(["KIND", "NAME", "TYPE", "VERSION", "SIZE"]).align_right(4);
+        let mut sorted: Vec<&ManifestEntry> = manifest.entries.iter().collect();
+        sorted.sort_by(|a, b| (a.kind, &a.name, &a.path).cmp(&(b.kind, &b.name, &b.path)));
+        for entry in sorted {
+            table.row([
+                entry.kind.to_string(),
+                entry.name.clone(),
+                entry.entry_type.as_str().to_owned(),
+                version_cell(entry),
+                human_bytes(entry.size),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if !manifest.skipped.is_empty() {
+        let mut table = Table::new(["SKIPPED", "NAME", "REASON"]);
+        for item in &manifest.skipped {
+            table.row([
+                item.kind.to_string(),
+                item.name.clone(),
+                item.reason.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if !manifest.deleted.is_empty() {
+        let mut table = Table::new(["DELETED", "NAME", "DELETED ON", "PURGE"]);
+        for item in &manifest.deleted {
+            table.row([
+                item.kind.to_string(),
+                item.name.clone(),
+                item.deleted_on.map(time).unwrap_or_default(),
+                item.scheduled_purge.map(time).unwrap_or_default(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if !manifest.recaptured.is_empty() {
+        let mut table = Table::new(["RECAPTURED", "NAME", "FIRST SEEN", "CAPTURED"]);
+        for item in &manifest.recaptured {
+            table.row([
+                item.kind.to_string(),
+                item.name.clone(),
+                item.first_version.clone(),
+                item.captured_version.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    out
+}
+
+fn version_cell(entry: &ManifestEntry) -> String {
+    let mut cell = match (&entry.version, entry.versions.len()) {
+        (_, n) if n > 1 && entry.entry_type == EntryType::Backup => format!("{n} versions"),
+        (Some(v), _) => v.clone(),
+        (None, 1) => entry.versions[0].clone(),
+        (None, _) => "-".to_owned(),
+    };
+    if entry.current && entry.kind == Kind::Secret {
+        cell.push_str(" (current)");
+    }
+    cell
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }

@@ -1,14 +1,69 @@
-//! `coldvault keygen`.
+//! `coldvault keygen`: a new age X25519 identity, in age-keygen's file format. With `-o
+//! FILE` the identity goes to a new file (mode 0600, never replacing one) and the recipient
+//! to stdout, ready for `-r`; without it the identity goes to stdout and the recipient to
+//! stderr, as `age-keygen` does.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use age::secrecy::ExposeSecret;
+use age::secrecy::zeroize::Zeroizing;
 
 use crate::error::{CliError, ExitCode};
 
 /// Arguments of `coldvault keygen`.
 #[derive(Debug, clap::Args)]
-pub struct KeygenArgs {}
+pub struct KeygenArgs {
+    /// Write the identity to FILE (created with mode 0600; an existing file is refused) and
+    /// print its recipient on stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
 
 /// Runs `coldvault keygen`.
-pub fn run(_args: KeygenArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::failed(
-        "`coldvault keygen` is not available in this build",
-    ))
+pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let created = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let created = created
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| CliError::failed(format!("cannot format the time: {e}")))?;
+    let text = Zeroizing::new(format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        identity.to_string().expose_secret()
+    ));
+    match &args.output {
+        Some(path) => {
+            let shown = path.display();
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        CliError::failed(format!("{shown} already exists"))
+                            .with_hint("an identity is never overwritten: choose another -o")
+                    } else {
+                        CliError::failed(format!("cannot create {shown}: {e}"))
+                    }
+                })?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| CliError::failed(format!("cannot write {shown}: {e}")))?;
+            println!("{recipient}");
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
+            eprintln!("Public key: {recipient}");
+        }
+    }
+    Ok(ExitCode::Ok)
 }

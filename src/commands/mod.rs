@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod extract;
 pub mod inspect;
 pub mod keygen;
+pub mod keys_args;
 pub mod restore;
 pub mod scope;
 pub mod verify;

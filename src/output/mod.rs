@@ -4,6 +4,7 @@
 //! stderr. Nothing here ever receives a secret value.
 
 pub mod progress;
+pub mod table;
 
 use serde::Serialize;
 
