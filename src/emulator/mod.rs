@@ -522,8 +522,8 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         ca_cert: ca_path.display().to_string(),
         vaults: state
             .vaults
-            .iter()
-            .map(|(k, _)| (k.clone(), format!("https://{k}.vault.localhost:{port}/")))
+            .keys()
+            .map(|k| (k.clone(), format!("https://{k}.vault.localhost:{port}/")))
             .collect(),
         authority_host: authority_host.clone(),
         tenant_id: state.issuer.tenant_id.clone(),
