@@ -1,6 +1,7 @@
 //! One file per subcommand: the only place where the archive, the vault and the output meet.
 
 pub mod backup;
+pub mod connect_args;
 pub mod demo;
 pub mod diff;
 pub mod emulator;

@@ -1,7 +1,7 @@
 //! Which items a command touches: `--include`, `--name GLOB`, `--exclude GLOB`, shared by
 //! `backup`, `restore` and `diff`.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 
 use crate::error::CliError;
 
