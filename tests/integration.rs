@@ -1,3 +1,4 @@
 //! Integration tests.
 mod emulator;
 mod support;
+mod vault;

@@ -1,0 +1,498 @@
+//! Vault access against the local Key Vault: signing in through the credential chain, lists
+//! that follow `nextLink` across short and empty pages, values, versions, the classification of
+//! Azure's failures, native backup and restore, soft-deleted items, and the shared throttle gate
+//! with retries of 429, 5xx and dropped connections (checked in the emulator's journal).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use coldvault::vault::{
+    Attributes, AuthMethod, AzureVault, ConflictReason, ConnectOptions, EnvSnapshot, ItemKind,
+    NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
+};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::support::TestEmulator;
+
+/// The built-in service principal, as a scheduled job's environment would hold it.
+fn env_of(emulator: &TestEmulator) -> EnvSnapshot {
+    let ready = emulator.ready();
+    EnvSnapshot::from_pairs([
+        ("AZURE_TENANT_ID", ready.tenant_id.as_str()),
+        ("AZURE_CLIENT_ID", ready.client_id.as_str()),
+        ("AZURE_CLIENT_SECRET", ready.client_secret.as_str()),
+        ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
+    ])
+}
+
+fn options_for(emulator: &TestEmulator) -> ConnectOptions {
+    ConnectOptions {
+        ca_cert: Some(emulator.running.ca_cert_path().to_path_buf()),
+        env: env_of(emulator),
+        ..ConnectOptions::default()
+    }
+}
+
+async fn connect(emulator: &TestEmulator, vault: &str) -> AzureVault {
+    connect_with(emulator, vault, options_for(emulator)).await
+}
+
+async fn connect_with(emulator: &TestEmulator, vault: &str, options: ConnectOptions) -> AzureVault {
+    let url = VaultUrl::parse(&emulator.vault_url(vault)).expect("emulator URL parses");
+    AzureVault::connect(&url, &options)
+        .await
+        .expect("connects to the emulator")
+}
+
+fn plain(value: &str) -> NewSecretVersion {
+    NewSecretVersion {
+        value: SecretString::from(value),
+        content_type: Some("text/plain".into()),
+        tags: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+        attributes: Attributes::default(),
+    }
+}
+
+async fn inject(emulator: &TestEmulator, faults: Value) {
+    let (status, body) = emulator
+        .admin(reqwest::Method::POST, "/faults", Some(faults))
+        .await;
+    assert_eq!(status, 200, "faults accepted: {body}");
+}
+
+#[tokio::test]
+async fn signs_in_with_the_environment_and_lists_across_ragged_pages() {
+    let emulator = TestEmulator::start().await;
+    emulator.settings(json!({"ragged_pages": true})).await;
+    let vault = connect_with(
+        &emulator,
+        "alpha",
+        ConnectOptions {
+            page_size: 3,
+            ..options_for(&emulator)
+        },
+    )
+    .await;
+    let used = vault.signed_in_with().expect("a credential signed in");
+    assert_eq!(used.method, AuthMethod::Env);
+    assert!(used.detail.contains(&emulator.ready().client_id));
+
+    for i in 0..31 {
+        vault
+            .set_secret(&format!("s-{i:02}"), &plain(&format!("value-{i}")))
+            .await
+            .expect("secret set");
+    }
+    let mut names: Vec<String> = vault
+        .list_secrets()
+        .map_ok(|p| p.name)
+        .try_collect()
+        .await
+        .expect("list completes");
+    names.sort();
+    let expected: Vec<String> = (0..31).map(|i| format!("s-{i:02}")).collect();
+    assert_eq!(names, expected);
+
+    let lists: Vec<Value> = emulator
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| e["method"] == "GET" && e["path"] == "/secrets")
+        .collect();
+    assert!(
+        lists.len() > 11,
+        "31 secrets in pages of at most 3 need more than 11 requests, saw {}",
+        lists.len()
+    );
+    assert!(
+        lists.iter().skip(1).all(|e| e["query"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("skiptoken")),
+        "every later page follows nextLink"
+    );
+
+    let secret = vault.get_secret("s-07", None).await.expect("value read");
+    assert_eq!(secret.value.expose_secret(), "value-7");
+    assert_eq!(
+        secret.properties.content_type.as_deref(),
+        Some("text/plain")
+    );
+    assert_eq!(
+        secret.properties.tags.get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert!(secret.properties.version.is_some());
+    assert!(!format!("{secret:?}").contains("value-7"));
+
+    let stats = vault.stats();
+    assert!(stats.requests >= 31 + 12, "{stats:?}");
+    assert_eq!(stats.throttled, 0);
+}
+
+#[tokio::test]
+async fn versions_come_oldest_first_with_their_attributes() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    let first = vault.set_secret("rotated", &plain("one")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut second = plain("two");
+    second.attributes.expires =
+        Some(time::OffsetDateTime::from_unix_timestamp(4_102_444_800).unwrap());
+    let second_written = vault.set_secret("rotated", &second).await.unwrap();
+
+    let versions = vault.list_secret_versions("rotated").await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0].version, first.version);
+    assert_eq!(versions[1].version, second_written.version);
+    assert_eq!(
+        versions[1].attributes.expires.map(|t| t.unix_timestamp()),
+        Some(4_102_444_800)
+    );
+    let old = vault
+        .get_secret("rotated", versions[0].version.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(old.value.expose_secret(), "one");
+}
+
+#[tokio::test]
+async fn a_disabled_secret_and_a_missing_one_are_told_apart() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    let mut disabled = plain("hidden");
+    disabled.attributes.enabled = Some(false);
+    vault.set_secret("off", &disabled).await.unwrap();
+
+    let err = vault.get_secret("off", None).await.unwrap_err();
+    assert!(err.is_secret_disabled(), "{err:?}");
+    assert!(!err.to_string().contains("hidden"));
+    let listed: Vec<_> = vault.list_secrets().try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attributes.enabled, Some(false));
+
+    let err = vault.get_secret("never-was", None).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let err = vault.get_secret("../keys", None).await.unwrap_err();
+    assert!(matches!(err, VaultError::InvalidName { .. }));
+}
+
+#[tokio::test]
+async fn secret_backups_restore_in_the_subscription_and_are_refused_elsewhere() {
+    let emulator = TestEmulator::start().await;
+    let alpha = connect(&emulator, "alpha").await;
+    let beta = connect(&emulator, "beta").await;
+    let gamma = connect(&emulator, "gamma").await;
+    alpha.set_secret("db", &plain("v1")).await.unwrap();
+    alpha.set_secret("db", &plain("v2")).await.unwrap();
+
+    let blob = alpha.backup(ItemKind::Secret, "db").await.unwrap();
+    assert!(!blob.0.is_empty());
+    assert!(!format!("{blob:?}").contains("v1"));
+
+    let err = alpha.restore(ItemKind::Secret, &blob).await.unwrap_err();
+    assert_eq!(
+        err.conflict_reason(),
+        Some(&ConflictReason::Exists),
+        "{err:?}"
+    );
+
+    let err = gamma.restore(ItemKind::Secret, &blob).await.unwrap_err();
+    assert!(err.is_cannot_decrypt_backup(), "{err:?}");
+
+    let restored = beta.restore(ItemKind::Secret, &blob).await.unwrap();
+    assert_eq!(restored.name, "db");
+    assert_eq!(beta.list_secret_versions("db").await.unwrap().len(), 2);
+    assert_eq!(
+        beta.get_secret("db", None)
+            .await
+            .unwrap()
+            .value
+            .expose_secret(),
+        "v2"
+    );
+
+    let mut tampered = blob.clone();
+    let middle = tampered.0.len() / 2;
+    tampered.0[middle] ^= 0x55;
+    let err = gamma
+        .restore(ItemKind::Secret, &tampered)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::BadRequest { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn soft_deleted_secrets_are_listed_and_recovered() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    vault.set_secret("gone", &plain("x")).await.unwrap();
+    let blob = vault.backup(ItemKind::Secret, "gone").await.unwrap();
+    emulator
+        .secret_client("alpha")
+        .delete_secret("gone", None)
+        .await
+        .expect("deleted through the official client");
+
+    let deleted: Vec<_> = vault
+        .list_deleted(ItemKind::Secret)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].name, "gone");
+    assert!(deleted[0].recovery_id.is_some());
+    let item = vault.get_deleted(ItemKind::Secret, "gone").await.unwrap();
+    assert_eq!(item.kind, ItemKind::Secret);
+
+    let err = vault.restore(ItemKind::Secret, &blob).await.unwrap_err();
+    assert_eq!(
+        err.conflict_reason(),
+        Some(&ConflictReason::DeletedButRecoverable),
+        "{err:?}"
+    );
+
+    vault
+        .recover_deleted(ItemKind::Secret, "gone")
+        .await
+        .unwrap();
+    let mut value = None;
+    for attempt in 0..8 {
+        match vault.get_secret("gone", None).await {
+            Ok(v) => {
+                value = Some(v);
+                break;
+            }
+            Err(e) if e.is_not_found() => {
+                tokio::time::sleep(coldvault::vault::azure::settle_backoff(attempt)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(value.expect("recovered").value.expose_secret(), "x");
+}
+
+#[tokio::test]
+async fn a_throttle_holds_every_worker_until_retry_after() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    for i in 0..8 {
+        vault
+            .set_secret(&format!("t-{i}"), &plain("v"))
+            .await
+            .unwrap();
+    }
+    inject(
+        &emulator,
+        json!({"kind": "throttle", "count": 1, "method": "GET", "path": "/secrets/t-0", "retry_after": 1}),
+    )
+    .await;
+
+    // One worker meets the 429; the others start only after the client has seen it.
+    let first = tokio::spawn({
+        let vault = vault.clone();
+        async move { vault.get_secret("t-0", None).await }
+    });
+    while vault.stats().throttled == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let others: Vec<_> = futures::stream::iter(1..8)
+        .map(|i| {
+            let vault = vault.clone();
+            async move { vault.get_secret(&format!("t-{i}"), None).await }
+        })
+        .buffer_unordered(7)
+        .collect()
+        .await;
+    assert!(first.await.unwrap().is_ok());
+    assert!(others.iter().all(Result::is_ok));
+    assert_eq!(vault.stats().throttled, 1);
+
+    let journal = emulator.journal().await;
+    let throttled_at = journal
+        .iter()
+        .filter(|e| e["status"] == 429)
+        .filter_map(|e| e["at_ms"].as_i64())
+        .collect::<Vec<_>>();
+    assert_eq!(throttled_at.len(), 1, "one 429 in the journal");
+    let reads: Vec<i64> = journal
+        .iter()
+        .filter(|e| {
+            e["status"] == 200
+                && e["method"] == "GET"
+                && e["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("/secrets/t-")
+        })
+        .filter_map(|e| e["at_ms"].as_i64())
+        .collect();
+    assert_eq!(reads.len(), 8);
+    assert!(
+        reads.iter().all(|t| *t >= throttled_at[0] + 950),
+        "every read waited for the Retry-After deadline after the 429 at {}: {reads:?}",
+        throttled_at[0]
+    );
+}
+
+#[tokio::test]
+async fn a_throttle_storm_is_ridden_out() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    for i in 0..16 {
+        vault
+            .set_secret(&format!("t-{i}"), &plain("v"))
+            .await
+            .unwrap();
+    }
+    inject(
+        &emulator,
+        json!({"kind": "throttle", "count": 12, "method": "GET", "path": "/secrets/t-", "retry_after": 1}),
+    )
+    .await;
+    let results: Vec<_> = futures::stream::iter(0..16)
+        .map(|i| {
+            let vault = vault.clone();
+            async move { vault.get_secret(&format!("t-{i}"), None).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "every read succeeds after the storm"
+    );
+    assert_eq!(vault.stats().throttled, 12);
+}
+
+#[tokio::test]
+async fn server_errors_and_dropped_connections_are_retried() {
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    vault.set_secret("flaky", &plain("steady")).await.unwrap();
+    inject(
+        &emulator,
+        json!([
+            {"kind": "internal", "count": 1, "path": "/secrets/flaky"},
+            {"kind": "unavailable", "count": 1, "path": "/secrets/flaky", "retry_after": 0},
+            {"kind": "drop", "count": 1, "path": "/secrets/flaky"}
+        ]),
+    )
+    .await;
+    let secret = vault
+        .get_secret("flaky", None)
+        .await
+        .expect("read after retries");
+    assert_eq!(secret.value.expose_secret(), "steady");
+    let stats = vault.stats();
+    assert!(stats.server_errors >= 2, "{stats:?}");
+    assert!(stats.transport_errors >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_rejected_credential_names_every_attempt() {
+    let emulator = TestEmulator::start().await;
+    let ready = emulator.ready();
+    let url = VaultUrl::parse(&emulator.vault_url("alpha")).unwrap();
+    let options = ConnectOptions {
+        ca_cert: Some(emulator.running.ca_cert_path().to_path_buf()),
+        auth: Some(AuthMethod::Env),
+        env: EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", ready.tenant_id.as_str()),
+            ("AZURE_CLIENT_ID", ready.client_id.as_str()),
+            ("AZURE_CLIENT_SECRET", "canary-wrong-secret"),
+            ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
+        ]),
+        ..ConnectOptions::default()
+    };
+    let err = AzureVault::connect(&url, &options).await.unwrap_err();
+    let VaultError::Authentication(auth) = &err else {
+        panic!("expected an authentication failure, got {err:?}");
+    };
+    assert_eq!(auth.attempts.len(), 1);
+    assert_eq!(auth.attempts[0].method, AuthMethod::Env);
+    let text = err.to_string();
+    assert!(text.contains("env"), "{text}");
+    assert!(!text.contains("canary-wrong-secret"));
+    assert!(!format!("{err:?}").contains("canary-wrong-secret"));
+}
+
+#[tokio::test]
+async fn without_the_emulator_root_the_certificate_is_refused() {
+    let emulator = TestEmulator::start().await;
+    let options = ConnectOptions {
+        ca_cert: None,
+        max_retries: 0,
+        ..options_for(&emulator)
+    };
+    let url = VaultUrl::parse(&emulator.vault_url("alpha")).unwrap();
+    let err = AzureVault::connect(&url, &options).await.unwrap_err();
+    let text = err.to_string().to_ascii_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls"),
+        "{text}"
+    );
+}
+
+/// Set in the child process that runs [`managed_identity_child`].
+const CHILD_VAULT_URL: &str = "COLDVAULT_TEST_MI_VAULT_URL";
+const CHILD_CA: &str = "COLDVAULT_TEST_MI_CA";
+
+#[tokio::test]
+async fn managed_identity_signs_in_through_the_identity_endpoint() {
+    // azure_identity reads IDENTITY_ENDPOINT from the process environment, which a threaded
+    // test binary must not change: this test runs its other half in a child process instead.
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    vault.set_secret("mi-visible", &plain("v")).await.unwrap();
+    let exe = std::env::current_exe().expect("test binary path");
+    let output = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "vault::managed_identity_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("IDENTITY_ENDPOINT", &emulator.ready().identity_endpoint)
+        .env("IDENTITY_HEADER", "coldvault-test-header")
+        .env(CHILD_VAULT_URL, emulator.vault_url("alpha"))
+        .env(CHILD_CA, emulator.running.ca_cert_path())
+        .output()
+        .await
+        .expect("child test runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "the child half of managed_identity_signs_in_through_the_identity_endpoint"]
+async fn managed_identity_child() {
+    let url = std::env::var(CHILD_VAULT_URL).expect("run by the parent test");
+    let ca = std::env::var(CHILD_CA).expect("run by the parent test");
+    let options = ConnectOptions {
+        ca_cert: Some(ca.into()),
+        auth: Some(AuthMethod::ManagedIdentity),
+        env: EnvSnapshot::default(),
+        ..ConnectOptions::default()
+    };
+    let vault = AzureVault::connect(&VaultUrl::parse(&url).unwrap(), &options)
+        .await
+        .expect("signs in with the managed identity");
+    assert_eq!(
+        vault.signed_in_with().map(|s| s.method),
+        Some(AuthMethod::ManagedIdentity)
+    );
+    let names: Vec<String> = vault
+        .list_secrets()
+        .map_ok(|p| p.name)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["mi-visible".to_owned()]);
+}
