@@ -265,12 +265,15 @@ async fn tokens_mint(
     ))
 }
 
-/// Clears the journal, faults, budgets and permissions, and lets the clock run from now.
+/// Clears the journal, faults, budgets and permissions, puts the settings back to the
+/// command line's, and the clock back to the system time. Vault contents stay.
 async fn reset(State(state): State<AppState>) -> Response {
     state.journal.clear();
     state.faults.clear();
     state.faults.reset_budgets();
     state.permissions.clear();
-    state.clock.unfreeze();
+    state.clock.reset();
+    *state.settings.write().unwrap_or_else(|e| e.into_inner()) =
+        Settings::from_config(&state.config);
     StatusCode::NO_CONTENT.into_response()
 }

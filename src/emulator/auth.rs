@@ -414,9 +414,11 @@ async fn token(
         );
     }
     let scope = form.get("scope").cloned().unwrap_or_default();
+    // MSAL may add reserved scopes; the resource is the one ending in `/.default`.
     let aud = scope
         .split_whitespace()
-        .next()
+        .find(|s| s.ends_with("/.default"))
+        .or_else(|| scope.split_whitespace().next())
         .unwrap_or_default()
         .trim_end_matches("/.default")
         .to_string();

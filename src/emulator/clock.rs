@@ -75,6 +75,11 @@ impl Clock {
         }
     }
 
+    /// Back to the system time, running.
+    pub fn reset(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = ClockState::default();
+    }
+
     /// True while frozen.
     pub fn is_frozen(&self) -> bool {
         self.state

@@ -461,16 +461,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         }
     }
 
-    let settings = Settings {
-        page_size: config.page_size.clamp(1, paging::MAX_RESULTS),
-        ragged_pages: config.ragged_pages,
-        latency_ms: u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX),
-        budget: config.budget,
-        fault_rate: config.fault_rate.clamp(0.0, 1.0),
-        purge_window_ms: u64::try_from(config.purge_window.as_millis()).unwrap_or(u64::MAX),
-        delete_delay_ms: u64::try_from(config.delete_delay.as_millis()).unwrap_or(u64::MAX),
-        auth: config.auth,
-    };
+    let settings = Settings::from_config(&config);
     let issuer = auth::Issuer::new(
         config.tenant_id.clone(),
         config.client_id.clone(),

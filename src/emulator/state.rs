@@ -62,6 +62,22 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The settings a configuration starts with.
+    pub fn from_config(config: &EmulatorConfig) -> Self {
+        Self {
+            page_size: config.page_size.clamp(1, super::paging::MAX_RESULTS),
+            ragged_pages: config.ragged_pages,
+            latency_ms: u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX),
+            budget: config.budget,
+            fault_rate: config.fault_rate.clamp(0.0, 1.0),
+            purge_window_ms: u64::try_from(config.purge_window.as_millis()).unwrap_or(u64::MAX),
+            delete_delay_ms: u64::try_from(config.delete_delay.as_millis()).unwrap_or(u64::MAX),
+            auth: config.auth,
+        }
+    }
+}
+
 /// One vault: its declaration and its contents.
 #[derive(Debug)]
 pub struct Vault {
@@ -132,10 +148,8 @@ impl EmulatorState {
         let settings = self.settings();
         Timing {
             now_ms: self.clock.now_ms(),
-            delete_delay_ms: i64::try_from(settings.delete_delay_ms).unwrap_or(i64::MAX),
-            purge_window_ms: i64::try_from(settings.purge_window_ms)
-                .unwrap_or(i64::MAX / 2)
-                .saturating_mul(1),
+            delete_delay_ms: i64::try_from(settings.delete_delay_ms).unwrap_or(i64::MAX / 2),
+            purge_window_ms: i64::try_from(settings.purge_window_ms).unwrap_or(i64::MAX / 2),
         }
     }
 
