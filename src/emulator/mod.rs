@@ -14,6 +14,7 @@ pub mod auth;
 pub mod backup;
 pub mod certificates;
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod faults;
 pub mod http;
