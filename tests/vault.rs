@@ -424,11 +424,18 @@ async fn without_the_emulator_root_the_certificate_is_refused() {
     let emulator = TestEmulator::start().await;
     let options = ConnectOptions {
         ca_cert: None,
-        max_retries: 0,
         ..options_for(&emulator)
     };
     let url = VaultUrl::parse(&emulator.vault_url("alpha")).unwrap();
+    let started = std::time::Instant::now();
     let err = AzureVault::connect(&url, &options).await.unwrap_err();
+    // Not retried: an untrusted certificate does not get better with time.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("--ca-cert"), "{err}");
     let text = err.to_string().to_ascii_lowercase();
     assert!(
         text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls"),
@@ -495,4 +502,50 @@ async fn managed_identity_child() {
         .await
         .unwrap();
     assert_eq!(names, vec!["mi-visible".to_owned()]);
+}
+
+/// Prints what the pacing achieves under a throttle budget: run with
+/// `cargo test --test integration vault::throttle_budget_figures -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark: prints figures, takes about half a minute"]
+async fn throttle_budget_figures() {
+    const SECRETS: usize = 300;
+    const BUDGET: u64 = 400;
+    let emulator = TestEmulator::start().await;
+    let seeder = connect(&emulator, "alpha").await;
+    futures::stream::iter(0..SECRETS)
+        .map(|i| {
+            let vault = seeder.clone();
+            async move { vault.set_secret(&format!("b-{i:04}"), &plain("v")).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    emulator.settings(json!({"budget": BUDGET})).await;
+    let vault = connect(&emulator, "alpha").await;
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = futures::stream::iter(0..SECRETS * 4)
+        .map(|i| {
+            let vault = vault.clone();
+            async move {
+                vault
+                    .get_secret(&format!("b-{:04}", i % SECRETS), None)
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = vault.stats();
+    let failed = reads.iter().filter(|r| r.is_err()).count();
+    println!(
+        "budget {BUDGET}/10 s: {} requests in {elapsed:.1} s = {:.0}% of budget, {} throttled, {failed} failed, learned rate {:?}",
+        stats.requests,
+        100.0 * stats.requests as f64 / elapsed / (BUDGET as f64 / 10.0),
+        stats.throttled,
+        stats.rate_limit
+    );
+    assert_eq!(failed, 0);
 }

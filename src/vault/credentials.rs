@@ -37,8 +37,9 @@ const MANAGED_IDENTITY_PROBE: Duration = Duration::from_secs(5);
 /// How long the chain waits for the Azure CLI.
 const AZURE_CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The environment variables the chain reads.
+/// The environment variables a connection reads: the chain's, and the extra root.
 const CREDENTIAL_VARIABLES: &[&str] = &[
+    "COLDVAULT_CA_CERT",
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_CLIENT_SECRET",
@@ -115,7 +116,10 @@ pub struct EnvSnapshot {
 }
 
 impl EnvSnapshot {
-    /// The credential variables of this process (empty ones count as unset).
+    /// The variables a connection reads (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+    /// `AZURE_CLIENT_SECRET`, `AZURE_CLIENT_CERTIFICATE_PATH`, `AZURE_AUTHORITY_HOST`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, `COLDVAULT_CA_CERT`) from this process; empty ones count
+    /// as unset.
     pub fn from_process() -> Self {
         Self::from_pairs(
             CREDENTIAL_VARIABLES

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::http::Transport;
+use azure_core::error::ErrorKind;
+use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::VaultError;
@@ -98,7 +99,60 @@ pub fn build_http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, Vaul
 
 /// Wraps a client as the azure_core transport for `ClientOptions::transport`.
 pub fn azure_transport(client: reqwest::Client) -> Transport {
-    Transport::new(Arc::new(client))
+    Transport::new(Arc::new(VerifyingClient(client)))
+}
+
+/// The reqwest client as azure_core's `HttpClient`, with one change: a server certificate that
+/// fails verification is reported as a final error instead of a connection error, which
+/// azure_core would retry for minutes although retrying cannot help.
+#[derive(Debug, Clone)]
+struct VerifyingClient(reqwest::Client);
+
+#[async_trait::async_trait]
+impl HttpClient for VerifyingClient {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        match self.0.execute_request(request).await {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                let text = error_chain(&err);
+                if is_certificate_failure(&text) {
+                    Err(azure_core::Error::with_message(
+                        ErrorKind::Other,
+                        format!(
+                            "the server's TLS certificate is not trusted ({text}); \
+                             trust its root with --ca-cert if it is the local Key Vault"
+                        ),
+                    ))
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether a transport error's text is a certificate verification failure (rustls and the
+/// platform verifier word them "invalid peer certificate" / "certificate …").
+fn is_certificate_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("invalid peer certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("certificate verify failed")
+        || lower.contains("notvalidforname")
 }
 
 #[cfg(test)]
