@@ -128,6 +128,8 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
 /// Runs `coldvault emulator`.
 pub async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
     let config = config(&args)?;
+    // Listen for signals before the ready line: a supervisor may stop us right after reading it.
+    let stop = shutdown_signal()?;
     let running = emulator::start(config).await.map_err(|e| match e {
         emulator::EmulatorError::Config(_) => CliError::usage(e.to_string()),
         emulator::EmulatorError::Bind(..) => {
@@ -148,30 +150,32 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
         running.port(),
         running.admin_url()
     );
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::Ok)
 }
 
-async fn wait_for_signal() {
+/// A future that completes on SIGINT or SIGTERM; the handlers are installed when it is made.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| CliError::failed(format!("cannot listen for SIGTERM: {e}")))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| CliError::failed(format!("cannot listen for SIGINT: {e}")))?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -94,7 +94,7 @@ class Emulator:
         return self.vault_url(vault).rstrip("/") + path
 
     def admin(self, method, path, body=None):
-        response = self.session.request(method, self.ready["admin"] + path, json=body)
+        response = self.session.request(method, self.ready["admin"] + path, json=body, verify=self.ca)
         assert response.status_code < 400, response.text
         return response.json() if response.content else None
 
@@ -128,7 +128,7 @@ class Emulator:
         hdrs = dict(headers or {})
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        return self.session.request(method, url, json=body, headers=hdrs)
+        return self.session.request(method, url, json=body, headers=hdrs, verify=self.ca)
 
 
 @pytest.fixture(scope="session")
