@@ -32,6 +32,7 @@ fn main() -> Result<()> {
     fs::create_dir_all(&broken)?;
 
     let identity = load_or_create_identity(&root.join("test-identity.txt"))?;
+    make_ssh_keys(&root.join("keys"))?;
     let recipient = identity.to_public().to_string();
     let encrypt_to = |recipient: &str| -> Result<Encryption> {
         let mut set = RecipientSet::new();
@@ -137,6 +138,42 @@ fn load_or_create_identity(path: &Path) -> Result<age::x25519::Identity> {
     );
     fs::write(path, text)?;
     Ok(identity)
+}
+
+/// Test-only SSH keys for the round-trip tests, made once with `ssh-keygen` and kept.
+fn make_ssh_keys(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let keys: [(&str, &[&str], &str); 3] = [
+        ("test-ssh-ed25519", &["-t", "ed25519"], ""),
+        (
+            "test-ssh-ed25519-protected",
+            &["-t", "ed25519"],
+            "test-only-passphrase",
+        ),
+        ("test-ssh-rsa", &["-t", "rsa", "-b", "2048"], ""),
+    ];
+    for (name, kind, passphrase) in keys {
+        let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
+        let status = std::process::Command::new("ssh-keygen")
+            .args(kind)
+            .args([
+                "-q",
+                "-N",
+                passphrase,
+                "-C",
+                "coldvault TEST-ONLY key",
+                "-f",
+            ])
+            .arg(&path)
+            .status()?;
+        if !status.success() {
+            return Err(format!("ssh-keygen failed for {name}").into());
+        }
+    }
+    Ok(())
 }
 
 /// Writes through the path's absence (the writer never overwrites).

@@ -1,4 +1,7 @@
 //! Integration tests.
+mod backup;
 mod emulator;
 mod support;
 mod vault;
+mod archive;
+mod cli;

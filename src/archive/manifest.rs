@@ -322,8 +322,8 @@ pub struct ManifestEntry {
     #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     pub attributes: Attributes,
     /// The item's tags.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
     /// The content type (of the secret, or of the exported certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
@@ -372,6 +372,72 @@ impl<'de> Deserialize<'de> for Sha256Digest {
         }
         hex::decode_to_slice(text.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
         Ok(Sha256Digest(out))
+    }
+}
+
+/// Tags in a compact form (a sorted boxed slice; a `BTreeMap` node costs half a kilobyte
+/// per entry), serialized as a JSON object.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tags(Box<[(Box<str>, Box<str>)]>);
+
+impl Tags {
+    /// True when there is no tag.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of tags.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The value of tag `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    /// The tags in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The tags as a map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl From<&BTreeMap<String, String>> for Tags {
+    fn from(map: &BTreeMap<String, String>) -> Self {
+        Tags(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Tags::from(&map))
     }
 }
 

@@ -18,7 +18,7 @@ pub use error::{ArchiveError, VerifyError};
 pub use keys::{Decryption, Encryption};
 pub use manifest::{
     Attributes, Counts, DeletedItem, EntryType, Kind, Manifest, ManifestEntry, RecapturedItem,
-    RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tool,
+    RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
 };
 pub use reader::{ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats};
 pub use writer::{ArchiveSummary, ArchiveWriter, Destination, ItemInfo};

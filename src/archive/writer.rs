@@ -21,7 +21,7 @@ use super::keys::Encryption;
 use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
     Attributes, Counts, DeletedItem, EntryType, FormatMarker, Kind, Manifest, ManifestEntry,
-    RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tool,
+    RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
 };
 use super::streams::CountingWriter;
 use super::{FILE_SUFFIX, FORMAT_NAME, FORMAT_VERSION};
@@ -117,7 +117,10 @@ pub struct ArchiveWriter {
     source: Source,
     run: Option<RunWindow>,
     entries: Vec<ManifestEntry>,
-    paths: HashSet<String>,
+    /// Hashes of the paths written, to refuse duplicates without a second copy of every
+    /// path (a hit is confirmed against the entries).
+    path_hashes: HashSet<u64>,
+    hasher: std::collections::hash_map::RandomState,
     skipped: Vec<SkippedItem>,
     deleted: Vec<DeletedItem>,
     recaptured: Vec<RecapturedItem>,
@@ -189,7 +192,8 @@ impl ArchiveWriter {
             source,
             run: None,
             entries: Vec::new(),
-            paths: HashSet::new(),
+            path_hashes: HashSet::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
             skipped: Vec::new(),
             deleted: Vec::new(),
             recaptured: Vec::new(),
@@ -223,7 +227,7 @@ impl ArchiveWriter {
             versions: Vec::new(),
             current: record.current,
             attributes: record.attributes.clone(),
-            tags: record.tags.clone(),
+            tags: Tags::from(&record.tags),
             content_type: record.content_type.clone(),
             size: 0,
             sha256: Sha256Digest([0; 32]),
@@ -340,7 +344,7 @@ impl ArchiveWriter {
             recaptured: std::mem::take(&mut self.recaptured),
         };
         manifest.counts = manifest.computed_counts();
-        self.paths = HashSet::new();
+        self.path_hashes = HashSet::new();
         write_streamed_json(&mut self.chain, MANIFEST_PATH, &manifest, self.created)
             .map_err(io_err)?;
         let counts = manifest.counts;
@@ -391,7 +395,7 @@ impl ArchiveWriter {
             versions: item.versions.clone(),
             current: false,
             attributes: item.attributes.clone(),
-            tags: item.tags.clone(),
+            tags: Tags::from(&item.tags),
             content_type: item.content_type.clone(),
             size: 0,
             sha256: Sha256Digest([0; 32]),
@@ -411,7 +415,8 @@ impl ArchiveWriter {
             entry.content_type.as_deref(),
         )
         .map_err(name_error)?;
-        if !self.paths.insert(entry.path.clone()) {
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, entry.path.as_str());
+        if !self.path_hashes.insert(hash) && self.entries.iter().any(|e| e.path == entry.path) {
             return Err(ArchiveError::DuplicateEntry(entry.path));
         }
         entry.size = data.len() as u64;

@@ -137,8 +137,9 @@ fn preferred(new: &SecretRecord, old: &SecretRecord) -> bool {
     new.attributes.created >= old.attributes.created
 }
 
-/// `NAME='value'` lines. Single quotes keep a value literal in shells and dotenv parsers;
-/// values holding a quote or a newline use double quotes with backslash escapes.
+/// `NAME='value'` lines that POSIX `sh` sources exactly. Single quotes keep a value
+/// literal (newlines included); a value holding a single quote is double-quoted instead,
+/// with `\\`, `"`, `$` and `` ` `` escaped by a backslash.
 fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, CliError> {
     let mut out = Zeroizing::new(String::new());
     for record in secrets.values() {
@@ -156,22 +157,17 @@ fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>,
         let value = record.value.expose_secret();
         out.push_str(&key);
         out.push('=');
-        if !value.contains(['\'', '\n', '\r']) {
+        if !value.contains('\'') {
             out.push('\'');
             out.push_str(value);
             out.push('\'');
         } else {
             out.push('"');
             for c in value.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '$' => out.push_str("\\$"),
-                    '`' => out.push_str("\\`"),
-                    c => out.push(c),
+                if matches!(c, '\\' | '"' | '$' | '`') {
+                    out.push('\\');
                 }
+                out.push(c);
             }
             out.push('"');
         }
@@ -280,11 +276,11 @@ mod tests {
     fn dotenv_quoting() {
         let mut map = BTreeMap::new();
         map.insert("a".into(), record("db-password", "p@ss $HOME"));
-        map.insert("b".into(), record("multi", "it's\nline \"2\""));
+        map.insert("b".into(), record("multi", "it's\nline \"2\" $X"));
         let text = dotenv(&map).map(|t| t.to_string()).unwrap_or_default();
         assert_eq!(
             text,
-            "DB_PASSWORD='p@ss $HOME'\nMULTI=\"it's\\nline \\\"2\\\"\"\n"
+            "DB_PASSWORD='p@ss $HOME'\nMULTI=\"it's\nline \\\"2\\\" \\$X\"\n"
         );
     }
 }

@@ -1,0 +1,432 @@
+//! The archive format end to end: round trips with every kind of age key, interop with
+//! Debian's `age`/`zstd`/`tar` both ways, every broken fixture refused with its own error,
+//! and the canary check (no secret value in `inspect`/`verify` output).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use age::secrecy::{ExposeSecret, SecretString};
+use coldvault::archive::keys::{IdentitySet, NoPrompt, Prompt, RecipientSet};
+use coldvault::archive::{
+    ArchiveError, ArchiveReader, ArchiveWriter, Attributes, Decryption, Destination, Encryption,
+    EntryData, ItemInfo, Kind, SecretRecord, Source, VerifyError,
+};
+
+/// The golden archive's planted value (see `examples/make_fixtures.rs`).
+const GOLDEN_CANARY: &str = "golden-canary-9c41e7";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn test_identity() -> PathBuf {
+    fixtures().join("test-identity.txt")
+}
+
+fn test_recipient() -> String {
+    let text = std::fs::read_to_string(test_identity()).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn coldvault() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coldvault"))
+}
+
+struct Fixed(&'static str);
+
+impl Prompt for Fixed {
+    fn passphrase(&self, _description: &str) -> Option<SecretString> {
+        Some(SecretString::from(self.0.to_owned()))
+    }
+}
+
+fn source() -> Source {
+    Source {
+        vault: "roundtrip".to_owned(),
+        url: "https://roundtrip.vault.azure.net/".to_owned(),
+    }
+}
+
+/// Writes a small archive with a secret (canary value) and a key blob.
+fn write_sample(dir: &Path, encryption: &Encryption) -> PathBuf {
+    let mut writer = ArchiveWriter::create(Destination::Dir(dir.to_owned()), encryption, source())
+        .expect("create");
+    writer
+        .add_secret_version(&SecretRecord {
+            name: "db".to_owned(),
+            version: "0123456789abcdef0123456789abcdef".to_owned(),
+            value: SecretString::from("roundtrip-canary-51d2".to_owned()),
+            content_type: Some("text/plain".to_owned()),
+            tags: BTreeMap::from([("team".to_owned(), "ops".to_owned())]),
+            attributes: Attributes {
+                enabled: Some(true),
+                ..Attributes::default()
+            },
+            current: true,
+        })
+        .expect("secret");
+    let mut key = ItemInfo::new(Kind::Key, "signing");
+    key.versions = vec!["aa".to_owned(), "bb".to_owned()];
+    writer.add_blob(&key, &[7u8; 3000]).expect("blob");
+    writer.record_skipped(Kind::Secret, "off", "SecretDisabled");
+    let summary = writer.finish().expect("finish");
+    assert_eq!(summary.counts.secrets, 1);
+    assert_eq!(summary.counts.keys, 1);
+    let path = summary.path.expect("a path");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    assert!(
+        name.starts_with("roundtrip-") && name.ends_with("Z.tar.zst.age"),
+        "{name}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    path
+}
+
+/// Opens the archive and checks every entry's content.
+fn check_sample(path: &Path, decryption: &Decryption) {
+    let reader = ArchiveReader::open(path, decryption).expect("open");
+    assert_eq!(reader.manifest().skipped.len(), 1);
+    let mut seen = 0;
+    for entry in reader.entries() {
+        let entry = entry.expect("entry");
+        match entry.data {
+            EntryData::Secret(record) => {
+                assert_eq!(record.value.expose_secret(), "roundtrip-canary-51d2");
+                assert_eq!(record.tags.get("team").map(String::as_str), Some("ops"));
+            }
+            EntryData::Bytes(bytes) => assert_eq!(bytes, vec![7u8; 3000]),
+            EntryData::Private(_) => panic!("no export was written"),
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}
+
+fn identities(files: &[&str], prompt: &dyn Prompt) -> Decryption {
+    let mut set = IdentitySet::new();
+    for file in files {
+        set.add_file(&fixtures().join(file), prompt)
+            .expect("identity");
+    }
+    Decryption::with_identities(set).expect("decryption")
+}
+
+#[test]
+fn several_recipients_each_open_the_archive_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut recipients = RecipientSet::new();
+    recipients.add(&test_recipient()).expect("x25519");
+    for key in [
+        "test-ssh-ed25519",
+        "test-ssh-ed25519-protected",
+        "test-ssh-rsa",
+    ] {
+        recipients
+            .add_file(&fixtures().join("keys").join(format!("{key}.pub")))
+            .expect("ssh recipient");
+    }
+    let path = write_sample(
+        dir.path(),
+        &Encryption::to_recipients(recipients).expect("enc"),
+    );
+
+    check_sample(&path, &identities(&["test-identity.txt"], &NoPrompt));
+    check_sample(&path, &identities(&["keys/test-ssh-ed25519"], &NoPrompt));
+    check_sample(&path, &identities(&["keys/test-ssh-rsa"], &NoPrompt));
+    check_sample(
+        &path,
+        &identities(
+            &["keys/test-ssh-ed25519-protected"],
+            &Fixed("test-only-passphrase"),
+        ),
+    );
+
+    let mut locked = IdentitySet::new();
+    let err = locked
+        .add_file(
+            &fixtures().join("keys/test-ssh-ed25519-protected"),
+            &NoPrompt,
+        )
+        .err();
+    assert!(
+        matches!(err, Some(ArchiveError::SshKeyLocked(_))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn passphrase_round_trip_and_wrong_passphrase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let encryption =
+        Encryption::with_passphrase(SecretString::from("correct horse".to_owned())).expect("enc");
+    let path = write_sample(dir.path(), &encryption);
+    let right = Decryption::with_passphrase(SecretString::from("correct horse".to_owned()));
+    check_sample(&path, &right.expect("dec"));
+
+    let wrong = Decryption::with_passphrase(SecretString::from("battery staple".to_owned()));
+    let err = ArchiveReader::open(&path, &wrong.expect("dec")).err();
+    assert!(
+        matches!(err, Some(ArchiveError::WrongPassphrase)),
+        "{err:?}"
+    );
+
+    let err = ArchiveReader::open(&path, &identities(&["test-identity.txt"], &NoPrompt)).err();
+    assert!(
+        matches!(err, Some(ArchiveError::PassphraseArchive)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn writer_never_replaces_a_file_and_leaves_nothing_when_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut recipients = RecipientSet::new();
+    recipients.add(&test_recipient()).expect("x25519");
+    let encryption = Encryption::to_recipients(recipients).expect("enc");
+
+    let taken = dir.path().join("taken.tar.zst.age");
+    std::fs::write(&taken, b"keep me").expect("write");
+    let err = ArchiveWriter::create(Destination::File(taken.clone()), &encryption, source()).err();
+    assert!(
+        matches!(err, Some(ArchiveError::OutputExists(_))),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&taken).expect("read"), b"keep me");
+
+    let target = dir.path().join("unfinished.tar.zst.age");
+    let writer = ArchiveWriter::create(Destination::File(target.clone()), &encryption, source())
+        .expect("create");
+    drop(writer);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+    assert_eq!(left.len(), 1, "only taken.tar.zst.age remains");
+    assert!(!target.exists());
+}
+
+fn sh(script: &str, dir: &Path) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn interop_with_age_zstd_and_tar_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let golden = fixtures().join("v1/golden.tar.zst.age");
+    let identity = test_identity();
+    // coldvault → standard tools.
+    sh(
+        &format!(
+            "age -d -i '{}' '{}' | zstd -d | tar -x",
+            identity.display(),
+            golden.display()
+        ),
+        dir.path(),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("manifest.json")).expect("manifest.json"),
+    )
+    .expect("json");
+    assert_eq!(manifest["format_version"], 1);
+    let secret = std::fs::read_to_string(
+        dir.path()
+            .join("secrets/db-password/versions/a1b2c3d4e5f60718293a4b5c6d7e8f90.json"),
+    )
+    .expect("secret entry");
+    assert!(secret.contains(GOLDEN_CANARY));
+
+    // Standard tools → coldvault, following FORMAT.md's order: marker first, manifest last.
+    let assembled = dir.path().join("assembled.tar.zst.age");
+    sh(
+        &format!(
+            "tar -c coldvault-archive.json secrets keys certificates manifest.json | zstd -q | age -r '{}' > '{}'",
+            test_recipient(),
+            assembled.display()
+        ),
+        dir.path(),
+    );
+    let output = coldvault()
+        .arg("verify")
+        .arg(&assembled)
+        .arg("-i")
+        .arg(&identity)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_broken_fixture_fails_with_its_own_error() {
+    let cases: [(&str, i32, &str); 10] = [
+        ("truncated", 4, "truncated"),
+        ("flipped-byte", 4, "does not authenticate"),
+        ("wrong-key", 1, "no identity matches"),
+        ("unknown-version", 4, "unsupported format version 2"),
+        ("path-traversal", 4, "parent-directory component"),
+        ("absolute-path", 4, "absolute path"),
+        ("symlink", 4, "symbolic link"),
+        ("oversized-entry", 4, "over the limit of"),
+        ("decompression-bomb", 4, "decompression bomb"),
+        ("manifest-mismatch", 4, "does not match its SHA-256"),
+    ];
+    let mut first_lines = std::collections::HashSet::new();
+    for (name, code, phrase) in cases {
+        let path = fixtures().join(format!("v1/broken/{name}.tar.zst.age"));
+        let output = coldvault()
+            .arg("verify")
+            .arg(&path)
+            .arg("-i")
+            .arg(test_identity())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{name}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("coldvault: error: "), "{name}: {stderr}");
+        assert!(first.contains(phrase), "{name}: {first}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(stderr.lines().count() <= 2, "{name}: {stderr}");
+        assert!(
+            first_lines.insert(first.to_owned()),
+            "{name}: same error as another fixture"
+        );
+        assert!(output.stdout.is_empty(), "{name}");
+    }
+    // A hostile archive never leaves files behind, and `..` never escapes: nothing outside.
+    assert!(!Path::new("/tmp/coldvault-evil.txt").exists());
+}
+
+#[test]
+fn inspect_and_verify_never_print_values_but_extract_does() {
+    let golden = fixtures().join("v1/golden.tar.zst.age");
+    for args in [
+        vec!["inspect"],
+        vec!["inspect", "--json"],
+        vec!["verify"],
+        vec!["verify", "--json"],
+        vec!["-vv", "inspect"],
+    ] {
+        let output = coldvault()
+            .args(&args)
+            .arg(&golden)
+            .arg("-i")
+            .arg(test_identity())
+            .output()
+            .expect("run");
+        assert!(output.status.success(), "{args:?}");
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(!text.contains(GOLDEN_CANARY), "{args:?} printed the value");
+            assert!(!text.contains("old-password"), "{args:?} printed the value");
+        }
+        if args.contains(&"--json") {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("one JSON document");
+            assert_eq!(doc["schema_version"], 1);
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("secrets.env");
+    let output = coldvault()
+        .arg("extract")
+        .arg(&golden)
+        .arg("-i")
+        .arg(test_identity())
+        .args(["--format", "dotenv", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(GOLDEN_CANARY));
+    let text = std::fs::read_to_string(&out).expect("extracted");
+    assert!(
+        text.contains(&format!("DB_PASSWORD='{GOLDEN_CANARY}'")),
+        "{text}"
+    );
+    assert!(!text.contains("old-password"), "only the current version");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Round trip of the dotenv quoting through a shell.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(". '{}' && printf %s \"$API_TOKEN\"", out.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let output = child.wait_with_output().expect("sh output");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "token with 'quotes' and\nnewline"
+    );
+    let _ = std::io::stdout().flush();
+
+    let again = coldvault()
+        .arg("extract")
+        .arg(&golden)
+        .arg("-i")
+        .arg(test_identity())
+        .args(["--format", "json", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(1), "no overwrite without --force");
+}
+
+#[test]
+fn the_first_entry_must_be_the_format_marker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let golden = fixtures().join("v1/golden.tar.zst.age");
+    sh(
+        &format!(
+            "age -d -i '{}' '{}' | zstd -d | tar -x",
+            test_identity().display(),
+            golden.display()
+        ),
+        dir.path(),
+    );
+    let wrong_order = dir.path().join("wrong-order.tar.zst.age");
+    sh(
+        &format!(
+            "tar -c manifest.json coldvault-archive.json secrets | zstd -q | age -r '{}' > '{}'",
+            test_recipient(),
+            wrong_order.display()
+        ),
+        dir.path(),
+    );
+    let reader = ArchiveReader::open(&wrong_order, &identities(&["test-identity.txt"], &NoPrompt));
+    assert!(matches!(
+        reader.err(),
+        Some(ArchiveError::Verify(
+            VerifyError::MissingFormatMarker { .. }
+        ))
+    ),);
+}
