@@ -1,5 +1,4 @@
 //! Integration tests.
-mod backup;
 mod emulator;
 mod support;
 mod vault;
