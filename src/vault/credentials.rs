@@ -2,7 +2,8 @@
 //!
 //! Azure users expect the order of the SDKs' default chain, and so does this one unless `--auth`
 //! pins a method: a service principal from the environment (`AZURE_TENANT_ID`,
-//! `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`; `AZURE_AUTHORITY_HOST` honoured), workload identity
+//! `AZURE_CLIENT_ID`, and `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH` (a PEM file
+//! with the certificate and its RSA key); `AZURE_AUTHORITY_HOST` honoured), workload identity
 //! (`AZURE_FEDERATED_TOKEN_FILE`), managed identity, then the Azure CLI's login. Every method is
 //! an `azure_identity` credential whose HTTP pipeline uses coldvault's transport, so a token
 //! endpoint behind `--ca-cert` (the local emulator's issuer) is trusted like the vault. The
@@ -15,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -25,11 +26,16 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
-    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions, Executor, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
-    WorkloadIdentityCredentialOptions,
+    AzureCliCredential, AzureCliCredentialOptions, ClientAssertion, ClientAssertionCredential,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    Executor, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
+
+/// Entra ID's authority host in Azure's public cloud.
+const PUBLIC_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// How long a client assertion is valid.
+const ASSERTION_LIFETIME_SECONDS: i64 = 600;
 
 /// How long the chain waits for managed identity before moving on: off Azure, the instance
 /// metadata endpoint may never answer.
@@ -54,7 +60,8 @@ const SECRET_VARIABLES: &[&str] = &["AZURE_CLIENT_SECRET"];
 /// A way to sign in, as `--auth` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AuthMethod {
-    /// A service principal from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
+    /// A service principal from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`
+    /// (or `AZURE_CLIENT_CERTIFICATE_PATH`, PEM).
     Env,
     /// Workload identity federation (`AZURE_FEDERATED_TOKEN_FILE`, as on AKS).
     WorkloadIdentity,
@@ -228,6 +235,112 @@ impl Executor for TokioExecutor {
     }
 }
 
+/// Signs client assertions with a service principal's certificate (`AZURE_CLIENT_CERTIFICATE_PATH`,
+/// a PEM file holding the certificate and its RSA private key), as Entra ID's certificate
+/// credentials expect: an RS256 JWT naming the certificate by its SHA-1 and SHA-256 thumbprints
+/// (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
+struct CertificateAssertion {
+    client_id: String,
+    audience: String,
+    x5t: String,
+    x5t_s256: String,
+    signing_key: rsa::pkcs1v15::SigningKey<sha2::Sha256>,
+}
+
+impl fmt::Debug for CertificateAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAssertion")
+            .field("client_id", &self.client_id)
+            .field("x5t", &self.x5t)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAssertion {
+    fn from_pem_file(path: &Path, client_id: &str, audience: String) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read AZURE_CLIENT_CERTIFICATE_PATH '{}': {e}",
+                path.display()
+            )
+        })?;
+        Self::from_pem(&pem, client_id, audience).map_err(|e| format!("'{}': {e}", path.display()))
+    }
+
+    fn from_pem(pem: &[u8], client_id: &str, audience: String) -> Result<Self, String> {
+        use base64::Engine as _;
+        use rsa::pkcs1::DecodeRsaPrivateKey as _;
+        use rsa::pkcs8::DecodePrivateKey as _;
+        use sha1::Digest as _;
+
+        let certificate = rustls_pemfile::certs(&mut &pem[..])
+            .next()
+            .ok_or("no CERTIFICATE block (a PEM file with the certificate and its private key is needed; PFX is not supported)")?
+            .map_err(|e| format!("unreadable certificate: {e}"))?;
+        let key = rustls_pemfile::private_key(&mut &pem[..])
+            .map_err(|e| format!("unreadable private key: {e}"))?
+            .ok_or("no PRIVATE KEY block")?;
+        let key = match &key {
+            rustls::pki_types::PrivateKeyDer::Pkcs8(der) => {
+                rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der())
+            }
+            rustls::pki_types::PrivateKeyDer::Pkcs1(der) => {
+                rsa::RsaPrivateKey::from_pkcs1_der(der.secret_pkcs1_der())
+                    .map_err(rsa::pkcs8::Error::from)
+            }
+            _ => return Err("the private key is not an RSA key".to_owned()),
+        }
+        .map_err(|_| "the private key is not an RSA key".to_owned())?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        Ok(Self {
+            client_id: client_id.to_owned(),
+            audience,
+            x5t: b64.encode(sha1::Sha1::digest(certificate.as_ref())),
+            x5t_s256: b64.encode(sha2::Sha256::digest(certificate.as_ref())),
+            signing_key: rsa::pkcs1v15::SigningKey::new(key),
+        })
+    }
+
+    fn sign(&self, now: i64) -> String {
+        use base64::Engine as _;
+        use rsa::signature::{SignatureEncoding as _, Signer as _};
+
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({
+            "alg": "RS256",
+            "typ": "JWT",
+            "x5t": self.x5t,
+            "x5t#S256": self.x5t_s256,
+        });
+        let claims = serde_json::json!({
+            "aud": self.audience,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": hex::encode(rand::random::<[u8; 16]>()),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ASSERTION_LIFETIME_SECONDS,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = self.signing_key.sign(signing_input.as_bytes()).to_bytes();
+        format!("{signing_input}.{}", b64.encode(signature))
+    }
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for CertificateAssertion {
+    async fn secret(
+        &self,
+        _options: Option<azure_core::http::ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        Ok(self.sign(time::OffsetDateTime::now_utc().unix_timestamp()))
+    }
+}
+
 /// The chain as one `TokenCredential`: tries the methods in order on the first token request,
 /// keeps the first that works. Shared by every client of one vault.
 #[derive(Debug)]
@@ -347,13 +460,37 @@ impl CredentialChain {
                     ));
                 };
                 let Some(secret) = env.get("AZURE_CLIENT_SECRET") else {
-                    if env.get("AZURE_CLIENT_CERTIFICATE_PATH").is_some() {
-                        return Err("AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported yet: use AZURE_CLIENT_SECRET, workload identity or managed identity".to_owned());
-                    }
-                    return Err(
-                        "not configured: neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set"
-                            .to_owned(),
+                    let Some(path) = env.get("AZURE_CLIENT_CERTIFICATE_PATH") else {
+                        return Err(
+                            "not configured: neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set"
+                                .to_owned(),
+                        );
+                    };
+                    let audience = format!(
+                        "{}/{tenant}/oauth2/v2.0/token",
+                        authority
+                            .unwrap_or(PUBLIC_AUTHORITY_HOST)
+                            .trim_end_matches('/')
                     );
+                    let assertion =
+                        CertificateAssertion::from_pem_file(Path::new(path), client, audience)?;
+                    let credential = ClientAssertionCredential::new(
+                        tenant.to_owned(),
+                        client.to_owned(),
+                        assertion,
+                        Some(ClientAssertionCredentialOptions {
+                            client_options: client_options(transport, authority, 3),
+                        }),
+                    )
+                    .map_err(|e| one_line(&e.to_string()))?;
+                    return Ok(Candidate {
+                        method,
+                        detail: format!(
+                            "service principal {client} in tenant {tenant}, certificate {path}"
+                        ),
+                        credential,
+                        timeout: None,
+                    });
                 };
                 let credential = ClientSecretCredential::new(
                     tenant,
@@ -638,6 +775,92 @@ mod tests {
             authority_host(&env, "kv.vault.azure.cn").as_deref(),
             Some("https://login.localhost:9")
         );
+    }
+
+    #[test]
+    fn certificate_assertions_are_signed_rs256_jwts_naming_the_certificate() {
+        use base64::Engine as _;
+        use rsa::pkcs8::DecodePublicKey as _;
+        use rsa::signature::Verifier as _;
+
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["coldvault-sp".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        let assertion = CertificateAssertion::from_pem(
+            pem.as_bytes(),
+            "client-1",
+            "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token".to_owned(),
+        )
+        .unwrap();
+        let jwt = assertion.sign(1_700_000_000);
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["x5t"].as_str().map(str::len), Some(27));
+        assert_eq!(claims["iss"], "client-1");
+        assert_eq!(claims["sub"], "client-1");
+        assert_eq!(
+            claims["aud"],
+            "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
+        );
+        assert_eq!(claims["exp"], 1_700_000_000 + ASSERTION_LIFETIME_SECONDS);
+        let public = rsa::RsaPublicKey::from_public_key_der(&key.public_key_der()).unwrap();
+        let verifier = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public);
+        let signature =
+            rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
+        verifier
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+            .unwrap();
+        assert!(!format!("{assertion:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn certificate_files_without_a_key_are_refused() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let err =
+            CertificateAssertion::from_pem(cert.pem().as_bytes(), "c", "a".to_owned()).unwrap_err();
+        assert!(err.contains("PRIVATE KEY"), "{err}");
+        let err = CertificateAssertion::from_pem(b"junk", "c", "a".to_owned()).unwrap_err();
+        assert!(err.contains("CERTIFICATE"), "{err}");
+        // An EC key is not usable for Entra ID certificate credentials.
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        let err = CertificateAssertion::from_pem(pem.as_bytes(), "c", "a".to_owned()).unwrap_err();
+        assert!(err.contains("RSA"), "{err}");
+    }
+
+    #[test]
+    fn the_certificate_path_makes_an_env_candidate() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sp".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sp.pem");
+        std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", path.to_str().unwrap()),
+        ]);
+        let chain = CredentialChain::new(
+            &env,
+            Some(AuthMethod::Env),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap();
+        assert!(chain.candidates[0].detail.contains("certificate"));
     }
 
     #[test]
