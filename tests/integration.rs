@@ -1,4 +1,5 @@
 //! Integration tests.
+mod backup;
 mod emulator;
 mod support;
 mod vault;

@@ -502,7 +502,7 @@ async fn backup_vault(
         path: summary.path.clone(),
         bytes: summary.bytes,
         seconds: started_clock.elapsed().as_secs_f64(),
-        counts: summary.counts.clone(),
+        counts: summary.counts,
         skipped,
         notes,
         recaptured,
@@ -696,23 +696,20 @@ async fn capture_secret(
         let disabled = props.attributes.enabled == Some(false);
         let mut current_version = None;
         let mut current_updated = None;
+        let mut current_value = None;
         let plain_every_version = all_versions || blob.is_err();
-        if disabled {
+        if disabled && !plain_every_version {
             captured.notes.push(
                 "disabled: its value cannot be read (Azure answers 403 SecretDisabled); \
                  its native backup blob is kept"
                     .to_owned(),
             );
-        } else {
+        } else if !disabled {
             match vault.get_secret(name, None).await {
                 Ok(value) => {
                     current_version = value.properties.version.clone();
                     current_updated = value.properties.attributes.updated;
-                    if !plain_every_version {
-                        captured
-                            .pieces
-                            .push(Piece::Secret(secret_record(value, true)));
-                    }
+                    current_value = Some(value);
                 }
                 Err(err) if err.is_secret_disabled() => captured.notes.push(
                     "disabled: its value cannot be read (403 SecretDisabled); \
@@ -723,7 +720,11 @@ async fn capture_secret(
             }
         }
         if plain_every_version && captured.problems.is_empty() {
-            capture_secret_versions(vault, name, current_version.as_deref(), &mut captured).await;
+            capture_secret_versions(vault, name, current_value, &mut captured).await;
+        } else if let Some(value) = current_value {
+            captured
+                .pieces
+                .push(Piece::Secret(secret_record(value, true)));
         }
         match blob {
             Ok(blob) => {
@@ -757,11 +758,12 @@ async fn capture_secret(
     captured
 }
 
-/// Every version of a secret as plain values, oldest first; disabled versions are noted.
+/// Every version of a secret as plain values, oldest first; disabled versions are noted. The
+/// current version, already read, is not read again.
 async fn capture_secret_versions(
     vault: &AzureVault,
     name: &str,
-    current: Option<&str>,
+    mut current: Option<SecretVersionValue>,
     captured: &mut Captured,
 ) {
     let versions = match vault.list_secret_versions(name).await {
@@ -782,13 +784,21 @@ async fn capture_secret_versions(
             disabled += 1;
             continue;
         }
-        match vault.get_secret(name, Some(&version)).await {
-            Ok(value) => {
-                let is_current = current == Some(version.as_str());
+        let is_current = current
+            .as_ref()
+            .is_some_and(|c| c.properties.version.as_deref() == Some(version.as_str()));
+        if is_current {
+            if let Some(value) = current.take() {
                 captured
                     .pieces
-                    .push(Piece::Secret(secret_record(value, is_current)));
+                    .push(Piece::Secret(secret_record(value, true)));
             }
+            continue;
+        }
+        match vault.get_secret(name, Some(&version)).await {
+            Ok(value) => captured
+                .pieces
+                .push(Piece::Secret(secret_record(value, false))),
             Err(err) if err.is_secret_disabled() => disabled += 1,
             Err(err) => captured
                 .problems

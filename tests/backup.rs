@@ -1,0 +1,499 @@
+//! `coldvault backup` end to end: the real binary against the in-process local Key Vault,
+//! signing in through the standard `AZURE_*` variables, and the archive opened with Debian's
+//! `age`, `zstd` and `tar` (the reference tools) to check every value and blob byte for byte.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use age::secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::support::TestEmulator;
+use coldvault::emulator::{EmulatorConfig, VaultSpec};
+
+/// A value planted in the vault that no output of the tool may ever show.
+const CANARY: &str = "CANARY-b7e1d0c4-never-print-me";
+
+/// An age identity for the test, its recipient, and a folder for everything.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub identity_file: PathBuf,
+    pub recipient: String,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = age::x25519::Identity::generate();
+        let identity_file = dir.path().join("test-only-identity.txt");
+        std::fs::write(
+            &identity_file,
+            format!("{}\n", identity.to_string().expose_secret()),
+        )
+        .expect("identity written");
+        Self {
+            recipient: identity.to_public().to_string(),
+            identity_file,
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Runs the `coldvault` binary with the emulator's service principal in its environment.
+pub async fn coldvault(emulator: &TestEmulator, args: &[&str]) -> Output {
+    let ready = emulator.ready();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .output()
+        .await
+        .expect("coldvault runs")
+}
+
+/// Decrypts and unpacks an archive with Debian's tools: `age -d | zstd -d | tar x`.
+pub fn open_with_reference_tools(archive: &Path, identity: &Path, into: &Path) {
+    std::fs::create_dir_all(into).expect("folder");
+    let script = format!(
+        "age -d -i '{}' '{}' | zstd -d -q | tar -x -C '{}'",
+        identity.display(),
+        archive.display(),
+        into.display()
+    );
+    let status = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &script])
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "age | zstd | tar failed for {archive:?}");
+}
+
+/// The single archive a run left in `dir`.
+pub fn only_archive(dir: &Path) -> PathBuf {
+    let archives: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("output folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
+        .collect();
+    assert_eq!(archives.len(), 1, "one archive in {dir:?}: {archives:?}");
+    archives.into_iter().next().unwrap_or_default()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// What the seed puts in the vault, for comparison with what the archive holds.
+struct Seeded {
+    /// Name → current value, for every live, enabled secret.
+    current: BTreeMap<String, String>,
+    /// Name → every value, oldest first.
+    versions: BTreeMap<String, Vec<String>>,
+    disabled: Vec<String>,
+    deleted: Vec<String>,
+}
+
+/// 300 secrets: versions, tags, content types, a disabled and an expired one, two soft-deleted,
+/// and the canary.
+fn seed_file(dir: &Path) -> (PathBuf, Seeded) {
+    let mut secrets = Vec::new();
+    let mut seeded = Seeded {
+        current: BTreeMap::new(),
+        versions: BTreeMap::new(),
+        disabled: Vec::new(),
+        deleted: Vec::new(),
+    };
+    for i in 0..300 {
+        let name = format!("app-secret-{i:03}");
+        let count = if i % 10 == 0 { 3 } else { 1 };
+        let values: Vec<String> = (0..count)
+            .map(|n| {
+                if i == 42 && n == count - 1 {
+                    CANARY.to_owned()
+                } else {
+                    format!("value-{i}-{n}-{}", "x".repeat(i % 7))
+                }
+            })
+            .collect();
+        let mut secret = json!({
+            "name": name,
+            "versions": values.iter().map(|v| json!({"value": v})).collect::<Vec<_>>(),
+            "tags": {"team": format!("team-{}", i % 5), "index": i.to_string()},
+        });
+        if i % 3 == 0 {
+            secret["content_type"] = json!("text/plain");
+        }
+        match i {
+            13 => {
+                secret["enabled"] = json!(false);
+                seeded.disabled.push(name.clone());
+            }
+            14 => secret["exp"] = json!(1_600_000_000),
+            20 | 21 => {
+                secret["deleted"] = json!(true);
+                seeded.deleted.push(name.clone());
+            }
+            _ => {}
+        }
+        if i != 13 && i != 20 && i != 21 {
+            seeded
+                .current
+                .insert(name.clone(), values.last().cloned().unwrap_or_default());
+        }
+        if i != 20 && i != 21 {
+            seeded.versions.insert(name.clone(), values);
+        }
+        secrets.push(secret);
+    }
+    let path = dir.join("seed.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({ "secrets": secrets })).expect("seed json"),
+    )
+    .expect("seed written");
+    (path, seeded)
+}
+
+async fn seeded_emulator(ws: &Workspace) -> (TestEmulator, Seeded) {
+    let (seed, seeded) = seed_file(ws.dir.path());
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    // Small, ragged pages: many nextLinks to follow, some pages empty.
+    emulator
+        .settings(json!({"page_size": 7, "ragged_pages": true}))
+        .await;
+    (emulator, seeded)
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Every `secret-version` entry of an unpacked archive: name → (version → document).
+fn secret_entries(root: &Path) -> BTreeMap<String, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    let Ok(names) = std::fs::read_dir(root.join("secrets")) else {
+        return out;
+    };
+    for name in names.flatten() {
+        let versions = name.path().join("versions");
+        let mut docs = Vec::new();
+        if let Ok(files) = std::fs::read_dir(&versions) {
+            for file in files.flatten() {
+                docs.push(read_json(&file.path()));
+            }
+        }
+        out.insert(name.file_name().to_string_lossy().into_owned(), docs);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backs_up_every_secret_byte_for_byte_and_opens_with_age() {
+    let ws = Workspace::new();
+    let (emulator, seeded) = seeded_emulator(&ws).await;
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let vault = emulator.vault_url("main");
+
+    let output = coldvault(
+        &emulator,
+        &[
+            "-vv",
+            "backup",
+            "--vault",
+            &vault,
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "backup succeeds: {shown}");
+    assert!(!shown.contains(CANARY), "the canary value leaked: {shown}");
+    assert!(
+        shown.contains("signed in with"),
+        "says how it signed in: {shown}"
+    );
+    assert!(
+        shown.contains("app-secret-013") && shown.contains("disabled"),
+        "the disabled secret is named: {shown}"
+    );
+
+    let archive = only_archive(&out_dir);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&archive).expect("archive").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "archive is private");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&archive, &ws.identity_file, &unpacked);
+
+    let manifest = read_json(&unpacked.join("manifest.json"));
+    assert_eq!(
+        manifest["counts"]["secrets"],
+        json!(298),
+        "{}",
+        manifest["counts"]
+    );
+    assert_eq!(manifest["counts"]["deleted"], json!(2));
+    assert_eq!(manifest["source"]["url"], json!(vault));
+    let deleted: Vec<&str> = manifest["deleted"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in &seeded.deleted {
+        assert!(deleted.contains(&name.as_str()), "{name} listed as deleted");
+        assert!(
+            !unpacked.join("secrets").join(name).exists(),
+            "{name} not captured"
+        );
+    }
+
+    let entries = secret_entries(&unpacked);
+    for (name, value) in &seeded.current {
+        let docs = entries
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} captured"));
+        let current: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["current"] == json!(true))
+            .collect();
+        assert_eq!(current.len(), 1, "{name}: one current version");
+        assert_eq!(
+            current[0]["value"],
+            json!(value),
+            "{name}: value byte for byte"
+        );
+        assert!(current[0]["tags"]["team"].is_string(), "{name}: tags kept");
+    }
+    for name in seeded.versions.keys() {
+        let blob = unpacked.join("secrets").join(name).join("backup.bin");
+        assert!(blob.is_file(), "{name}: native blob captured");
+    }
+    for name in &seeded.disabled {
+        assert!(
+            entries.get(name).is_none_or(|d| d.is_empty()),
+            "{name}: no plain value for a disabled secret"
+        );
+    }
+
+    // Every nextLink was followed: 300 names need at least 12 pages of at most 25.
+    let journal = emulator.journal().await;
+    let list_pages = journal
+        .iter()
+        .filter(|e| e["method"] == "GET" && e["path"] == "/secrets")
+        .count();
+    assert!(list_pages >= 300 / 25, "{list_pages} list pages requested");
+    let values_read = journal
+        .iter()
+        .filter(|e| {
+            e["method"] == "GET"
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/secrets/app-secret-"))
+                && e["status"] == 200
+        })
+        .count();
+    assert!(values_read >= 297, "{values_read} values read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_and_all_versions_keep_values_out_of_stdout() {
+    let ws = Workspace::new();
+    let (emulator, seeded) = seeded_emulator(&ws).await;
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let output = coldvault(
+        &emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url("main"),
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+            "--all-versions",
+            "--json",
+            "--name",
+            "app-secret-0[0-4]*",
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains(CANARY), "the canary value leaked: {shown}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON line {l:?}: {e}")))
+        .collect();
+    assert!(events.iter().all(|e| e["schema_version"] == json!(1)));
+    let summary = events
+        .iter()
+        .find(|e| e["type"] == "summary")
+        .expect("a summary event");
+    // app-secret-000 to -049, less the two soft-deleted ones.
+    assert_eq!(summary["counts"]["secrets"], json!(48), "{summary}");
+
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    let entries = secret_entries(&unpacked);
+    let with_versions = "app-secret-040";
+    let mut values: Vec<String> = entries[with_versions]
+        .iter()
+        .filter_map(|d| d["value"].as_str().map(str::to_owned))
+        .collect();
+    values.sort();
+    let mut expected = seeded.versions[with_versions].clone();
+    expected.sort();
+    assert_eq!(values, expected, "every version of {with_versions}");
+    assert!(
+        !entries.contains_key("app-secret-050"),
+        "--name narrows the scope"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_without_get_gets_exit_3_and_blobs() {
+    let ws = Workspace::new();
+    let (emulator, seeded) = seeded_emulator(&ws).await;
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::PUT,
+            "/permissions",
+            Some(json!({"vault": "main", "secrets": ["list", "backup"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let output = coldvault(
+        &emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url("main"),
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+            "--include",
+            "secrets",
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(3), "partial: {shown}");
+    assert!(shown.contains("ForbiddenByPolicy"), "{shown}");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    let manifest = read_json(&unpacked.join("manifest.json"));
+    let skipped: Vec<&str> = manifest["skipped"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in seeded.current.keys() {
+        assert!(
+            skipped.contains(&name.as_str()),
+            "{name} named as not captured"
+        );
+        assert!(
+            unpacked
+                .join("secrets")
+                .join(name)
+                .join("backup.bin")
+                .is_file(),
+            "{name}: blob still taken"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_faults_a_run_is_complete_or_names_what_is_missing() {
+    let ws = Workspace::new();
+    let (emulator, seeded) = seeded_emulator(&ws).await;
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!([
+                {"kind": "throttle", "rate": 0.04, "retry_after": 1},
+                {"kind": "internal", "rate": 0.02},
+                {"kind": "unavailable", "rate": 0.02, "retry_after": 1},
+                {"kind": "drop", "rate": 0.02}
+            ])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let output = coldvault(
+        &emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url("main"),
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match output.status.code() {
+        Some(0) => {
+            let unpacked = ws.path("unpacked");
+            open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+            let entries = secret_entries(&unpacked);
+            for (name, value) in &seeded.current {
+                let docs = &entries[name];
+                assert!(
+                    docs.iter().any(|d| d["value"] == json!(value)),
+                    "{name}: value captured despite faults"
+                );
+            }
+        }
+        Some(3) => {
+            assert!(
+                shown.contains("NOT CAPTURED"),
+                "names what is missing: {shown}"
+            );
+        }
+        other => {
+            assert!(other.is_some(), "no crash: {shown}");
+            assert!(leftovers.is_empty(), "no file left behind: {leftovers:?}");
+        }
+    }
+    let journal = emulator.journal().await;
+    assert!(
+        journal.iter().any(|e| e["fault"].is_string()),
+        "faults were injected"
+    );
+}
