@@ -257,10 +257,11 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let world = SecurityWorld::generate();
-        let blob = world.seal(Kind::Secret, &HOME, &contents()).unwrap();
+        let sealed = contents();
+        let blob = world.seal(Kind::Secret, &HOME, &sealed).unwrap();
         assert!(!blob.contains('=') && !blob.contains('+') && !blob.contains('/'));
         let back = world.open(Kind::Secret, &HOME, &blob).unwrap();
-        assert_eq!(back.objects[0].object, contents().objects[0].object);
+        assert_eq!(back.objects[0].object, sealed.objects[0].object);
 
         let wrong_kind = world.open(Kind::Key, &HOME, &blob).unwrap_err();
         assert_eq!(wrong_kind.code, "BadParameter");

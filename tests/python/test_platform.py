@@ -3,11 +3,12 @@ throttling, faults, permissions, the clock, managed identity, the process itself
 
 import json
 import os
+import socket
 import time
 
 import pytest
 import requests
-from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from azure.core.exceptions import HttpResponseError
 
 from conftest import error_code, inner_code, start_emulator, stop_emulator
 
@@ -373,3 +374,31 @@ def test_unknown_vault_option_is_a_usage_error():
     )
     assert result.returncode == 2
     assert "colour=blue" in result.stderr
+
+
+def test_managed_identity_endpoint_imds_style(emulator):
+    base = emulator.ready["authority_host"]
+    resource = f"https://vault.localhost:{emulator.port}"
+    refused = emulator.session.get(
+        f"{base}/metadata/identity/oauth2/token", params={"resource": resource}, verify=emulator.ca
+    )
+    assert refused.status_code == 400
+    answer = emulator.session.get(
+        f"{base}/metadata/identity/oauth2/token",
+        params={"api-version": "2018-02-01", "resource": resource},
+        headers={"Metadata": "true"},
+        verify=emulator.ca,
+    ).json()
+    assert answer["token_type"] == "Bearer"
+    assert emulator.raw("GET", "alpha", "/secrets", answer["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_1_2_and_1_3_are_served(emulator, version):
+    import ssl
+
+    context = ssl.create_default_context(cafile=emulator.ca)
+    context.minimum_version = context.maximum_version = getattr(ssl.TLSVersion, version)
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="alpha.vault.localhost") as tls:
+            assert tls.version() == version.replace("_", ".")
