@@ -3,10 +3,11 @@
 //! Azure's failures, native backup and restore, soft-deleted items, and the shared throttle gate
 //! with retries of 429, 5xx and dropped connections (checked in the emulator's journal).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use age::secrecy::{ExposeSecret, SecretString};
+use azure_security_keyvault_keys::models::{CreateKeyParameters, CurveName, KeyType};
 use coldvault::vault::{
     Attributes, AuthMethod, AzureVault, ConflictReason, ConnectOptions, EnvSnapshot, ItemKind,
     NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
@@ -272,6 +273,96 @@ async fn soft_deleted_secrets_are_listed_and_recovered() {
         }
     }
     assert_eq!(value.expect("recovered").value.expose_secret(), "x");
+}
+
+async fn create_key(emulator: &TestEmulator, vault: &str, name: &str, kty: KeyType) {
+    let parameters = CreateKeyParameters {
+        kty: Some(kty.clone()),
+        key_size: matches!(kty, KeyType::Rsa).then_some(2048),
+        curve: matches!(kty, KeyType::Ec).then_some(CurveName::P256),
+        tags: Some(HashMap::from([("owner".to_owned(), "ops".to_owned())])),
+        ..Default::default()
+    };
+    emulator
+        .key_client(vault)
+        .create_key(name, parameters.try_into().unwrap(), None)
+        .await
+        .expect("key created through the official client");
+}
+
+#[tokio::test]
+async fn keys_are_listed_read_and_backed_up() {
+    let emulator = TestEmulator::start().await;
+    create_key(&emulator, "alpha", "signing", KeyType::Rsa).await;
+    create_key(&emulator, "alpha", "ecdh", KeyType::Ec).await;
+    let alpha = connect(&emulator, "alpha").await;
+
+    let mut keys: Vec<_> = alpha.list_keys().try_collect().await.unwrap();
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["ecdh", "signing"]
+    );
+    assert!(keys.iter().all(|k| !k.managed));
+    assert_eq!(keys[1].tags.get("owner").map(String::as_str), Some("ops"));
+
+    let key = alpha.get_key("signing", None).await.unwrap();
+    assert_eq!(key.jwk["kty"], "RSA");
+    assert!(key.jwk.get("n").is_some() && key.jwk.get("e").is_some());
+    assert!(key.jwk.get("d").is_none(), "no private material");
+    assert!(key.properties.version.is_some());
+    let ec = alpha.get_key("ecdh", None).await.unwrap();
+    assert_eq!(ec.jwk["crv"], "P-256");
+
+    let policy = alpha.get_key_rotation_policy("signing").await.unwrap();
+    assert!(policy.is_none_or(|p| p.is_object()));
+    let err = alpha.get_key("absent", None).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+
+    let blob = alpha.backup(ItemKind::Key, "signing").await.unwrap();
+    let beta = connect(&emulator, "beta").await;
+    let restored = beta.restore(ItemKind::Key, &blob).await.unwrap();
+    assert_eq!(restored.name, "signing");
+    assert_eq!(
+        beta.get_key("signing", None).await.unwrap().jwk["n"],
+        key.jwk["n"],
+        "the same key material came back"
+    );
+    let gamma = connect(&emulator, "gamma").await;
+    let err = gamma.restore(ItemKind::Key, &blob).await.unwrap_err();
+    assert!(err.is_cannot_decrypt_backup(), "{err:?}");
+    let err = alpha.restore(ItemKind::Key, &blob).await.unwrap_err();
+    assert!(err.conflict_reason().is_some(), "{err:?}");
+    // A key blob is not a secret blob.
+    let err = beta.restore(ItemKind::Secret, &blob).await.unwrap_err();
+    assert!(matches!(err, VaultError::BadRequest { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn deleted_keys_are_listed_and_recovered() {
+    let emulator = TestEmulator::start().await;
+    create_key(&emulator, "alpha", "old", KeyType::Rsa).await;
+    emulator
+        .key_client("alpha")
+        .delete_key("old", None)
+        .await
+        .expect("deleted through the official client");
+    let vault = connect(&emulator, "alpha").await;
+    let deleted: Vec<_> = vault
+        .list_deleted(ItemKind::Key)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].name, "old");
+    assert_eq!(deleted[0].kind, ItemKind::Key);
+    assert_eq!(
+        vault.get_deleted(ItemKind::Key, "old").await.unwrap().name,
+        "old"
+    );
+    let recovered = vault.recover_deleted(ItemKind::Key, "old").await.unwrap();
+    assert_eq!(recovered.kind, ItemKind::Key);
+    assert_eq!(recovered.name, "old");
 }
 
 #[tokio::test]
