@@ -402,3 +402,21 @@ def test_tls_1_2_and_1_3_are_served(emulator, version):
     with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname="alpha.vault.localhost") as tls:
             assert tls.version() == version.replace("_", ".")
+
+
+def test_fraction_faults_until_removed(emulator):
+    token = emulator.token()
+    emulator.fault(kind="throttle", rate=1.0, path="/secrets", vault="beta", retry_after=2)
+    for _ in range(3):
+        response = emulator.raw("GET", "beta", "/secrets", token)
+        assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    emulator.admin("DELETE", "/faults")
+    assert emulator.raw("GET", "beta", "/secrets", token).status_code == 200
+
+
+def test_fault_rate_setting_answers_429_500_or_503(emulator):
+    emulator.settings(fault_rate=1.0)
+    token = emulator.token()
+    statuses = {emulator.raw("GET", "beta", "/secrets", token).status_code for _ in range(12)}
+    assert statuses <= {429, 500, 503} and statuses
+    assert all(e["fault"] == "rate" for e in emulator.journal("/secrets", "GET"))
