@@ -3,9 +3,8 @@
 //! and the canary check (no secret value in `inspect`/`verify` output).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use coldvault::archive::keys::{IdentitySet, NoPrompt, Prompt, RecipientSet};
@@ -376,18 +375,15 @@ fn inspect_and_verify_never_print_values_but_extract_does() {
     assert_eq!(mode & 0o777, 0o600);
 
     // Round trip of the dotenv quoting through a shell.
-    let mut child = Command::new("sh")
+    let output = Command::new("sh")
         .arg("-c")
         .arg(format!(". '{}' && printf %s \"$API_TOKEN\"", out.display()))
-        .stdout(Stdio::piped())
-        .spawn()
+        .output()
         .expect("sh");
-    let output = child.wait_with_output().expect("sh output");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "token with 'quotes' and\nnewline"
     );
-    let _ = std::io::stdout().flush();
 
     let again = coldvault()
         .arg("extract")
@@ -399,6 +395,41 @@ fn inspect_and_verify_never_print_values_but_extract_does() {
         .output()
         .expect("run");
     assert_eq!(again.status.code(), Some(1), "no overwrite without --force");
+
+    let folder = dir.path().join("secrets");
+    let output = coldvault()
+        .arg("extract")
+        .arg(&golden)
+        .arg("-i")
+        .arg(test_identity())
+        .args(["--format", "dir", "-o"])
+        .arg(&folder)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value = std::fs::read_to_string(folder.join("db-password")).expect("secret file");
+    assert_eq!(value, GOLDEN_CANARY);
+    let mode = std::fs::metadata(folder.join("db-password"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let output = coldvault()
+        .arg("extract")
+        .arg(&golden)
+        .arg("-i")
+        .arg(test_identity())
+        .args(["--format", "json", "-o", "-"])
+        .output()
+        .expect("run");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(doc["db-password"], GOLDEN_CANARY);
+    assert_eq!(doc["api-token"], "token with 'quotes' and\nnewline");
 }
 
 #[test]

@@ -31,3 +31,75 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The suffix of every archive file name: a tar stream, zstd-compressed, age-encrypted.
 pub const FILE_SUFFIX: &str = ".tar.zst.age";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backup and restore commands move these into `spawn_blocking` or a writer thread.
+    #[test]
+    fn archive_types_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<ArchiveWriter>();
+        assert_send::<ArchiveReader>();
+        assert_send::<EntryIter>();
+        assert_send::<Encryption>();
+        assert_send::<Decryption>();
+    }
+
+    #[test]
+    fn written_archive_reads_back() {
+        use age::secrecy::{ExposeSecret, SecretString};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = age::x25519::Identity::generate();
+        let mut recipients = keys::RecipientSet::new();
+        recipients
+            .add(&identity.to_public().to_string())
+            .expect("recipient");
+        let encryption = Encryption::to_recipients(recipients).expect("encryption");
+        let source = Source {
+            vault: "unit".to_owned(),
+            url: "https://unit.vault.azure.net/".to_owned(),
+        };
+        let mut writer =
+            ArchiveWriter::create(Destination::Dir(dir.path().to_owned()), &encryption, source)
+                .expect("create");
+        writer
+            .add_secret_version(&SecretRecord {
+                name: "a".to_owned(),
+                version: "v1".to_owned(),
+                value: SecretString::from("unit-value".to_owned()),
+                content_type: None,
+                tags: Default::default(),
+                attributes: Attributes::default(),
+                current: true,
+            })
+            .expect("secret");
+        let err = writer
+            .add_blob(&ItemInfo::new(Kind::Key, "../x"), b"x")
+            .err();
+        assert!(matches!(err, Some(ArchiveError::InvalidName { .. })));
+        writer
+            .add_certificate_export("c", "v1", layout::PKCS12_CONTENT_TYPE, b"pfx")
+            .expect("export");
+        let summary = writer.finish().expect("finish");
+        assert_eq!(summary.counts.entries, 2);
+
+        let mut identities = keys::IdentitySet::new();
+        identities.add_x25519(identity);
+        let decryption = Decryption::with_identities(identities).expect("decryption");
+        let path = summary.path.expect("path");
+        let reader = ArchiveReader::open(&path, &decryption).expect("open");
+        assert_eq!(reader.manifest().counts.secrets, 1);
+        assert_eq!(reader.manifest().counts.certificates, 1);
+        let mut values = Vec::new();
+        for entry in reader.entries() {
+            match entry.expect("entry").data {
+                EntryData::Secret(record) => values.push(record.value.expose_secret().to_owned()),
+                EntryData::Private(bytes) => assert_eq!(bytes.expose_secret(), b"pfx"),
+                EntryData::Bytes(_) => panic!("no plain bytes entry was written"),
+            }
+        }
+        assert_eq!(values, ["unit-value"]);
+    }
+}
