@@ -1,10 +1,1140 @@
-//! The certificates routes of the local Key Vault.
+//! The certificate routes: create (self-signed; `202` with a pending operation that reads
+//! `completed` when polled), import (PFX with its password, or PEM with a CA-signed leaf and its
+//! chain), get, list and list versions, update, policy get/update, delete, deleted get/list,
+//! recover, purge, backup and restore.
+//!
+//! Every certificate version owns a key and a secret of the same name and version, marked
+//! `managed: true`: the key holds the private key, the secret the PFX (standard base64,
+//! `application/x-pkcs12`) or PEM text (`application/x-pem-file`). They are listed by `/keys`
+//! and `/secrets`, refuse direct changes (403), and travel with the certificate: deleting,
+//! recovering or purging it does the same to them, its backup blob carries them and its restore
+//! recreates all three with their version ids.
+
+use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
 
-use super::state::AppState;
+use super::backup::{BackedUpObject, BackupContents};
+use super::crypto::{
+    CertificateBundle, CertificateContentType, KeyMaterial, KeySpec, KeyType, SelfSignedSpec,
+    certificate_facts, issue_self_signed, x5t,
+};
+use super::error::ApiError;
+use super::http::{JsonBody, json_response, ok_json};
+use super::keys::{StoredKey, apply_attributes, crypto_error, key_spec};
+use super::secrets::{AttributesIn, validate_name};
+use super::state::{AppState, VaultCtx};
+use super::store::{DeletedObject, Kind, Payload, Redacted, StoreError, StoredObject, Version};
 
-/// The certificates routes, merged into the vault router by [`super::app`].
+const KIND: Kind = Kind::Certificate;
+/// The kinds a certificate spans, the certificate first.
+const FAMILY: [Kind; 3] = [Kind::Certificate, Kind::Key, Kind::Secret];
+
+/// The certificate routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/certificates", get(certificates_list))
+        .route("/certificates/restore", post(certificates_restore))
+        .route(
+            "/certificates/{name}",
+            get(certificates_get_latest)
+                .patch(certificates_update_latest)
+                .delete(certificates_delete),
+        )
+        .route(
+            "/certificates/{name}/",
+            get(certificates_get_latest).patch(certificates_update_latest),
+        )
+        .route("/certificates/{name}/create", post(certificates_create))
+        .route("/certificates/{name}/import", post(certificates_import))
+        .route("/certificates/{name}/backup", post(certificates_backup))
+        .route("/certificates/{name}/versions", get(certificates_versions))
+        .route(
+            "/certificates/{name}/policy",
+            get(certificates_policy_get).patch(certificates_policy_update),
+        )
+        .route(
+            "/certificates/{name}/pending",
+            get(certificates_pending_get).delete(certificates_pending_delete),
+        )
+        .route(
+            "/certificates/{name}/{version}",
+            get(certificates_get).patch(certificates_update),
+        )
+        .route("/deletedcertificates", get(deleted_certificates_list))
+        .route(
+            "/deletedcertificates/{name}",
+            get(deleted_certificates_get).delete(deleted_certificates_purge),
+        )
+        .route(
+            "/deletedcertificates/{name}/recover",
+            post(deleted_certificates_recover),
+        )
+}
+
+// ----- policy ---------------------------------------------------------------------------------
+
+fn section<'a>(policy: &'a Value, name: &str) -> Option<&'a Map<String, Value>> {
+    policy.get(name).and_then(Value::as_object)
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A policy in Key Vault's shape with every default filled in, from what a client sent.
+/// `issuer` is the issuer name to use when the request names none.
+fn normalize_policy(input: &Value, issuer: &str, now_s: i64) -> Result<Value, ApiError> {
+    let empty = Map::new();
+    let key_in = section(input, "key_props").unwrap_or(&empty);
+    let kty_text = key_in.get("kty").and_then(Value::as_str).unwrap_or("RSA");
+    let kty = KeyType::parse(kty_text).map_err(crypto_error)?;
+    let mut key_props = Map::new();
+    key_props.insert(
+        "exportable".into(),
+        json!(
+            key_in
+                .get("exportable")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        ),
+    );
+    key_props.insert("kty".into(), json!(kty.as_str()));
+    let spec = key_spec(
+        kty,
+        key_in
+            .get("key_size")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        key_in.get("crv").and_then(Value::as_str),
+    )?;
+    match spec {
+        KeySpec::Rsa(bits) => {
+            key_props.insert("key_size".into(), json!(bits));
+        }
+        KeySpec::Ec(curve) => {
+            key_props.insert("key_size".into(), json!(curve.bits()));
+            key_props.insert("crv".into(), json!(curve.as_str()));
+        }
+    }
+    key_props.insert(
+        "reuse_key".into(),
+        json!(
+            key_in
+                .get("reuse_key")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+    );
+
+    let content_type = section(input, "secret_props")
+        .and_then(|s| s.get("contentType"))
+        .and_then(Value::as_str)
+        .unwrap_or("application/x-pkcs12");
+    if CertificateContentType::parse(content_type).is_none() {
+        return Err(ApiError::bad_parameter(format!(
+            "The content type {content_type} is not supported; use application/x-pkcs12 or application/x-pem-file."
+        )));
+    }
+
+    let x509_in = section(input, "x509_props").unwrap_or(&empty);
+    let mut x509 = Map::new();
+    let subject = x509_in.get("subject").and_then(Value::as_str).unwrap_or("");
+    let sans = x509_in.get("sans").and_then(Value::as_object);
+    if subject.is_empty() && sans.is_none() {
+        return Err(ApiError::bad_parameter(
+            "The certificate policy needs a subject or subject alternative names.",
+        ));
+    }
+    x509.insert("subject".into(), json!(subject));
+    if let Some(sans) = sans {
+        x509.insert("sans".into(), Value::Object(sans.clone()));
+    }
+    x509.insert("ekus".into(), json!(strings(x509_in.get("ekus"))));
+    let key_usage = match x509_in.get("key_usage") {
+        Some(v) => strings(Some(v)),
+        None if kty.is_rsa() => vec!["digitalSignature".into(), "keyEncipherment".into()],
+        None => vec!["digitalSignature".into()],
+    };
+    x509.insert("key_usage".into(), json!(key_usage));
+    x509.insert(
+        "validity_months".into(),
+        json!(
+            x509_in
+                .get("validity_months")
+                .and_then(Value::as_u64)
+                .unwrap_or(12)
+        ),
+    );
+    x509.insert("basic_constraints".into(), json!({"ca": false}));
+
+    let lifetime_actions = input.get("lifetime_actions").cloned().unwrap_or_else(|| {
+        json!([{"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "AutoRenew"}}])
+    });
+    let issuer_name = section(input, "issuer")
+        .and_then(|i| i.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or(issuer);
+    let enabled = section(input, "attributes")
+        .and_then(|a| a.get("enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok(json!({
+        "key_props": key_props,
+        "secret_props": {"contentType": content_type},
+        "x509_props": x509,
+        "lifetime_actions": lifetime_actions,
+        "issuer": {"name": issuer_name},
+        "attributes": {"enabled": enabled, "created": now_s, "updated": now_s},
+    }))
+}
+
+/// The policy an imported certificate gets: read from its key and leaf, issuer `Unknown`, the
+/// content type of what was imported (or of the policy sent along).
+fn imported_policy(
+    bundle: &CertificateBundle,
+    requested: Option<&Value>,
+    content_type: CertificateContentType,
+    hsm: bool,
+    now_s: i64,
+) -> Result<Value, ApiError> {
+    let facts = certificate_facts(bundle.leaf()).map_err(crypto_error)?;
+    let (kty, key_size, crv) = match bundle.key.spec() {
+        KeySpec::Rsa(bits) => (KeyType::Rsa.with_hsm(hsm), bits, None),
+        KeySpec::Ec(curve) => (KeyType::Ec.with_hsm(hsm), curve.bits(), Some(curve)),
+    };
+    let mut key_props = json!({
+        "exportable": requested
+            .and_then(|p| p.pointer("/key_props/exportable"))
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        "kty": kty.as_str(),
+        "key_size": key_size,
+        "reuse_key": false,
+    });
+    if let Some(curve) = crv {
+        key_props["crv"] = json!(curve.as_str());
+    }
+    let mut x509 = json!({
+        "subject": facts.subject,
+        "ekus": facts.ekus,
+        "key_usage": facts.key_usage,
+        "validity_months": facts.validity_months,
+        "basic_constraints": {"ca": facts.is_ca},
+    });
+    if !facts.dns_names.is_empty() || !facts.emails.is_empty() {
+        let mut sans = Map::new();
+        if !facts.dns_names.is_empty() {
+            sans.insert("dns_names".into(), json!(facts.dns_names));
+        }
+        if !facts.emails.is_empty() {
+            sans.insert("emails".into(), json!(facts.emails));
+        }
+        x509["sans"] = Value::Object(sans);
+    }
+    Ok(json!({
+        "key_props": key_props,
+        "secret_props": {"contentType": content_type.as_str()},
+        "x509_props": x509,
+        "lifetime_actions": requested
+            .and_then(|p| p.get("lifetime_actions"))
+            .cloned()
+            .unwrap_or_else(|| json!([])),
+        "issuer": {"name": "Unknown"},
+        "attributes": {"enabled": true, "created": now_s, "updated": now_s},
+    }))
+}
+
+fn content_type_of(policy: &Value) -> CertificateContentType {
+    policy
+        .pointer("/secret_props/contentType")
+        .and_then(Value::as_str)
+        .and_then(CertificateContentType::parse)
+        .unwrap_or(CertificateContentType::Pkcs12)
+}
+
+fn policy_body(ctx: &VaultCtx, name: &str, policy: &Value) -> Value {
+    let mut map = Map::new();
+    map.insert(
+        "id".into(),
+        json!(format!("{}/policy", ctx.object_id(KIND, name, None))),
+    );
+    if let Value::Object(rest) = policy {
+        map.extend(rest.clone());
+    }
+    Value::Object(map)
+}
+
+// ----- rendering ------------------------------------------------------------------------------
+
+/// The certificate version's payload: the leaf and its issuers, DER in standard base64.
+fn certificate_payload(bundle: &CertificateBundle) -> Payload {
+    let chain: Vec<String> = bundle.chain.iter().map(|c| STANDARD.encode(c)).collect();
+    Payload::Certificate(Redacted(json!({ "chain": chain })))
+}
+
+fn leaf_of(version: &Version) -> Result<Vec<u8>, ApiError> {
+    match &version.payload {
+        Payload::Certificate(Redacted(value)) => value
+            .pointer("/chain/0")
+            .and_then(Value::as_str)
+            .and_then(|text| STANDARD.decode(text).ok())
+            .ok_or_else(|| ApiError::internal("a stored certificate version cannot be read")),
+        _ => Err(ApiError::internal(
+            "a certificate version holds no certificate",
+        )),
+    }
+}
+
+fn certificate_bundle(
+    ctx: &VaultCtx,
+    object: &StoredObject,
+    version: &Version,
+) -> Result<Map<String, Value>, ApiError> {
+    let name = &object.name;
+    let leaf = leaf_of(version)?;
+    let mut map = Map::new();
+    map.insert(
+        "id".into(),
+        json!(ctx.object_id(KIND, name, Some(&version.id))),
+    );
+    map.insert(
+        "kid".into(),
+        json!(ctx.object_id(Kind::Key, name, Some(&version.id))),
+    );
+    map.insert(
+        "sid".into(),
+        json!(ctx.object_id(Kind::Secret, name, Some(&version.id))),
+    );
+    map.insert("x5t".into(), json!(x5t(&leaf)));
+    map.insert("cer".into(), json!(STANDARD.encode(&leaf)));
+    map.insert(
+        "attributes".into(),
+        Value::Object(ctx.attributes(&version.attributes)),
+    );
+    map.insert(
+        "tags".into(),
+        json!(version.tags.clone().unwrap_or_default()),
+    );
+    if let Some(policy) = object.meta.get("policy") {
+        map.insert("policy".into(), policy_body(ctx, name, policy));
+    }
+    if object.meta.get("pending").is_some() {
+        map.insert(
+            "pending".into(),
+            json!({"id": format!("{}/pending", ctx.object_id(KIND, name, None))}),
+        );
+    }
+    Ok(map)
+}
+
+fn item(ctx: &VaultCtx, name: &str, version: &Version, versioned: bool) -> Value {
+    let mut map = Map::new();
+    let id = if versioned {
+        ctx.object_id(KIND, name, Some(&version.id))
+    } else {
+        ctx.object_id(KIND, name, None)
+    };
+    map.insert("id".into(), json!(id));
+    if let Ok(leaf) = leaf_of(version) {
+        map.insert("x5t".into(), json!(x5t(&leaf)));
+    }
+    map.insert(
+        "attributes".into(),
+        Value::Object(ctx.attributes(&version.attributes)),
+    );
+    map.insert(
+        "tags".into(),
+        json!(version.tags.clone().unwrap_or_default()),
+    );
+    Value::Object(map)
+}
+
+fn deleted_bundle(ctx: &VaultCtx, deleted: &DeletedObject, full: bool) -> Result<Value, ApiError> {
+    let name = &deleted.object.name;
+    let mut map = Map::new();
+    map.insert("recoveryId".into(), json!(ctx.recovery_id(KIND, name)));
+    map.insert("deletedDate".into(), json!(deleted.deleted_date));
+    map.insert(
+        "scheduledPurgeDate".into(),
+        json!(deleted.scheduled_purge_date),
+    );
+    if let Some(latest) = deleted.object.latest() {
+        if full {
+            map.extend(certificate_bundle(ctx, &deleted.object, latest)?);
+        } else if let Value::Object(rest) = item(ctx, name, latest, false) {
+            map.extend(rest);
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+// ----- creating versions ----------------------------------------------------------------------
+
+/// Refuses a new certificate version when a key or secret of the same name exists that the
+/// certificate does not own, or when the name is soft-deleted or settling in any of the three.
+fn check_family_free(ctx: &VaultCtx, name: &str) -> Result<(), ApiError> {
+    let t = ctx.timing();
+    let mut store = ctx.lock();
+    for kind in FAMILY {
+        store
+            .check_name_free(kind, name, t)
+            .map_err(|e| ctx.store_error(kind, name, e))?;
+        if kind != KIND
+            && let Ok(object) = store.object(kind, name, t)
+            && object.latest().is_some_and(|v| !v.managed)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "A {} named {name} already exists and is not managed by a certificate; a certificate cannot take its name.",
+                    kind.noun()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The three versions a certificate version is made of, sharing one version id.
+struct Family {
+    certificate: Version,
+    key: Version,
+    secret: Version,
+}
+
+fn family(
+    bundle: &CertificateBundle,
+    policy: &Value,
+    enabled: bool,
+    tags: Option<BTreeMap<String, String>>,
+    now_s: i64,
+) -> Result<Family, ApiError> {
+    let facts = certificate_facts(bundle.leaf()).map_err(crypto_error)?;
+    let content_type = content_type_of(policy);
+    let exportable = policy
+        .pointer("/key_props/exportable")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let kty = policy
+        .pointer("/key_props/kty")
+        .and_then(Value::as_str)
+        .and_then(|k| KeyType::parse(k).ok())
+        .unwrap_or(if bundle.key.is_rsa() {
+            KeyType::Rsa
+        } else {
+            KeyType::Ec
+        });
+    // A non-exportable key stays in the vault: the secret then carries the certificates only.
+    let value = if exportable {
+        bundle.secret_value(content_type)
+    } else {
+        bundle.public_secret_value(content_type)
+    }
+    .map_err(crypto_error)?;
+
+    let mut certificate = Version::new(now_s, certificate_payload(bundle));
+    certificate.attributes.enabled = enabled;
+    certificate.attributes.nbf = Some(facts.not_before);
+    certificate.attributes.exp = Some(facts.not_after);
+    certificate.tags = tags.or_else(|| Some(BTreeMap::new()));
+
+    let stored_key = StoredKey {
+        kty,
+        key_ops: kty.default_key_ops(),
+        material: bundle.key.clone(),
+    };
+    let mut key = stored_key.new_version(now_s)?;
+    key.id = certificate.id.clone();
+    key.attributes = certificate.attributes.clone();
+    key.managed = true;
+
+    let mut secret = Version::new(
+        now_s,
+        Payload::Secret {
+            value: Redacted(value),
+        },
+    );
+    secret.id = certificate.id.clone();
+    secret.attributes = certificate.attributes.clone();
+    secret.content_type = Some(content_type.as_str().to_string());
+    secret.managed = true;
+    secret.tags = certificate.tags.clone();
+    Ok(Family {
+        certificate,
+        key,
+        secret,
+    })
+}
+
+/// Stores a certificate version with its managed key and secret, sets the policy (and the
+/// pending operation, if any) and returns the certificate object.
+fn store_family(
+    ctx: &VaultCtx,
+    name: &str,
+    versions: Family,
+    policy: Value,
+    pending: Option<Value>,
+) -> Result<StoredObject, ApiError> {
+    let t = ctx.timing();
+    let mut store = ctx.lock();
+    for (kind, version) in [
+        (Kind::Key, versions.key),
+        (Kind::Secret, versions.secret),
+        (KIND, versions.certificate),
+    ] {
+        store
+            .create_version(kind, name, version, t)
+            .map_err(|e| ctx.store_error(kind, name, e))?;
+    }
+    let object = store
+        .object_mut(KIND, name, t)
+        .map_err(|e| ctx.store_error(KIND, name, e))?;
+    let mut meta = Map::new();
+    meta.insert("policy".into(), policy);
+    if let Some(pending) = pending {
+        meta.insert("pending".into(), pending);
+    }
+    object.meta = Value::Object(meta);
+    Ok(object.clone())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CreateBody {
+    policy: Option<Value>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+fn pending_body(ctx: &VaultCtx, name: &str, pending: &Value) -> Value {
+    let mut map = Map::new();
+    map.insert(
+        "id".into(),
+        json!(format!("{}/pending", ctx.object_id(KIND, name, None))),
+    );
+    if let Value::Object(rest) = pending {
+        map.extend(rest.clone());
+    }
+    if pending.get("status").and_then(Value::as_str) == Some("completed") {
+        map.insert("target".into(), json!(ctx.object_id(KIND, name, None)));
+    }
+    Value::Object(map)
+}
+
+async fn certificates_create(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    validate_name(KIND, &name)?;
+    let now = ctx.now_s();
+    let policy = normalize_policy(
+        body.policy
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_parameter("The certificate policy is required."))?,
+        "Self",
+        now,
+    )?;
+    let issuer = policy
+        .pointer("/issuer/name")
+        .and_then(Value::as_str)
+        .unwrap_or("Self");
+    if !issuer.eq_ignore_ascii_case("Self") {
+        return Err(ApiError::not_supported(format!(
+            "Issuer {issuer} is not supported by this vault: only self-signed (Self) certificates are issued."
+        )));
+    }
+    let kty = policy
+        .pointer("/key_props/kty")
+        .and_then(Value::as_str)
+        .and_then(|k| KeyType::parse(k).ok())
+        .unwrap_or(KeyType::Rsa);
+    if kty.is_hsm() && !ctx.is_premium() {
+        return Err(ApiError::bad_parameter(
+            "Hardware key operation not allowed on standard vault.",
+        ));
+    }
+    check_family_free(&ctx, &name)?;
+
+    let spec = key_spec(
+        kty,
+        policy
+            .pointer("/key_props/key_size")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        policy.pointer("/key_props/crv").and_then(Value::as_str),
+    )?;
+    let x509 = policy.get("x509_props").cloned().unwrap_or(Value::Null);
+    let self_signed = SelfSignedSpec {
+        subject: x509["subject"].as_str().unwrap_or("").to_string(),
+        dns_names: strings(x509.pointer("/sans/dns_names")),
+        emails: strings(x509.pointer("/sans/emails")),
+        validity_months: x509["validity_months"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(12),
+        key_usage: strings(x509.get("key_usage")),
+        ekus: strings(x509.get("ekus")),
+    };
+    let issued = tokio::task::spawn_blocking(move || {
+        let key = KeyMaterial::generate(spec)?;
+        issue_self_signed(&self_signed, key, now)
+    })
+    .await
+    .map_err(|_| ApiError::internal("certificate issuance was interrupted"))?
+    .map_err(crypto_error)?;
+
+    let enabled = body
+        .attributes
+        .as_ref()
+        .and_then(|a| a.enabled)
+        .unwrap_or(true);
+    let versions = family(&issued.bundle, &policy, enabled, body.tags, now)?;
+    let pending = json!({
+        "issuer": {"name": "Self"},
+        "csr": STANDARD.encode(&issued.csr_der),
+        "cancellation_requested": false,
+        "status": "inProgress",
+        "status_details": "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.",
+        "request_id": super::store::new_version_id(),
+    });
+    let object = store_family(&ctx, &name, versions, policy, Some(pending.clone()))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &pending_body(&ctx, &object.name, &pending),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ImportBody {
+    value: Option<String>,
+    pwd: Option<String>,
+    policy: Option<Value>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+async fn certificates_import(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ImportBody>,
+) -> Result<Response, ApiError> {
+    validate_name(KIND, &name)?;
+    let value = body
+        .value
+        .ok_or_else(|| ApiError::bad_parameter("The certificate (value) is required."))?;
+    let stated = body
+        .policy
+        .as_ref()
+        .and_then(|p| p.pointer("/secret_props/contentType"))
+        .and_then(Value::as_str);
+    let looks_pem = value.trim_start().starts_with("-----BEGIN");
+    let content_type = match stated {
+        Some(ct) => CertificateContentType::parse(ct).ok_or_else(|| {
+            ApiError::bad_parameter(format!("The content type {ct} is not supported."))
+        })?,
+        None if looks_pem => CertificateContentType::Pem,
+        None => CertificateContentType::Pkcs12,
+    };
+    let password = body.pwd.unwrap_or_default();
+    let bundle = match content_type {
+        CertificateContentType::Pem => CertificateBundle::from_pem(&value),
+        CertificateContentType::Pkcs12 => {
+            let pfx = STANDARD
+                .decode(value.trim())
+                .map_err(|_| ApiError::bad_parameter("The PFX (value) is not base64."))?;
+            tokio::task::spawn_blocking(move || CertificateBundle::from_pfx(&pfx, &password))
+                .await
+                .map_err(|_| ApiError::internal("certificate import was interrupted"))?
+        }
+    }
+    .map_err(crypto_error)?;
+    let hsm = body
+        .policy
+        .as_ref()
+        .and_then(|p| p.pointer("/key_props/kty"))
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("-HSM"));
+    if hsm && !ctx.is_premium() {
+        return Err(ApiError::bad_parameter(
+            "Hardware key operation not allowed on standard vault.",
+        ));
+    }
+    check_family_free(&ctx, &name)?;
+    let now = ctx.now_s();
+    let policy = imported_policy(&bundle, body.policy.as_ref(), content_type, hsm, now)?;
+    let enabled = body
+        .attributes
+        .as_ref()
+        .and_then(|a| a.enabled)
+        .unwrap_or(true);
+    let versions = tokio::task::spawn_blocking({
+        let policy = policy.clone();
+        move || family(&bundle, &policy, enabled, body.tags, now)
+    })
+    .await
+    .map_err(|_| ApiError::internal("certificate import was interrupted"))??;
+    let object = store_family(&ctx, &name, versions, policy, None)?;
+    let latest = object
+        .latest()
+        .ok_or_else(|| ApiError::internal("the imported certificate has no version"))?;
+    Ok(ok_json(&Value::Object(certificate_bundle(
+        &ctx, &object, latest,
+    )?)))
+}
+
+// ----- reading --------------------------------------------------------------------------------
+
+fn get_version(ctx: &VaultCtx, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let object = ctx
+        .lock()
+        .object(KIND, name, t)
+        .cloned()
+        .map_err(|e| ctx.store_error(KIND, name, e))?;
+    let found = object
+        .version(version)
+        .ok_or_else(|| ApiError::not_found(KIND, name, version))?;
+    Ok(ok_json(&Value::Object(certificate_bundle(
+        ctx, &object, found,
+    )?)))
+}
+
+async fn certificates_get_latest(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    get_version(&ctx, &name, None)
+}
+
+async fn certificates_get(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    get_version(&ctx, &name, Some(&version))
+}
+
+async fn certificates_list(ctx: VaultCtx) -> Result<Response, ApiError> {
+    let objects = ctx.lock().list(KIND, ctx.timing());
+    let page = ctx.page(objects, |o| o.name.to_ascii_lowercase(), "/certificates")?;
+    Ok(ok_json(&ctx.page_body(
+        page,
+        |o: &StoredObject| match o.latest() {
+            Some(v) => item(&ctx, &o.name, v, false),
+            None => Value::Null,
+        },
+    )))
+}
+
+async fn certificates_versions(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let (stored_name, versions) = {
+        let mut store = ctx.lock();
+        let object = store
+            .object(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        let numbered: Vec<(usize, Version)> = object.versions.iter().cloned().enumerate().collect();
+        (object.name.clone(), numbered)
+    };
+    let page = ctx.page(
+        versions,
+        |(i, _)| format!("{i:08}"),
+        &format!("/certificates/{stored_name}/versions"),
+    )?;
+    Ok(ok_json(&ctx.page_body(page, |(_, v)| {
+        item(&ctx, &stored_name, v, true)
+    })))
+}
+
+async fn certificates_pending_get(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let (stored_name, pending) = {
+        let mut store = ctx.lock();
+        let object = store
+            .object_mut(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        let pending = object
+            .meta
+            .get_mut("pending")
+            .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
+        // Self-signed issuance is done by the time anyone asks: the first poll sees it
+        // complete, as a fast Azure issuance would.
+        if let Some(fields) = pending.as_object_mut() {
+            fields.insert("status".into(), json!("completed"));
+            fields.remove("status_details");
+        }
+        (object.name.clone(), pending.clone())
+    };
+    Ok(ok_json(&pending_body(&ctx, &stored_name, &pending)))
+}
+
+async fn certificates_pending_delete(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let (stored_name, pending) = {
+        let mut store = ctx.lock();
+        let object = store
+            .object_mut(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        let pending = object
+            .meta
+            .as_object_mut()
+            .and_then(|m| m.remove("pending"))
+            .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
+        (object.name.clone(), pending)
+    };
+    Ok(ok_json(&pending_body(&ctx, &stored_name, &pending)))
+}
+
+// ----- updating -------------------------------------------------------------------------------
+
+#[derive(Debug, serde::Deserialize)]
+struct UpdateBody {
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+    policy: Option<Value>,
+}
+
+/// Merges `patch` into `policy` one section deep, as a policy update does.
+fn merge_policy(policy: &mut Value, patch: &Value, now_s: i64) {
+    if let (Some(target), Some(changes)) = (policy.as_object_mut(), patch.as_object()) {
+        for (section_name, change) in changes {
+            if section_name == "id" {
+                continue;
+            }
+            match (target.get_mut(section_name), change) {
+                (Some(Value::Object(existing)), Value::Object(fields)) => {
+                    for (k, v) in fields {
+                        existing.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => {
+                    target.insert(section_name.clone(), change.clone());
+                }
+            }
+        }
+        if let Some(Value::Object(attributes)) = target.get_mut("attributes") {
+            attributes.insert("updated".into(), json!(now_s));
+        }
+    }
+}
+
+fn update(
+    ctx: &VaultCtx,
+    name: &str,
+    version: Option<&str>,
+    body: UpdateBody,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let object = {
+        let mut store = ctx.lock();
+        let updated = store
+            .update_version(KIND, name, version, t, |v| {
+                if let Some(tags) = &body.tags {
+                    v.tags = Some(tags.clone());
+                }
+                if let Some(attrs) = &body.attributes {
+                    apply_attributes(&mut v.attributes, attrs);
+                }
+            })
+            .map_err(|e| ctx.store_error(KIND, name, e))?;
+        // The managed key and secret of the version follow its attributes.
+        for kind in [Kind::Key, Kind::Secret] {
+            let _ = store.update_version(kind, name, Some(&updated.id), t, |v| {
+                v.attributes.enabled = updated.attributes.enabled;
+                v.attributes.nbf = updated.attributes.nbf;
+                v.attributes.exp = updated.attributes.exp;
+                if kind == Kind::Secret {
+                    v.tags = updated.tags.clone();
+                }
+            });
+        }
+        let object = store
+            .object_mut(KIND, name, t)
+            .map_err(|e| ctx.store_error(KIND, name, e))?;
+        if let Some(patch) = &body.policy
+            && let Some(policy) = object.meta.get_mut("policy")
+        {
+            merge_policy(policy, patch, t.now_s());
+        }
+        object.clone()
+    };
+    let shown = object
+        .version(version)
+        .ok_or_else(|| ApiError::not_found(KIND, name, version))?;
+    Ok(ok_json(&Value::Object(certificate_bundle(
+        ctx, &object, shown,
+    )?)))
+}
+
+async fn certificates_update_latest(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Response, ApiError> {
+    update(&ctx, &name, None, body)
+}
+
+async fn certificates_update(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Response, ApiError> {
+    update(&ctx, &name, Some(&version), body)
+}
+
+async fn certificates_policy_get(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let object = ctx
+        .lock()
+        .object(KIND, &name, ctx.timing())
+        .cloned()
+        .map_err(|e| ctx.store_error(KIND, &name, e))?;
+    let policy = object.meta.get("policy").cloned().unwrap_or(Value::Null);
+    Ok(ok_json(&policy_body(&ctx, &object.name, &policy)))
+}
+
+async fn certificates_policy_update(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let (stored_name, policy) = {
+        let mut store = ctx.lock();
+        let object = store
+            .object_mut(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        let mut policy = object.meta.get("policy").cloned().unwrap_or(json!({}));
+        merge_policy(&mut policy, &patch, t.now_s());
+        // The result must still be a policy the vault can issue from.
+        let checked = normalize_policy(
+            &policy,
+            policy
+                .pointer("/issuer/name")
+                .and_then(Value::as_str)
+                .unwrap_or("Self"),
+            t.now_s(),
+        )?;
+        let mut policy = checked;
+        if let Some(created) = object.meta.pointer("/policy/attributes/created") {
+            policy["attributes"]["created"] = created.clone();
+        }
+        if !object.meta.is_object() {
+            object.meta = json!({});
+        }
+        object.meta["policy"] = policy.clone();
+        (object.name.clone(), policy)
+    };
+    Ok(ok_json(&policy_body(&ctx, &stored_name, &policy)))
+}
+
+// ----- soft-delete ----------------------------------------------------------------------------
+
+async fn certificates_delete(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let deleted = {
+        let mut store = ctx.lock();
+        let deleted = store
+            .delete(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        // The managed key and secret go with it (absent ones were never created or are gone).
+        for kind in [Kind::Key, Kind::Secret] {
+            if store
+                .object(kind, &name, t)
+                .is_ok_and(|o| o.latest().is_some_and(|v| v.managed))
+            {
+                let _ = store.delete(kind, &name, t);
+            }
+        }
+        deleted
+    };
+    Ok(ok_json(&deleted_bundle(&ctx, &deleted, true)?))
+}
+
+async fn deleted_certificates_list(ctx: VaultCtx) -> Result<Response, ApiError> {
+    let deleted = ctx.lock().deleted_list(KIND, ctx.timing());
+    let page = ctx.page(
+        deleted,
+        |d| d.object.name.to_ascii_lowercase(),
+        "/deletedcertificates",
+    )?;
+    Ok(ok_json(&ctx.page_body(page, |d| {
+        deleted_bundle(&ctx, d, false).unwrap_or(Value::Null)
+    })))
+}
+
+async fn deleted_certificates_get(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let deleted = ctx
+        .lock()
+        .deleted(KIND, &name, ctx.timing())
+        .map_err(|e| ctx.store_error(KIND, &name, e))?;
+    Ok(ok_json(&deleted_bundle(&ctx, &deleted, true)?))
+}
+
+/// Whether the deleted `kind` object `name` is a managed one (it belongs to the certificate).
+fn deleted_is_managed(store: &super::store::VaultStore, kind: Kind, name: &str) -> bool {
+    store
+        .kind(kind)
+        .deleted
+        .get(&name.to_ascii_lowercase())
+        .is_some_and(|d| d.object.latest().is_some_and(|v| v.managed))
+}
+
+async fn deleted_certificates_purge(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    {
+        let mut store = ctx.lock();
+        store
+            .purge(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        for kind in [Kind::Key, Kind::Secret] {
+            if deleted_is_managed(&store, kind, &name) {
+                let _ = store.purge(kind, &name, t);
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn deleted_certificates_recover(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let recovered = {
+        let mut store = ctx.lock();
+        let recovered = store
+            .recover(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        for kind in [Kind::Key, Kind::Secret] {
+            if deleted_is_managed(&store, kind, &name) {
+                let _ = store.recover(kind, &name, t);
+            }
+        }
+        recovered
+    };
+    let latest = recovered
+        .latest()
+        .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
+    Ok(ok_json(&Value::Object(certificate_bundle(
+        &ctx, &recovered, latest,
+    )?)))
+}
+
+// ----- backup and restore ---------------------------------------------------------------------
+
+async fn certificates_backup(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = ctx.timing();
+    let contents = {
+        let mut store = ctx.lock();
+        let mut objects = Vec::with_capacity(FAMILY.len());
+        for kind in FAMILY {
+            match store.backup(kind, &name, t) {
+                Ok(object) => objects.push(BackedUpObject { kind, object }),
+                // The certificate itself must exist; its companions may have been lost only
+                // through a bug, and a backup without them would restore a broken certificate.
+                Err(StoreError::NotFound { .. }) if kind != KIND => {
+                    return Err(ApiError::internal(format!(
+                        "the {} of certificate {name} is missing",
+                        kind.noun()
+                    )));
+                }
+                Err(e) => return Err(ctx.store_error(kind, &name, e)),
+            }
+        }
+        BackupContents { format: 1, objects }
+    };
+    let blob = ctx.seal(KIND, &contents)?;
+    Ok(ok_json(&json!({ "value": blob })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BlobBody {
+    value: Option<String>,
+}
+
+async fn certificates_restore(
+    ctx: VaultCtx,
+    JsonBody(body): JsonBody<BlobBody>,
+) -> Result<Response, ApiError> {
+    let blob = body
+        .value
+        .ok_or_else(|| ApiError::bad_parameter("The backup blob (value) is required."))?;
+    let contents = ctx.open(KIND, &blob)?;
+    let mut parts = Vec::with_capacity(FAMILY.len());
+    for kind in FAMILY {
+        let object = contents
+            .take(kind)
+            .cloned()
+            .ok_or_else(ApiError::malformed_backup)?;
+        parts.push((kind, object));
+    }
+    let name = parts[0].1.name.clone();
+    let t = ctx.timing();
+    let restored = {
+        let mut store = ctx.lock();
+        // All three names must be free before any is written: a half-restored certificate
+        // would be worse than none.
+        for (kind, object) in &parts {
+            store
+                .check_restorable(*kind, &object.name, t)
+                .map_err(|e| ctx.store_error(*kind, &object.name, e))?;
+        }
+        let mut restored = None;
+        for (kind, object) in parts {
+            let object_name = object.name.clone();
+            let back = store
+                .restore(kind, object, t)
+                .map_err(|e| ctx.store_error(kind, &object_name, e))?;
+            if kind == KIND {
+                restored = Some(back);
+            }
+        }
+        restored.ok_or_else(ApiError::malformed_backup)?
+    };
+    let latest = restored
+        .latest()
+        .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
+    Ok(ok_json(&Value::Object(certificate_bundle(
+        &ctx, &restored, latest,
+    )?)))
 }

@@ -1322,6 +1322,38 @@ impl CertificateBundle {
     }
 }
 
+impl CertificateBundle {
+    /// The managed secret's value when the private key is not exportable: the certificates
+    /// alone, as a key-less PFX (standard base64, no password) or PEM text.
+    pub fn public_secret_value(&self, content_type: CertificateContentType) -> Result<String> {
+        match content_type {
+            CertificateContentType::Pem => Ok(self
+                .chain
+                .iter()
+                .map(|cert| pem_block("CERTIFICATE", cert))
+                .collect()),
+            CertificateContentType::Pkcs12 => {
+                let mut store = p12_keystore::KeyStore::new();
+                for (i, der) in self.chain.iter().enumerate() {
+                    let cert = p12_keystore::Certificate::from_der(der)
+                        .map_err(|e| CryptoError::Pkcs12(e.to_string()))?;
+                    store.add_entry(
+                        &i.to_string(),
+                        p12_keystore::KeyStoreEntry::Certificate(cert),
+                    );
+                }
+                let pfx = store
+                    .writer("")
+                    .encryption_iterations(2048)
+                    .mac_iterations(2048)
+                    .write()
+                    .map_err(|e| CryptoError::Pkcs12(e.to_string()))?;
+                Ok(STANDARD.encode(pfx))
+            }
+        }
+    }
+}
+
 fn pem_block(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
