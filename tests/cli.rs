@@ -116,6 +116,24 @@ fn failures_exit_1_with_a_hint() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_of(&output).contains("cannot open /nonexistent/archive.tar.zst.age"));
 
+    // A plugin identity goes through age's plugin protocol; a missing plugin is named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin_identity = dir.path().join("plugin.txt");
+    std::fs::write(&plugin_identity, "AGE-PLUGIN-NOSUCHPLUGIN-1S9DDET\n").expect("write");
+    let output = coldvault()
+        .arg("verify")
+        .arg(&golden)
+        .arg("-i")
+        .arg(&plugin_identity)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("age-plugin-nosuchplugin is not installed"),
+        "{stderr}"
+    );
+
     // A passphrase on an archive encrypted to recipients.
     let output = coldvault()
         .arg("verify")
