@@ -1,0 +1,331 @@
+//! Backup benchmark: the release `coldvault` binary against the local Key Vault, in the
+//! settings the product promises figures for, with the usual sequential script as baseline.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example backup_bench
+//! cargo run --release --example backup_bench -- --secrets 500 --skip-baseline
+//! ```
+//!
+//! Scenarios (each on a fresh, seeded emulator in this process):
+//! - latency-bound: 20 ms added to every request, no budget; the same vault also goes
+//!   through `bench/sequential_backup.py` (list, then get each value, one request at a time,
+//!   on the official Python SDK) when a Python with the Azure SDK is found
+//!   (`target/python-venv`, as `.ci/test` makes it, or `--python`);
+//! - budget-bound: 4,000 requests per 10 s per vault, then 429 with `Retry-After`;
+//! - memory: the same backup of 500 and of the full count, to show memory stays flat.
+//!
+//! Each row prints wall time, requests sent, 429s received, the achieved request rate and the
+//! peak resident memory of the `coldvault` process (VmHWM, sampled every 10 ms). Every run is
+//! checked: the archive must hold every secret, or the benchmark fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use age::secrecy::ExposeSecret;
+use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
+use serde_json::{Value, json};
+
+struct Options {
+    secrets: usize,
+    baseline: bool,
+    python: Option<PathBuf>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        secrets: 5_000,
+        baseline: true,
+        python: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--secrets" => {
+                options.secrets = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--secrets needs a number")?;
+            }
+            "--skip-baseline" => options.baseline = false,
+            "--python" => options.python = args.next().map(PathBuf::from),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
+/// One measured run of `coldvault backup`.
+struct Run {
+    seconds: f64,
+    requests: u64,
+    throttled: u64,
+    peak_rss_kib: u64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = parse_options()?;
+    let binary = coldvault_binary()?;
+    let work = tempfile::tempdir()?;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let identity_file = work.path().join("bench-identity.txt");
+    std::fs::write(&identity_file, identity.to_string().expose_secret())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    println!(
+        "coldvault backup benchmark: {} secrets, {} cores",
+        options.secrets,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "scenario", "wall s", "requests", "429s", "req/s", "peak RSS"
+    );
+
+    let latency = Duration::from_millis(20);
+    let n = options.secrets;
+    let latency_run =
+        runtime.block_on(scenario(&binary, work.path(), &recipient, n, latency, None))?;
+    print_row("latency-bound (20 ms, no budget)", &latency_run);
+
+    if options.baseline {
+        match python(&options) {
+            Some(python) => {
+                let seconds = runtime.block_on(baseline(&python, work.path(), n, latency))?;
+                println!(
+                    "{:<34} {:>9.1} {:>9} {:>7} {:>10} {:>10}",
+                    "  sequential Python SDK script", seconds, "-", "-", "-", "-"
+                );
+                println!(
+                    "  speed-up: {:.1}x (target: at least 20x)",
+                    seconds / latency_run.seconds
+                );
+            }
+            None => println!(
+                "  sequential baseline skipped: no Python with the Azure SDK \
+                 (run `bash .ci/test` once, or pass --python)"
+            ),
+        }
+    }
+
+    let budget = 4_000;
+    let budget_run = runtime.block_on(scenario(
+        &binary,
+        work.path(),
+        &recipient,
+        n,
+        Duration::ZERO,
+        Some(budget),
+    ))?;
+    print_row("budget-bound (4,000 per 10 s)", &budget_run);
+    let allowed = f64::from(budget) / 10.0;
+    println!(
+        "  achieved rate: {:.0} req/s = {:.0} % of the budget's {allowed:.0} req/s \
+         (target: at least 80 %); 429s: {}",
+        budget_run.requests as f64 / budget_run.seconds,
+        100.0 * budget_run.requests as f64 / budget_run.seconds / allowed,
+        budget_run.throttled
+    );
+
+    let small = (n / 10).max(1);
+    let small_run = runtime.block_on(scenario(
+        &binary,
+        work.path(),
+        &recipient,
+        small,
+        Duration::ZERO,
+        None,
+    ))?;
+    print_row(&format!("memory: {small} secrets"), &small_run);
+    let large_run = runtime.block_on(scenario(
+        &binary,
+        work.path(),
+        &recipient,
+        n,
+        Duration::ZERO,
+        None,
+    ))?;
+    print_row(&format!("memory: {n} secrets"), &large_run);
+    println!(
+        "  peak memory grows {:.2}x for {:.0}x the secrets",
+        large_run.peak_rss_kib as f64 / small_run.peak_rss_kib.max(1) as f64,
+        n as f64 / small as f64
+    );
+    Ok(())
+}
+
+fn print_row(label: &str, run: &Run) {
+    println!(
+        "{label:<34} {:>9.2} {:>9} {:>7} {:>10.0} {:>7.1} MB",
+        run.seconds,
+        run.requests,
+        run.throttled,
+        run.requests as f64 / run.seconds,
+        run.peak_rss_kib as f64 / 1024.0
+    );
+}
+
+/// `target/release/coldvault`, beside this example's folder.
+fn coldvault_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("coldvault"))
+        .ok_or("cannot locate the target folder")?;
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release` first",
+            binary.display()
+        ))
+    }
+}
+
+fn python(options: &Options) -> Option<PathBuf> {
+    let candidate = options
+        .python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/python-venv/bin/python"));
+    candidate.is_file().then_some(candidate)
+}
+
+/// A fresh emulator with `count` secrets of about 40 bytes, one vault `bench`.
+async fn seeded(
+    dir: &Path,
+    count: usize,
+    latency: Duration,
+    budget: Option<u32>,
+) -> Result<RunningEmulator, Box<dyn std::error::Error>> {
+    let secrets: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({
+                "name": format!("bench-secret-{i:05}"),
+                "value": format!("value-{i:05}-{}", "v".repeat(24)),
+                "content_type": "text/plain",
+                "tags": {"team": format!("team-{}", i % 7)},
+            })
+        })
+        .collect();
+    let seed = dir.join(format!("seed-{count}.json"));
+    std::fs::write(&seed, serde_json::to_vec(&json!({ "secrets": secrets }))?)?;
+    let running = emulator::start(EmulatorConfig {
+        vaults: vec![VaultSpec::new("bench")],
+        seed: Some(seed),
+        latency,
+        budget,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    Ok(running)
+}
+
+async fn scenario(
+    binary: &Path,
+    dir: &Path,
+    recipient: &str,
+    count: usize,
+    latency: Duration,
+    budget: Option<u32>,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let running = seeded(dir, count, latency, budget).await?;
+    let out = tempfile::tempdir_in(dir)?;
+    let ready = running.ready().clone();
+    let vault = running.vault_url("bench").ok_or("no bench vault")?;
+    let started = Instant::now();
+    let child = tokio::process::Command::new(binary)
+        .args(["backup", "--vault", &vault, "-r", recipient, "--json", "-o"])
+        .arg(out.path())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id().ok_or("child has no pid")?;
+    let peak = tokio::spawn(sample_peak_rss(pid));
+    let output = child.wait_with_output().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_rss_kib = peak.await.unwrap_or(0);
+    running.shutdown().await;
+    if !output.status.success() {
+        return Err(format!(
+            "backup failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .ok_or("no summary event")?;
+    let secrets = summary["counts"]["secrets"].as_u64().unwrap_or(0);
+    if secrets != count as u64 {
+        return Err(format!("the archive holds {secrets} secrets, not {count}").into());
+    }
+    Ok(Run {
+        seconds,
+        requests: summary["requests"].as_u64().unwrap_or(0),
+        throttled: summary["throttled"].as_u64().unwrap_or(0),
+        peak_rss_kib,
+    })
+}
+
+/// The high-water mark of a process's resident memory, sampled until it exits.
+async fn sample_peak_rss(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let mut peak = 0;
+    while let Ok(status) = tokio::fs::read_to_string(&path).await {
+        if status.contains("State:\tZ") {
+            break;
+        }
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    peak
+}
+
+async fn baseline(
+    python: &Path,
+    dir: &Path,
+    count: usize,
+    latency: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let running = seeded(dir, count, latency, None).await?;
+    let ready = serde_json::to_string(running.ready())?;
+    let output = tokio::process::Command::new(python)
+        .arg("bench/sequential_backup.py")
+        .arg(&ready)
+        .output()
+        .await?;
+    running.shutdown().await;
+    if !output.status.success() {
+        return Err(format!(
+            "baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let result: Value = serde_json::from_slice(&output.stdout)?;
+    if result["secrets"].as_u64() != Some(count as u64) {
+        return Err(format!("baseline read {} secrets, not {count}", result["secrets"]).into());
+    }
+    result["seconds"]
+        .as_f64()
+        .ok_or_else(|| "baseline printed no time".into())
+}
