@@ -153,22 +153,19 @@ impl EmulatorState {
         }
     }
 
-    /// The vault a request host names: `NAME.vault.localhost[:port]` → `NAME`; `localhost`,
-    /// `127.0.0.1` and `[::1]` → the default vault.
+    /// The vault a request host names: `NAME.vault.localhost[:port]` → `NAME` (unknown names
+    /// → `None`); any other host (`localhost`, `127.0.0.1`, a `--tls-name`) → the vault its
+    /// first label names, else the default vault.
     pub fn vault_for_host(&self, host: &str) -> Option<Arc<Vault>> {
         let hostname = strip_port(host).to_ascii_lowercase();
-        let name = match hostname.strip_suffix(".vault.localhost") {
-            Some(name) => name.to_string(),
-            None if matches!(
-                hostname.as_str(),
-                "localhost" | "127.0.0.1" | "[::1]" | "::1"
-            ) =>
-            {
-                self.default_vault.clone()
-            }
-            None => hostname.split('.').next().unwrap_or_default().to_string(),
-        };
-        self.vaults.get(&name).cloned()
+        if let Some(name) = hostname.strip_suffix(".vault.localhost") {
+            return self.vaults.get(name).cloned();
+        }
+        let first = hostname.split('.').next().unwrap_or_default();
+        self.vaults
+            .get(first)
+            .or_else(|| self.vaults.get(&self.default_vault))
+            .cloned()
     }
 
     /// The vault called `name`.
@@ -362,6 +359,7 @@ mod tests {
 
     #[test]
     fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
         assert_eq!(strip_port("a.vault.localhost:8443"), "a.vault.localhost");
         assert_eq!(strip_port("localhost"), "localhost");
         assert_eq!(strip_port("[::1]:99"), "[::1]");
