@@ -2,6 +2,10 @@
 //! error envelope, the `x-ms-*` headers, the `nextLink` shape, the blob format), and the
 //! official `azure_security_keyvault_secrets` crate does the secret round trips.
 
+// The SDK's models are `#[non_exhaustive]`: they cannot be built with struct literals outside
+// their crate, so fields are set after `Default::default()`.
+#![allow(clippy::field_reassign_with_default)]
+
 use azure_core::error::ErrorKind;
 use azure_security_keyvault_secrets::models::{
     RestoreSecretParameters, SecretAttributes, SetSecretParameters,
