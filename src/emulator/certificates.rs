@@ -643,28 +643,51 @@ async fn certificates_import(
         .policy
         .as_ref()
         .and_then(|p| p.pointer("/secret_props/contentType"))
-        .and_then(Value::as_str);
-    let looks_pem = value.trim_start().starts_with("-----BEGIN");
-    let content_type = match stated {
-        Some(ct) => CertificateContentType::parse(ct).ok_or_else(|| {
-            ApiError::bad_parameter(format!("The content type {ct} is not supported."))
-        })?,
-        None if looks_pem => CertificateContentType::Pem,
-        None => CertificateContentType::Pkcs12,
+        .and_then(Value::as_str)
+        .map(|ct| {
+            CertificateContentType::parse(ct).ok_or_else(|| {
+                ApiError::bad_parameter(format!("The content type {ct} is not supported."))
+            })
+        })
+        .transpose()?;
+    // The value is PEM text, base64 of PEM text (what the SDKs send), or base64 of a PFX.
+    let trimmed = value.trim();
+    let pem_text = if trimmed.starts_with("-----BEGIN") {
+        Some(trimmed.to_string())
+    } else {
+        None
     };
+    let decoded = match &pem_text {
+        Some(_) => None,
+        None => Some(
+            STANDARD
+                .decode(trimmed)
+                .map_err(|_| ApiError::bad_parameter("The certificate (value) is not base64."))?,
+        ),
+    };
+    let pem_text = pem_text.or_else(|| {
+        decoded
+            .as_deref()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .filter(|text| text.trim_start().starts_with("-----BEGIN"))
+            .map(str::to_string)
+    });
     let password = body.pwd.unwrap_or_default();
-    let bundle = match content_type {
-        CertificateContentType::Pem => CertificateBundle::from_pem(&value),
-        CertificateContentType::Pkcs12 => {
-            let pfx = STANDARD
-                .decode(value.trim())
-                .map_err(|_| ApiError::bad_parameter("The PFX (value) is not base64."))?;
+    let (bundle, detected) = match (pem_text, decoded) {
+        (Some(text), _) => (
+            CertificateBundle::from_pem(&text),
+            CertificateContentType::Pem,
+        ),
+        (None, Some(pfx)) => (
             tokio::task::spawn_blocking(move || CertificateBundle::from_pfx(&pfx, &password))
                 .await
-                .map_err(|_| ApiError::internal("certificate import was interrupted"))?
-        }
-    }
-    .map_err(crypto_error)?;
+                .map_err(|_| ApiError::internal("certificate import was interrupted"))?,
+            CertificateContentType::Pkcs12,
+        ),
+        (None, None) => return Err(ApiError::bad_parameter("The certificate (value) is empty.")),
+    };
+    let bundle = bundle.map_err(crypto_error)?;
+    let content_type = stated.unwrap_or(detected);
     let hsm = body
         .policy
         .as_ref()
