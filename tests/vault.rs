@@ -640,3 +640,43 @@ async fn throttle_budget_figures() {
     );
     assert_eq!(failed, 0);
 }
+
+/// Prints how reads fare when a tenth of the vault's answers are random 429, 500 or 503: run
+/// with `cargo test --test integration vault::fault_rate_figures -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark: prints figures"]
+async fn fault_rate_figures() {
+    const SECRETS: usize = 300;
+    let emulator = TestEmulator::start().await;
+    let vault = connect(&emulator, "alpha").await;
+    futures::stream::iter(0..SECRETS)
+        .map(|i| {
+            let vault = vault.clone();
+            async move { vault.set_secret(&format!("f-{i:04}"), &plain("v")).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    emulator.settings(json!({"fault_rate": 0.1})).await;
+    let before = vault.stats();
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = futures::stream::iter(0..SECRETS)
+        .map(|i| {
+            let vault = vault.clone();
+            async move { vault.get_secret(&format!("f-{i:04}"), None).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let stats = vault.stats();
+    let failed = reads.iter().filter(|r| r.is_err()).count();
+    println!(
+        "fault rate 10%: {SECRETS} reads in {:.1} s, {} requests, {} throttled, {} server errors, {failed} failed",
+        started.elapsed().as_secs_f64(),
+        stats.requests - before.requests,
+        stats.throttled - before.throttled,
+        stats.server_errors - before.server_errors,
+    );
+    assert_eq!(failed, 0);
+}

@@ -94,7 +94,8 @@ impl ConnectOptions {
     }
 }
 
-/// One vault reached through the official crates. Cheap to clone; `Send + Sync`.
+/// One vault reached through the official crates. Cheap to clone; `Send + Sync`. Connect once
+/// per vault and hand out clones: the throttle gate and the counters belong to one connection.
 #[derive(Clone)]
 pub struct AzureVault {
     inner: Arc<Inner>,

@@ -748,7 +748,9 @@ pub fn split_object_id(id: &str, collection: &str) -> Option<(String, Option<Str
 
 /// Read access to one vault. Cheap to clone and share across tasks; every method may run
 /// concurrently with any other. Lists follow `nextLink` until it is null, whatever the page
-/// sizes, and stream items as pages arrive.
+/// sizes (short and empty pages included), and stream items as pages arrive; a page that still
+/// fails after the retries yields one `Err` item and ends the stream, so a list is either
+/// complete or visibly failed, never silently short.
 pub trait VaultReader: Send + Sync {
     /// The vault this reader talks to.
     fn vault_url(&self) -> &VaultUrl;
