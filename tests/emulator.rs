@@ -884,6 +884,10 @@ async fn state_dir_and_seed_survive_a_restart() {
                 {"name": "off", "value": "x", "enabled": false},
                 {"name": "stale", "value": "x", "exp": 1_000_000_000},
                 {"name": "gone", "value": "x", "deleted": true}
+            ],
+            "keys": [
+                {"name": "signing", "kty": "RSA", "size": 2048, "version_count": 3},
+                {"name": "curve", "kty": "EC", "crv": "P-384", "deleted": true}
             ]
         })
         .to_string(),
@@ -932,6 +936,33 @@ async fn state_dir_and_seed_survive_a_restart() {
         .status,
         200
     );
+    let keys = raw(
+        &emu,
+        Method::GET,
+        &alpha("/keys/signing/versions"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(keys.json()["value"].as_array().map(Vec::len), Some(3));
+    let key = raw(
+        &emu,
+        Method::GET,
+        &alpha("/keys/signing"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(key.json()["key"]["kty"], "RSA");
+    let curve = raw(
+        &emu,
+        Method::GET,
+        &alpha("/deletedkeys/curve"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(curve.status, 200);
     raw(
         &emu,
         Method::PUT,

@@ -11,6 +11,10 @@
 //!     {"name": "off", "value": "x", "enabled": false},
 //!     {"name": "stale", "value": "x", "exp": 1600000000},
 //!     {"name": "gone", "value": "x", "deleted": true}
+//!   ],
+//!   "keys": [
+//!     {"vault": "prod", "name": "signing", "kty": "RSA", "size": 2048, "version_count": 3},
+//!     {"name": "ec", "kty": "EC", "crv": "P-384", "deleted": true}
 //!   ]
 //! }
 //! ```
@@ -35,6 +39,31 @@ pub struct SeedFile {
     pub vaults: Vec<VaultSpec>,
     #[serde(default)]
     pub secrets: Vec<SeedSecret>,
+    #[serde(default)]
+    pub keys: Vec<SeedKey>,
+}
+
+/// One seeded key: real key material, generated at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedKey {
+    pub vault: Option<String>,
+    pub name: String,
+    /// `RSA`, `EC`, `RSA-HSM`, `EC-HSM` (HSM types in premium vaults only).
+    pub kty: String,
+    /// RSA modulus bits (2048 by default).
+    pub size: Option<u32>,
+    /// EC curve (`P-256` by default).
+    pub crv: Option<String>,
+    /// How many versions (1 by default), each with its own material.
+    pub version_count: Option<usize>,
+    pub enabled: Option<bool>,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Soft-delete it after creating it.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// One seeded secret.
@@ -159,6 +188,61 @@ impl SeedFile {
                     .map_err(|e| EmulatorError::Seed(format!("secret '{}': {e:?}", secret.name)))?;
             }
         }
+        for key in &self.keys {
+            seed_key(state, key, t)?;
+        }
         Ok(())
     }
+}
+
+fn seed_key(state: &AppState, key: &SeedKey, t: Timing) -> Result<(), EmulatorError> {
+    use super::crypto::{KeyMaterial, KeyType};
+    use super::keys::{StoredKey, key_spec};
+
+    let fail = |what: String| EmulatorError::Seed(format!("key '{}': {what}", key.name));
+    let vault_name = key
+        .vault
+        .clone()
+        .unwrap_or_else(|| state.default_vault.clone());
+    let vault = state
+        .vault(&vault_name)
+        .ok_or_else(|| fail(format!("vault '{vault_name}' is not declared")))?;
+    let kty = KeyType::parse(&key.kty).map_err(|e| fail(e.to_string()))?;
+    if kty.is_hsm() && vault.spec.sku != super::Sku::Premium {
+        return Err(fail(format!(
+            "{} keys need a premium vault; '{vault_name}' is standard",
+            key.kty
+        )));
+    }
+    let spec = key_spec(kty, key.size, key.crv.as_deref()).map_err(|e| fail(e.message))?;
+    let count = key.version_count.unwrap_or(1).max(1);
+    let total = i64::try_from(count).unwrap_or(i64::MAX);
+    let mut versions = Vec::with_capacity(count);
+    for i in 0..count {
+        let material = KeyMaterial::generate(spec).map_err(|e| fail(e.to_string()))?;
+        let stored = StoredKey {
+            kty,
+            key_ops: kty.default_key_ops(),
+            material,
+        };
+        let created = t.now_s() - (total - 1 - i64::try_from(i).unwrap_or(0));
+        let mut version = stored.new_version(created).map_err(|e| fail(e.message))?;
+        version.attributes.enabled = key.enabled.unwrap_or(true);
+        version.attributes.nbf = key.nbf;
+        version.attributes.exp = key.exp;
+        version.tags = key.tags.clone();
+        versions.push(version);
+    }
+    let mut store = vault.lock();
+    for version in versions {
+        store
+            .create_version(Kind::Key, &key.name, version, t)
+            .map_err(|e| fail(format!("{e:?}")))?;
+    }
+    if key.deleted {
+        store
+            .delete(Kind::Key, &key.name, t)
+            .map_err(|e| fail(format!("{e:?}")))?;
+    }
+    Ok(())
 }
