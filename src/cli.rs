@@ -44,4 +44,8 @@ pub enum Command {
     Emulator(commands::emulator::EmulatorArgs),
     /// Show the whole story on the local Key Vault.
     Demo(commands::demo::DemoArgs),
+    /// Print a shell completion script.
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the man page (roff).
+    Man(commands::completions::ManArgs),
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand: the only place where the archive, the vault and the output meet.
 
 pub mod backup;
+pub mod completions;
 pub mod connect_args;
 pub mod demo;
 pub mod diff;
@@ -28,6 +29,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keygen(args) => keygen::run(args),
         Command::Emulator(args) => runtime()?.block_on(emulator::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => completions::run_man(args),
     }
 }
 

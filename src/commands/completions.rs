@@ -1,0 +1,68 @@
+//! `coldvault completions SHELL` and `coldvault man`: shell completions and the man page,
+//! generated from the same clap definitions that parse the command line, so they never drift.
+
+use std::io::Write;
+
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+use crate::error::{CliError, ExitCode};
+
+/// Arguments of `coldvault completions`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault completions bash > /etc/bash_completion.d/coldvault
+  coldvault completions zsh > \"${fpath[1]}/_coldvault\"
+
+Exit codes: 0 printed, 2 usage.")]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Prints the completion script for one shell on stdout.
+pub fn run(args: CompletionsArgs) -> Result<ExitCode, CliError> {
+    let mut command = Cli::command();
+    clap_complete::generate(
+        args.shell,
+        &mut command,
+        "coldvault",
+        &mut std::io::stdout(),
+    );
+    Ok(ExitCode::Ok)
+}
+
+/// Arguments of `coldvault man`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:
+  coldvault man > coldvault.1 && man ./coldvault.1
+
+Exit codes: 0 printed.")]
+pub struct ManArgs {}
+
+/// Renders the man page (roff) of `coldvault` and all its subcommands.
+pub fn man_page() -> Result<Vec<u8>, CliError> {
+    let command = Cli::command();
+    let mut out = Vec::new();
+    let fail = |e: std::io::Error| CliError::failed(format!("cannot render the man page: {e}"));
+    clap_mangen::Man::new(command.clone())
+        .render(&mut out)
+        .map_err(fail)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("coldvault-{}", sub.get_name());
+        let sub = sub.clone().name(name.clone()).display_name(name);
+        writeln!(out).map_err(fail)?;
+        clap_mangen::Man::new(sub).render(&mut out).map_err(fail)?;
+    }
+    Ok(out)
+}
+
+/// Prints the man page on stdout.
+pub fn run_man(_args: ManArgs) -> Result<ExitCode, CliError> {
+    let page = man_page()?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|e| CliError::failed(format!("cannot write the man page: {e}")))?;
+    Ok(ExitCode::Ok)
+}
