@@ -1,6 +1,8 @@
 //! Integration tests.
 mod backup;
+mod restore;
 mod emulator;
+mod emulator_keys;
 mod support;
 mod vault;
 mod archive;

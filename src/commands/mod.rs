@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod keygen;
 pub mod keys_args;
 pub mod restore;
+pub mod restore_plan;
 pub mod scope;
 pub mod verify;
 

@@ -1,0 +1,760 @@
+//! `coldvault restore` and `coldvault diff` end to end: the real binary against the in-process
+//! local Key Vault. Each test backs up a small vault with `coldvault backup`, changes or
+//! replaces the target, restores, and checks the target item by item (values, version ids where
+//! native, tags, content types, attributes, certificate bytes). A canary value planted in the
+//! source must never appear in any output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use azure_security_keyvault_keys::models::{CreateKeyParameters, KeyType};
+use coldvault::emulator::{EmulatorConfig, VaultSpec};
+use coldvault::vault::{
+    Attributes, AzureVault, CertificateImport, ConnectOptions, EnvSnapshot, NewSecretVersion,
+    VaultReader, VaultUrl, VaultWriter,
+};
+use serde_json::{Value, json};
+
+use crate::backup::{Workspace, coldvault, only_archive};
+use crate::support::TestEmulator;
+
+/// Never to be printed by any command.
+const CANARY: &str = "CANARY-restore-3f9a1c-never-print-me";
+
+/// Secrets every test seeds: name → values oldest first (the last is current).
+fn seeded_secrets() -> BTreeMap<&'static str, Vec<&'static str>> {
+    BTreeMap::from([
+        ("db-password", vec!["pw-1", "pw-2", CANARY]),
+        ("api-key", vec!["key-1"]),
+        ("cache-url", vec!["redis://a", "redis://b"]),
+        ("feature-flags", vec!["{\"a\":true}"]),
+        ("expired-token", vec!["t-1"]),
+    ])
+}
+
+fn other_subscription_vault(name: &str) -> VaultSpec {
+    let mut spec = VaultSpec::new(name);
+    spec.subscription = "22222222-2222-2222-2222-222222222222".into();
+    spec
+}
+
+async fn start(vaults: Vec<VaultSpec>) -> TestEmulator {
+    TestEmulator::start_with(EmulatorConfig {
+        vaults,
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+async fn vault(emulator: &TestEmulator, name: &str) -> AzureVault {
+    let ready = emulator.ready();
+    let options = ConnectOptions {
+        ca_cert: Some(emulator.running.ca_cert_path().to_path_buf()),
+        env: EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", ready.tenant_id.as_str()),
+            ("AZURE_CLIENT_ID", ready.client_id.as_str()),
+            ("AZURE_CLIENT_SECRET", ready.client_secret.as_str()),
+            ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
+        ]),
+        ..ConnectOptions::default()
+    };
+    let url = VaultUrl::parse(&emulator.vault_url(name)).expect("emulator URL");
+    AzureVault::connect(&url, &options).await.expect("connects")
+}
+
+fn expiry() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_600_000_000).expect("time")
+}
+
+/// Seeds the secrets (tags, a content type, an expired one) into `name`.
+async fn seed_secrets(target: &AzureVault) {
+    for (name, values) in seeded_secrets() {
+        for (i, value) in values.iter().enumerate() {
+            let mut attributes = Attributes::default();
+            if name == "expired-token" {
+                attributes.expires = Some(expiry());
+            }
+            target
+                .set_secret(
+                    name,
+                    &NewSecretVersion {
+                        value: SecretString::from(value.to_string()),
+                        content_type: (name != "api-key").then(|| "text/plain".to_owned()),
+                        tags: BTreeMap::from([
+                            ("app".to_owned(), name.to_owned()),
+                            ("n".to_owned(), i.to_string()),
+                        ]),
+                        attributes,
+                    },
+                )
+                .await
+                .expect("secret set");
+        }
+    }
+}
+
+/// A software key and an exportable PEM certificate.
+async fn seed_key_and_certificate(emulator: &TestEmulator, target: &AzureVault, vault: &str) {
+    let parameters = CreateKeyParameters {
+        kty: Some(KeyType::Rsa),
+        key_size: Some(2048),
+        tags: Some(std::collections::HashMap::from([(
+            "owner".to_owned(),
+            "ops".to_owned(),
+        )])),
+        ..Default::default()
+    };
+    emulator
+        .key_client(vault)
+        .create_key("signing-key", parameters.try_into().expect("params"), None)
+        .await
+        .expect("key created");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("key pair");
+    let cert = rcgen::CertificateParams::new(vec!["web.example.test".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
+    target
+        .import_certificate(
+            "web-cert",
+            &CertificateImport {
+                value: SecretString::from(pem),
+                content_type: "application/x-pem-file".to_owned(),
+                password: None,
+                policy: Some(json!({
+                    "key_props": {"exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+                    "secret_props": {"contentType": "application/x-pem-file"}
+                })),
+                tags: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("certificate imported");
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs the binary and checks that the canary never shows.
+async fn run(emulator: &TestEmulator, args: &[&str]) -> Output {
+    let output = coldvault(emulator, args).await;
+    let shown = text(&output);
+    assert!(!shown.contains(CANARY), "the canary leaked: {shown}");
+    output
+}
+
+/// Backs `vault` up with every version and answers the archive's path.
+async fn backup(emulator: &TestEmulator, ws: &Workspace, vault: &str) -> PathBuf {
+    let out = ws.path(&format!("out-{vault}"));
+    std::fs::create_dir_all(&out).expect("out dir");
+    let output = run(
+        emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url(vault),
+            "-r",
+            &ws.recipient,
+            "-o",
+            path_str(&out),
+            "--all-versions",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "backup: {}", text(&output));
+    only_archive(&out)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+/// `restore ARCHIVE --vault V -i ID` plus `extra`.
+async fn restore(
+    emulator: &TestEmulator,
+    ws: &Workspace,
+    archive: &Path,
+    vault: &str,
+    extra: &[&str],
+) -> Output {
+    let url = emulator.vault_url(vault);
+    let mut args = vec![
+        "restore",
+        path_str(archive),
+        "--vault",
+        &url,
+        "-i",
+        path_str(&ws.identity_file),
+    ];
+    args.extend_from_slice(extra);
+    run(emulator, &args).await
+}
+
+async fn diff(emulator: &TestEmulator, ws: &Workspace, archive: &Path, vault: &str) -> Output {
+    let url = emulator.vault_url(vault);
+    run(
+        emulator,
+        &[
+            "diff",
+            path_str(archive),
+            "--vault",
+            &url,
+            "-i",
+            path_str(&ws.identity_file),
+            "--json",
+        ],
+    )
+    .await
+}
+
+/// One secret's versions in `target`: (version id, value, content type, tags, expires), oldest
+/// first.
+async fn versions_of(
+    target: &AzureVault,
+    name: &str,
+) -> Vec<(
+    String,
+    String,
+    Option<String>,
+    BTreeMap<String, String>,
+    Option<i64>,
+)> {
+    let mut out = Vec::new();
+    for props in target.list_secret_versions(name).await.expect("versions") {
+        let version = props.version.clone().expect("version id");
+        let value = target
+            .get_secret(name, Some(&version))
+            .await
+            .expect("value");
+        out.push((
+            version,
+            value.value.expose_secret().to_owned(),
+            value.properties.content_type.clone(),
+            value.properties.tags.clone(),
+            value
+                .properties
+                .attributes
+                .expires
+                .map(|t| t.unix_timestamp()),
+        ));
+    }
+    out
+}
+
+/// Checks that `target` holds every seeded secret with its values in order, tags, content
+/// type and expiry; answers the version ids per name.
+async fn assert_secrets_restored(target: &AzureVault) -> BTreeMap<String, Vec<String>> {
+    let mut ids = BTreeMap::new();
+    for (name, values) in seeded_secrets() {
+        let versions = versions_of(target, name).await;
+        let got: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+        assert_eq!(
+            got, values,
+            "{name}: every value, oldest first, no duplicate"
+        );
+        let (_, _, content_type, tags, expires) = versions.last().expect("a version");
+        assert_eq!(
+            content_type.as_deref(),
+            (name != "api-key").then_some("text/plain"),
+            "{name}: content type"
+        );
+        assert_eq!(
+            tags.get("app").map(String::as_str),
+            Some(name),
+            "{name}: tags"
+        );
+        assert_eq!(
+            tags.get("n").cloned(),
+            Some((values.len() - 1).to_string()),
+            "{name}: tags of the current version"
+        );
+        let want_exp = (name == "expired-token").then(|| expiry().unix_timestamp());
+        assert_eq!(*expires, want_exp, "{name}: expiry attribute");
+        ids.insert(
+            name.to_owned(),
+            versions.into_iter().map(|v| v.0).collect::<Vec<_>>(),
+        );
+    }
+    ids
+}
+
+fn events(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Journal entries that change the vault `vault` (backups are reads).
+async fn writes_to(emulator: &TestEmulator, vault: &str) -> Vec<Value> {
+    emulator
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| e["vault"] == json!(vault))
+        .filter(|e| {
+            let method = e["method"].as_str().unwrap_or_default();
+            let path = e["path"].as_str().unwrap_or_default();
+            matches!(method, "PUT" | "PATCH" | "DELETE")
+                || (method == "POST" && !path.ends_with("/backup"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accidental_deletion_is_found_by_diff_and_restored() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("main")]).await;
+    emulator
+        .settings(json!({"delete_delay_ms": 300, "purge_window_ms": 1500}))
+        .await;
+    let main = vault(&emulator, "main").await;
+    seed_secrets(&main).await;
+    let archive = backup(&emulator, &ws, "main").await;
+
+    let same = diff(&emulator, &ws, &archive, "main").await;
+    assert_eq!(same.status.code(), Some(0), "identical: {}", text(&same));
+
+    let secrets = emulator.secret_client("main");
+    for name in ["db-password", "cache-url", "api-key"] {
+        secrets.delete_secret(name, None).await.expect("deleted");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let output = diff(&emulator, &ws, &archive, "main").await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "different: {}",
+        text(&output)
+    );
+    let report = &events(&output)[0];
+    assert_eq!(report["type"], json!("diff"));
+    assert_eq!(report["counts"]["soft_deleted"], json!(3), "{report}");
+    let named: Vec<&str> = report["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["state"] == json!("soft-deleted"))
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(named, ["api-key", "cache-url", "db-password"]);
+
+    // Without --recover-deleted they are conflicts, named, exit 3.
+    let output = restore(&emulator, &ws, &archive, "main", &[]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(
+        text(&output).contains("--recover-deleted"),
+        "{}",
+        text(&output)
+    );
+
+    let output = restore(&emulator, &ws, &archive, "main", &["--recover-deleted"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("3 recovered"), "{}", text(&output));
+    assert_secrets_restored(&main).await;
+    let output = diff(&emulator, &ws, &archive, "main").await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "identical again: {}",
+        text(&output)
+    );
+
+    // Deleted and purged: the native blobs bring them back, the purge window's 409 waited out.
+    let ids = assert_secrets_restored(&main).await;
+    for name in ["db-password", "feature-flags"] {
+        secrets.delete_secret(name, None).await.expect("deleted");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for name in ["db-password", "feature-flags"] {
+        secrets
+            .purge_deleted_secret(name, None)
+            .await
+            .expect("purged");
+    }
+    let output = restore(&emulator, &ws, &archive, "main", &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let after = assert_secrets_restored(&main).await;
+    assert_eq!(after, ids, "same version ids after a native restore");
+    let waited = emulator
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| e["path"] == json!("/secrets/restore") && e["status"] == json!(409))
+        .count();
+    assert!(waited >= 1, "the purge window's 409 was met and waited out");
+}
+
+/// A source vault `alpha` with secrets, a key and a certificate, backed up.
+async fn source_with_everything(emulator: &TestEmulator, ws: &Workspace) -> (AzureVault, PathBuf) {
+    let alpha = vault(emulator, "alpha").await;
+    seed_secrets(&alpha).await;
+    seed_key_and_certificate(emulator, &alpha, "alpha").await;
+    let archive = backup(emulator, ws, "alpha").await;
+    (alpha, archive)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_vault_of_the_same_subscription_gets_everything_natively() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha"), VaultSpec::new("beta")]).await;
+    let (alpha, archive) = source_with_everything(&emulator, &ws).await;
+    let source_ids = assert_secrets_restored(&alpha).await;
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "beta",
+        &["--mode", "native", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let summary = events(&output)
+        .into_iter()
+        .find(|e| e["type"] == json!("summary"))
+        .expect("summary");
+    assert_eq!(summary["native"]["secrets"], json!(5), "{summary}");
+    assert_eq!(summary["native"]["keys"], json!(1), "{summary}");
+    assert_eq!(summary["native"]["certificates"], json!(1), "{summary}");
+
+    let beta = vault(&emulator, "beta").await;
+    assert_eq!(
+        assert_secrets_restored(&beta).await,
+        source_ids,
+        "every version, same ids"
+    );
+    let key_a = alpha.get_key("signing-key", None).await.expect("key");
+    let key_b = beta
+        .get_key("signing-key", None)
+        .await
+        .expect("key restored");
+    assert_eq!(key_b.properties.version, key_a.properties.version);
+    assert_eq!(key_b.jwk["n"], key_a.jwk["n"]);
+    assert_eq!(
+        key_b.properties.tags.get("owner").map(String::as_str),
+        Some("ops")
+    );
+    let cert_a = alpha.get_certificate("web-cert", None).await.expect("cert");
+    let cert_b = beta
+        .get_certificate("web-cert", None)
+        .await
+        .expect("cert restored");
+    assert_eq!(cert_b.cer, cert_a.cer, "certificate bytes");
+    assert_eq!(cert_b.properties.version, cert_a.properties.version);
+
+    // A rerun changes nothing.
+    let before = writes_to(&emulator, "beta").await.len();
+    let output = restore(&emulator, &ws, &archive, "beta", &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        writes_to(&emulator, "beta").await.len(),
+        before,
+        "no write on a rerun"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_subscription_gets_plain_values_and_keys_are_named() {
+    let ws = Workspace::new();
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        other_subscription_vault("gamma"),
+    ])
+    .await;
+    let (alpha, archive) = source_with_everything(&emulator, &ws).await;
+
+    let output = restore(&emulator, &ws, &archive, "gamma", &["--mode", "native"]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("another subscription or geography"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("hint:") && shown.contains("--mode plain"),
+        "{shown}"
+    );
+    assert!(
+        writes_to(&emulator, "gamma")
+            .await
+            .iter()
+            .all(|e| e["status"] != json!(200))
+    );
+
+    let output = restore(&emulator, &ws, &archive, "gamma", &[]).await;
+    let shown = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "the key is not restored: {shown}"
+    );
+    assert!(
+        shown.contains("NOT RESTORED: key signing-key"),
+        "the key is named: {shown}"
+    );
+    assert!(
+        shown.contains("plain (by value): 5 secrets, 0 keys, 1 certificates"),
+        "{shown}"
+    );
+    let gamma = vault(&emulator, "gamma").await;
+    assert_secrets_restored(&gamma).await;
+    let cert_a = alpha.get_certificate("web-cert", None).await.expect("cert");
+    let cert_g = gamma
+        .get_certificate("web-cert", None)
+        .await
+        .expect("cert imported");
+    assert_eq!(cert_g.cer, cert_a.cer, "certificate bytes");
+    assert_eq!(
+        cert_g.properties.tags.get("env").map(String::as_str),
+        Some("prod")
+    );
+    assert!(gamma.get_key("signing-key", None).await.is_err(), "no key");
+
+    // Plain reruns are idempotent too: no new version.
+    let output = restore(&emulator, &ws, &archive, "gamma", &["--include", "secrets"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_secrets_restored(&gamma).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_follow_the_policy_and_dry_run_writes_nothing() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha")]).await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_secrets(&alpha).await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+    let changed = NewSecretVersion {
+        value: SecretString::from("changed-after-backup".to_owned()),
+        content_type: None,
+        tags: BTreeMap::new(),
+        attributes: Attributes::default(),
+    };
+    alpha
+        .set_secret("api-key", &changed)
+        .await
+        .expect("changed");
+    let writes = writes_to(&emulator, "alpha").await.len();
+
+    let output = restore(&emulator, &ws, &archive, "alpha", &["--dry-run"]).await;
+    let plan = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(plan.contains("ACTION"), "{plan}");
+    let api_line = plan
+        .lines()
+        .find(|l| l.contains("api-key"))
+        .expect("api-key line");
+    assert!(
+        api_line.starts_with("skip") && api_line.contains("exists and differs (value"),
+        "{api_line}"
+    );
+    let db_line = plan
+        .lines()
+        .find(|l| l.contains("db-password"))
+        .expect("db line");
+    assert!(
+        db_line.starts_with("skip") && db_line.contains("identical"),
+        "{db_line}"
+    );
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--dry-run", "--on-conflict", "overwrite", "--json"],
+    )
+    .await;
+    let plan = events(&output);
+    let api = plan
+        .iter()
+        .find(|e| e["type"] == json!("plan") && e["name"] == json!("api-key"))
+        .expect("plan line");
+    assert_eq!(api["action"], json!("overwrite"), "{api}");
+    assert_eq!(
+        writes_to(&emulator, "alpha").await.len(),
+        writes,
+        "dry runs write nothing"
+    );
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--on-conflict", "fail"],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("secret api-key"), "{shown}");
+    assert_eq!(
+        writes_to(&emulator, "alpha").await.len(),
+        writes,
+        "fail writes nothing"
+    );
+
+    let output = restore(&emulator, &ws, &archive, "alpha", &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let current = alpha.get_secret("api-key", None).await.expect("value");
+    assert_eq!(
+        current.value.expose_secret(),
+        "changed-after-backup",
+        "skip leaves it"
+    );
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let versions = versions_of(&alpha, "api-key").await;
+    let values: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(
+        values,
+        ["key-1", "changed-after-backup", "key-1"],
+        "a new version"
+    );
+    assert_eq!(
+        versions[2].3.get("app").map(String::as_str),
+        Some("api-key")
+    );
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        versions_of(&alpha, "api-key").await.len(),
+        3,
+        "no duplicate on a rerun"
+    );
+    let before = writes_to(&emulator, "alpha").await.len();
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--name", "db-*", "--dry-run", "--json"],
+    )
+    .await;
+    let plan: Vec<Value> = events(&output)
+        .into_iter()
+        .filter(|e| e["type"] == json!("plan"))
+        .collect();
+    assert_eq!(plan.len(), 1, "--name selects one item: {plan:?}");
+    assert_eq!(writes_to(&emulator, "alpha").await.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
+    let ws = Workspace::new();
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        other_subscription_vault("gamma"),
+    ])
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    let names: Vec<String> = (0..24).map(|i| format!("svc-{i:02}")).collect();
+    for name in &names {
+        for n in 0..3 {
+            alpha
+                .set_secret(
+                    name,
+                    &NewSecretVersion {
+                        value: SecretString::from(format!("{name}-v{n}")),
+                        content_type: None,
+                        tags: BTreeMap::new(),
+                        attributes: Attributes::default(),
+                    },
+                )
+                .await
+                .expect("set");
+        }
+    }
+    let archive = backup(&emulator, &ws, "alpha").await;
+    emulator.settings(json!({"latency_ms": 40})).await;
+
+    let ready = emulator.ready();
+    let url = emulator.vault_url("gamma");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args([
+            "restore",
+            path_str(&archive),
+            "--vault",
+            &url,
+            "-i",
+            path_str(&ws.identity_file),
+            "--mode",
+            "plain",
+            "--concurrency",
+            "2",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restore starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let puts = writes_to(&emulator, "gamma").await.len();
+        if puts >= 20 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.expect("killed mid-way");
+    let written = writes_to(&emulator, "gamma").await.len();
+    assert!(
+        written < names.len() * 3,
+        "killed before the end: {written} writes"
+    );
+
+    emulator.settings(json!({"latency_ms": 0})).await;
+    let output = restore(&emulator, &ws, &archive, "gamma", &["--mode", "plain"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let gamma = vault(&emulator, "gamma").await;
+    for name in &names {
+        let values: Vec<String> = versions_of(&gamma, name)
+            .await
+            .into_iter()
+            .map(|v| v.1)
+            .collect();
+        let expected: Vec<String> = (0..3).map(|n| format!("{name}-v{n}")).collect();
+        assert_eq!(values, expected, "{name}: every version once, in order");
+    }
+    let succeeded = writes_to(&emulator, "gamma")
+        .await
+        .into_iter()
+        .filter(|e| e["status"] == json!(200))
+        .count();
+    assert_eq!(
+        succeeded,
+        names.len() * 3,
+        "each version written exactly once across both runs"
+    );
+}
