@@ -497,3 +497,219 @@ async fn under_faults_a_run_is_complete_or_names_what_is_missing() {
         "faults were injected"
     );
 }
+
+/// Calls the vault's REST API with a token from the built-in issuer.
+pub async fn rest(
+    emulator: &TestEmulator,
+    method: reqwest::Method,
+    vault: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let token = emulator.token().await;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let url = emulator.url(vault, &format!("{path}{separator}api-version=7.5"));
+    let mut request = emulator.http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("vault request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A self-signed certificate from the vault's own issuer; waits until it is issued.
+pub async fn create_certificate(
+    emulator: &TestEmulator,
+    vault: &str,
+    name: &str,
+    exportable: bool,
+) {
+    let (status, body) = rest(
+        emulator,
+        reqwest::Method::POST,
+        vault,
+        &format!("/certificates/{name}/create"),
+        Some(json!({"policy": {
+            "key_props": {"exportable": exportable, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+            "secret_props": {"contentType": "application/x-pkcs12"},
+            "x509_props": {"subject": format!("CN={name}.example.test"), "validity_months": 12},
+            "issuer": {"name": "Self"}
+        }})),
+    )
+    .await;
+    assert_eq!(status, 202, "create {name}: {body}");
+    for _ in 0..100 {
+        let (_, pending) = rest(
+            emulator,
+            reqwest::Method::GET,
+            vault,
+            &format!("/certificates/{name}/pending"),
+            None,
+        )
+        .await;
+        if pending["status"] == "completed" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("certificate {name} was not issued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backs_up_keys_and_certificates_but_never_managed_objects() {
+    use base64::Engine;
+    let ws = Workspace::new();
+    let seed = ws.path("seed.json");
+    std::fs::write(
+        &seed,
+        serde_json::to_vec(&json!({
+            "secrets": [{"name": "plain-secret", "value": "plain-value"}],
+            "keys": [
+                {"name": "rsa-key", "kty": "RSA", "size": 2048, "version_count": 2, "tags": {"use": "sign"}},
+                {"name": "ec-key", "kty": "EC", "crv": "P-256"},
+                {"name": "old-key", "kty": "EC", "deleted": true}
+            ]
+        }))
+        .expect("seed"),
+    )
+    .expect("seed written");
+    let mut dr = VaultSpec::new("dr");
+    dr.subscription = VaultSpec::new("main").subscription;
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main"), dr],
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    create_certificate(&emulator, "main", "web-tls", true).await;
+    create_certificate(&emulator, "main", "locked-tls", false).await;
+    let imported = rcgen::generate_simple_self_signed(vec!["imported.example.test".to_owned()])
+        .expect("rcgen certificate");
+    let pem = format!(
+        "{}{}",
+        imported.key_pair.serialize_pem(),
+        imported.cert.pem()
+    );
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::POST,
+        "main",
+        "/certificates/imported-pem/import",
+        Some(json!({
+            "value": base64::engine::general_purpose::STANDARD.encode(&pem),
+            "policy": {"key_props": {"exportable": true},
+                       "secret_props": {"contentType": "application/x-pem-file"}}
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "PEM import: {body}");
+
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let output = coldvault(
+        &emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url("main"),
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    let manifest = read_json(&unpacked.join("manifest.json"));
+    assert_eq!(
+        manifest["counts"]["secrets"],
+        json!(1),
+        "managed secrets are not items"
+    );
+    assert_eq!(
+        manifest["counts"]["keys"],
+        json!(2),
+        "managed keys are not items"
+    );
+    assert_eq!(manifest["counts"]["certificates"], json!(3));
+    assert_eq!(
+        manifest["counts"]["deleted"],
+        json!(1),
+        "old-key listed as deleted"
+    );
+
+    for key in ["rsa-key", "ec-key"] {
+        let dir = unpacked.join("keys").join(key);
+        assert!(dir.join("backup.bin").is_file(), "{key}: blob");
+        let jwk = std::fs::read_dir(dir.join("public"))
+            .expect("public folder")
+            .flatten()
+            .next()
+            .expect("a JWK");
+        let jwk = read_json(&jwk.path());
+        assert!(jwk["kty"].is_string(), "{key}: JWK");
+        assert!(jwk.get("d").is_none(), "{key}: no private part");
+    }
+    // The exportable certificates carry their private key, byte for byte as the vault holds it.
+    for (name, extension) in [("web-tls", "pfx"), ("imported-pem", "pem")] {
+        let export = std::fs::read_dir(unpacked.join("certificates").join(name).join("export"))
+            .expect("export folder")
+            .flatten()
+            .next()
+            .expect("an export")
+            .path();
+        assert!(export.to_string_lossy().ends_with(extension), "{export:?}");
+        let (_, secret) = rest(
+            &emulator,
+            reqwest::Method::GET,
+            "main",
+            &format!("/secrets/{name}/"),
+            None,
+        )
+        .await;
+        let value = secret["value"].as_str().expect("managed secret value");
+        let expected = if extension == "pfx" {
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .expect("base64 PFX")
+        } else {
+            value.as_bytes().to_vec()
+        };
+        assert_eq!(std::fs::read(&export).expect("export"), expected, "{name}");
+    }
+    let locked = unpacked.join("certificates").join("locked-tls");
+    assert!(locked.join("backup.bin").is_file());
+    assert!(
+        !locked.join("export").exists(),
+        "no private key when not exportable"
+    );
+
+    // No managed key or secret was ever backed up (Azure refuses with 403).
+    let journal = emulator.journal().await;
+    for name in ["web-tls", "locked-tls", "imported-pem"] {
+        for kind in ["keys", "secrets"] {
+            let path = format!("/{kind}/{name}/backup");
+            assert!(
+                !journal.iter().any(|e| e["path"] == json!(path)),
+                "{path} requested"
+            );
+        }
+    }
+
+    // A captured blob is the vault's own: it restores into a vault of the same subscription.
+    let blob = std::fs::read(unpacked.join("certificates/web-tls/backup.bin")).expect("blob");
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::POST,
+        "dr",
+        "/certificates/restore",
+        Some(json!({"value": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)})),
+    )
+    .await;
+    assert_eq!(status, 200, "blob restores: {body}");
+}
