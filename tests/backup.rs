@@ -713,3 +713,49 @@ async fn backs_up_keys_and_certificates_but_never_managed_objects() {
     .await;
     assert_eq!(status, 200, "blob restores: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signs_in_with_the_managed_identity_endpoint() {
+    let ws = Workspace::new();
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::PUT,
+        "main",
+        "/secrets/mi-secret",
+        Some(json!({"value": CANARY})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let ready = emulator.ready();
+    // No service principal in the environment: only the host's managed identity endpoint.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(["-vv", "backup", "--vault", &emulator.vault_url("main")])
+        .args(["-r", &ws.recipient, "--auth", "managed-identity", "-o"])
+        .arg(&out_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IDENTITY_ENDPOINT", &ready.identity_endpoint)
+        .env("IDENTITY_HEADER", "coldvault-test-header")
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .output()
+        .await
+        .expect("coldvault runs");
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("managed-identity"),
+        "says which credential: {shown}"
+    );
+    assert!(!shown.contains(CANARY), "the canary value leaked: {shown}");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    let entries = secret_entries(&unpacked);
+    assert_eq!(entries["mi-secret"][0]["value"], json!(CANARY));
+}
