@@ -31,7 +31,9 @@ use super::http::{JsonBody, json_response, ok_json};
 use super::keys::{StoredKey, apply_attributes, crypto_error, key_spec};
 use super::secrets::{AttributesIn, validate_name};
 use super::state::{AppState, VaultCtx};
-use super::store::{DeletedObject, Kind, Payload, Redacted, StoreError, StoredObject, Version};
+use super::store::{
+    DeletedObject, Kind, Payload, Redacted, StoreError, StoredObject, Timing, VaultStore, Version,
+};
 
 const KIND: Kind = Kind::Certificate;
 /// The kinds a certificate spans, the certificate first.
@@ -493,7 +495,19 @@ fn store_family(
     pending: Option<Value>,
 ) -> Result<StoredObject, ApiError> {
     let t = ctx.timing();
-    let mut store = ctx.lock();
+    store_family_in(&mut ctx.lock(), name, versions, policy, pending, t)
+        .map_err(|(kind, e)| ctx.store_error(kind, name, e))
+}
+
+/// [`store_family`] on a locked store; failures name the kind that refused.
+fn store_family_in(
+    store: &mut VaultStore,
+    name: &str,
+    versions: Family,
+    policy: Value,
+    pending: Option<Value>,
+    t: Timing,
+) -> Result<StoredObject, (Kind, StoreError)> {
     for (kind, version) in [
         (Kind::Key, versions.key),
         (Kind::Secret, versions.secret),
@@ -501,11 +515,9 @@ fn store_family(
     ] {
         store
             .create_version(kind, name, version, t)
-            .map_err(|e| ctx.store_error(kind, name, e))?;
+            .map_err(|e| (kind, e))?;
     }
-    let object = store
-        .object_mut(KIND, name, t)
-        .map_err(|e| ctx.store_error(KIND, name, e))?;
+    let object = store.object_mut(KIND, name, t).map_err(|e| (KIND, e))?;
     let mut meta = Map::new();
     meta.insert("policy".into(), policy);
     if let Some(pending) = pending {
@@ -513,6 +525,66 @@ fn store_family(
     }
     object.meta = Value::Object(meta);
     Ok(object.clone())
+}
+
+/// The key spec and self-signed request a normalized policy describes.
+fn issuance_of(policy: &Value) -> Result<(KeyType, KeySpec, SelfSignedSpec), ApiError> {
+    let kty = policy
+        .pointer("/key_props/kty")
+        .and_then(Value::as_str)
+        .and_then(|k| KeyType::parse(k).ok())
+        .unwrap_or(KeyType::Rsa);
+    let spec = key_spec(
+        kty,
+        policy
+            .pointer("/key_props/key_size")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        policy.pointer("/key_props/crv").and_then(Value::as_str),
+    )?;
+    let x509 = policy.get("x509_props").cloned().unwrap_or(Value::Null);
+    let self_signed = SelfSignedSpec {
+        subject: x509["subject"].as_str().unwrap_or("").to_string(),
+        dns_names: strings(x509.pointer("/sans/dns_names")),
+        emails: strings(x509.pointer("/sans/emails")),
+        validity_months: x509["validity_months"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(12),
+        key_usage: strings(x509.get("key_usage")),
+        ekus: strings(x509.get("ekus")),
+    };
+    Ok((kty, spec, self_signed))
+}
+
+/// Issues a self-signed certificate version straight into `store` (for seed files and tests):
+/// `policy` is a policy as a client would send it (defaults filled in as for `create`), and the
+/// certificate gets its managed key and secret of the same version. No pending operation is
+/// left behind. Answers the new version id. Refuses HSM key types unless `premium`.
+pub fn issue_into_store(
+    store: &mut VaultStore,
+    name: &str,
+    policy: &Value,
+    tags: Option<BTreeMap<String, String>>,
+    premium: bool,
+    t: Timing,
+) -> Result<String, ApiError> {
+    validate_name(KIND, name)?;
+    let now = t.now_s();
+    let policy = normalize_policy(policy, "Self", now)?;
+    let (kty, spec, self_signed) = issuance_of(&policy)?;
+    if kty.is_hsm() && !premium {
+        return Err(ApiError::bad_parameter(
+            "Hardware key operation not allowed on standard vault.",
+        ));
+    }
+    let key = KeyMaterial::generate(spec).map_err(crypto_error)?;
+    let issued = issue_self_signed(&self_signed, key, now).map_err(crypto_error)?;
+    let versions = family(&issued.bundle, &policy, true, tags, now)?;
+    let id = versions.certificate.id.clone();
+    store_family_in(store, name, versions, policy, None, t)
+        .map_err(|(kind, e)| ApiError::from_store(kind, name, e))?;
+    Ok(id)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -560,38 +632,13 @@ async fn certificates_create(
             "Issuer {issuer} is not supported by this vault: only self-signed (Self) certificates are issued."
         )));
     }
-    let kty = policy
-        .pointer("/key_props/kty")
-        .and_then(Value::as_str)
-        .and_then(|k| KeyType::parse(k).ok())
-        .unwrap_or(KeyType::Rsa);
+    let (kty, spec, self_signed) = issuance_of(&policy)?;
     if kty.is_hsm() && !ctx.is_premium() {
         return Err(ApiError::bad_parameter(
             "Hardware key operation not allowed on standard vault.",
         ));
     }
     check_family_free(&ctx, &name)?;
-
-    let spec = key_spec(
-        kty,
-        policy
-            .pointer("/key_props/key_size")
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok()),
-        policy.pointer("/key_props/crv").and_then(Value::as_str),
-    )?;
-    let x509 = policy.get("x509_props").cloned().unwrap_or(Value::Null);
-    let self_signed = SelfSignedSpec {
-        subject: x509["subject"].as_str().unwrap_or("").to_string(),
-        dns_names: strings(x509.pointer("/sans/dns_names")),
-        emails: strings(x509.pointer("/sans/emails")),
-        validity_months: x509["validity_months"]
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(12),
-        key_usage: strings(x509.get("key_usage")),
-        ekus: strings(x509.get("ekus")),
-    };
     let issued = tokio::task::spawn_blocking(move || {
         let key = KeyMaterial::generate(spec)?;
         issue_self_signed(&self_signed, key, now)
@@ -1160,4 +1207,143 @@ async fn certificates_restore(
     Ok(ok_json(&Value::Object(certificate_bundle(
         &ctx, &restored, latest,
     )?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::store::SoftDeletePolicy;
+
+    fn timing() -> Timing {
+        Timing {
+            now_ms: 1_700_000_000_000,
+            delete_delay_ms: 0,
+            purge_window_ms: 0,
+        }
+    }
+
+    #[test]
+    fn policy_defaults_follow_key_vault() {
+        let policy = normalize_policy(&json!({"x509_props": {"subject": "CN=a"}}), "Self", 5)
+            .expect("a subject is enough");
+        assert_eq!(
+            policy["key_props"],
+            json!({"exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false})
+        );
+        assert_eq!(
+            policy["secret_props"]["contentType"],
+            "application/x-pkcs12"
+        );
+        assert_eq!(
+            policy["x509_props"]["key_usage"],
+            json!(["digitalSignature", "keyEncipherment"])
+        );
+        assert_eq!(policy["x509_props"]["validity_months"], 12);
+        assert_eq!(policy["issuer"]["name"], "Self");
+        assert_eq!(
+            policy["lifetime_actions"][0]["action"]["action_type"],
+            "AutoRenew"
+        );
+        let ec = normalize_policy(
+            &json!({"key_props": {"kty": "EC", "crv": "P-521"}, "x509_props": {"subject": "CN=e"}}),
+            "Self",
+            5,
+        )
+        .expect("EC policy");
+        assert_eq!(ec["key_props"]["crv"], "P-521");
+        assert_eq!(ec["key_props"]["key_size"], 521);
+    }
+
+    #[test]
+    fn policy_without_subject_or_with_unknown_content_type_is_400() {
+        let err = normalize_policy(&json!({}), "Self", 0).expect_err("no subject");
+        assert_eq!(
+            (err.status.as_u16(), err.code.as_str()),
+            (400, "BadParameter")
+        );
+        let err = normalize_policy(
+            &json!({"x509_props": {"subject": "CN=a"}, "secret_props": {"contentType": "text/plain"}}),
+            "Self",
+            0,
+        )
+        .expect_err("unknown content type");
+        assert_eq!(err.code, "BadParameter");
+    }
+
+    #[test]
+    fn policy_update_merges_one_section_deep() {
+        let mut policy = normalize_policy(&json!({"x509_props": {"subject": "CN=a"}}), "Self", 1)
+            .expect("policy");
+        merge_policy(
+            &mut policy,
+            &json!({"x509_props": {"validity_months": 24}, "id": "ignored"}),
+            9,
+        );
+        assert_eq!(policy["x509_props"]["validity_months"], 24);
+        assert_eq!(policy["x509_props"]["subject"], "CN=a");
+        assert_eq!(policy["attributes"]["updated"], 9);
+        assert!(policy.get("id").is_none());
+    }
+
+    #[test]
+    fn issued_certificate_owns_a_managed_key_and_secret_of_its_version() {
+        let mut store = VaultStore::new(SoftDeletePolicy {
+            retention_days: 90,
+            purge_protection: false,
+        });
+        let t = timing();
+        let policy = json!({
+            "key_props": {"kty": "EC", "crv": "P-256"},
+            "x509_props": {"subject": "CN=seeded"},
+        });
+        let id = issue_into_store(&mut store, "seeded", &policy, None, false, t).expect("issued");
+        let key = store
+            .get(Kind::Key, "seeded", None, t)
+            .expect("managed key");
+        let secret = store
+            .get(Kind::Secret, "seeded", None, t)
+            .expect("managed secret");
+        let certificate = store.get(KIND, "seeded", None, t).expect("certificate");
+        assert_eq!(
+            (key.id.as_str(), secret.id.as_str()),
+            (id.as_str(), id.as_str())
+        );
+        assert!(key.managed && secret.managed && !certificate.managed);
+        assert_eq!(secret.content_type.as_deref(), Some("application/x-pkcs12"));
+
+        let Payload::Secret { value } = &secret.payload else {
+            panic!("the secret holds a value");
+        };
+        let pfx = STANDARD.decode(&value.0).expect("standard base64");
+        let opened = CertificateBundle::from_pfx(&pfx, "").expect("PFX opens without a password");
+        let stored_key = StoredKey::from_version(&key).expect("key payload");
+        assert_eq!(opened.key, stored_key.material);
+        assert_eq!(opened.leaf(), leaf_of(&certificate).expect("leaf"));
+        assert_eq!(certificate.attributes.exp, secret.attributes.exp);
+
+        let hsm = json!({"key_props": {"kty": "RSA-HSM"}, "x509_props": {"subject": "CN=h"}});
+        let err = issue_into_store(&mut store, "hsm", &hsm, None, false, t).expect_err("standard");
+        assert_eq!(err.code, "BadParameter");
+    }
+
+    #[test]
+    fn non_exportable_key_leaves_the_secret_without_a_private_key() {
+        let mut store = VaultStore::new(SoftDeletePolicy {
+            retention_days: 90,
+            purge_protection: false,
+        });
+        let t = timing();
+        let policy = json!({
+            "key_props": {"kty": "EC", "exportable": false},
+            "secret_props": {"contentType": "application/x-pem-file"},
+            "x509_props": {"subject": "CN=kept"},
+        });
+        issue_into_store(&mut store, "kept", &policy, None, false, t).expect("issued");
+        let secret = store.get(Kind::Secret, "kept", None, t).expect("secret");
+        let Payload::Secret { value } = &secret.payload else {
+            panic!("the secret holds a value");
+        };
+        assert!(value.0.contains("BEGIN CERTIFICATE"));
+        assert!(!value.0.contains("PRIVATE KEY"));
+    }
 }

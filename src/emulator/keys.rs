@@ -809,3 +809,50 @@ async fn deleted_keys_recover(
         latest,
     )?)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_key_survives_its_payload() {
+        let material = KeyMaterial::generate(KeySpec::Ec(Curve::P384)).expect("key");
+        let stored = StoredKey {
+            kty: KeyType::EcHsm,
+            key_ops: vec!["sign".into()],
+            material,
+        };
+        let version = stored.new_version(100).expect("version");
+        let shown = format!("{version:?}");
+        assert!(shown.contains("[redacted]"));
+        let back = StoredKey::from_version(&version).expect("readable");
+        assert_eq!(back.kty, KeyType::EcHsm);
+        assert_eq!(back.key_ops, ["sign"]);
+        assert_eq!(back.material, stored.material);
+    }
+
+    #[test]
+    fn key_spec_defaults_and_refusals() {
+        assert_eq!(
+            key_spec(KeyType::Rsa, None, None).ok(),
+            Some(KeySpec::Rsa(2048))
+        );
+        assert_eq!(
+            key_spec(KeyType::Ec, None, None).ok(),
+            Some(KeySpec::Ec(Curve::P256))
+        );
+        let err = key_spec(KeyType::Ec, None, Some("P-256K")).expect_err("secp256k1");
+        assert_eq!(
+            (err.status.as_u16(), err.code.as_str()),
+            (400, "BadParameter")
+        );
+    }
+
+    #[test]
+    fn caller_mistakes_are_400_and_library_failures_500() {
+        let bad = crypto_error(CryptoError::UnsupportedKeySize(1024));
+        assert_eq!(bad.status.as_u16(), 400);
+        let internal = crypto_error(CryptoError::Operation("rng".into()));
+        assert_eq!(internal.status.as_u16(), 500);
+    }
+}
