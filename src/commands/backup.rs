@@ -698,6 +698,20 @@ async fn capture_secret(
         let mut current_updated = None;
         let mut current_value = None;
         let plain_every_version = all_versions || blob.is_err();
+        if disabled {
+            // Its value cannot be read, but its version id can: the newest of its versions.
+            match vault.list_secret_versions(name).await {
+                Ok(versions) => {
+                    if let Some(newest) = versions.last() {
+                        current_version = newest.version.clone();
+                        current_updated = newest.attributes.updated;
+                    }
+                }
+                Err(err) => captured
+                    .problems
+                    .push(describe_failure("version list", &err)),
+            }
+        }
         if disabled && !plain_every_version {
             captured.notes.push(
                 "disabled: its value cannot be read (Azure answers 403 SecretDisabled); \
@@ -806,8 +820,9 @@ async fn capture_secret_versions(
         }
     }
     if disabled > 0 {
+        let versions = if disabled == 1 { "version" } else { "versions" };
         captured.notes.push(format!(
-            "{disabled} disabled versions: values cannot be read; the native backup blob holds them"
+            "{disabled} disabled {versions}: values cannot be read; the native backup blob holds them"
         ));
     }
 }
