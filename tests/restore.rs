@@ -69,10 +69,28 @@ fn expiry() -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(1_600_000_000).expect("time")
 }
 
-/// Seeds the secrets (tags, a content type, an expired one) into `name`.
-async fn seed_secrets(target: &AzureVault) {
-    for (name, values) in seeded_secrets() {
-        for (i, value) in values.iter().enumerate() {
+/// Moves the emulator's clock on by a second: versions written after it are newer by
+/// `created` (Azure's timestamps have whole seconds).
+async fn next_second(emulator: &TestEmulator) {
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/clock",
+            Some(json!({"advance_seconds": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "clock advanced: {body}");
+}
+
+/// Seeds the secrets (tags, a content type, an expired one) into `target`, one second apart
+/// per version.
+async fn seed_secrets(emulator: &TestEmulator, target: &AzureVault) {
+    for i in 0..3 {
+        next_second(emulator).await;
+        for (name, values) in seeded_secrets() {
+            let Some(value) = values.get(i) else {
+                continue;
+            };
             let mut attributes = Attributes::default();
             if name == "expired-token" {
                 attributes.expires = Some(expiry());
@@ -251,39 +269,49 @@ async fn versions_of(
     out
 }
 
-/// Checks that `target` holds every seeded secret with its values in order, tags, content
-/// type and expiry; answers the version ids per name.
+/// Checks that `target` holds every seeded secret: each value once (versions written within
+/// one second have no order among them), the current one current, with its tags, content type
+/// and expiry; answers the sorted version ids per name.
 async fn assert_secrets_restored(target: &AzureVault) -> BTreeMap<String, Vec<String>> {
     let mut ids = BTreeMap::new();
     for (name, values) in seeded_secrets() {
         let versions = versions_of(target, name).await;
-        let got: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+        let mut got: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+        got.sort();
+        let mut want = values.clone();
+        want.sort();
+        assert_eq!(got, want, "{name}: every value, once");
+        let current = target.get_secret(name, None).await.expect("current");
         assert_eq!(
-            got, values,
-            "{name}: every value, oldest first, no duplicate"
+            Some(current.value.expose_secret()),
+            values.last().copied(),
+            "{name}: the current value"
         );
-        let (_, _, content_type, tags, expires) = versions.last().expect("a version");
+        let props = &current.properties;
         assert_eq!(
-            content_type.as_deref(),
+            props.content_type.as_deref(),
             (name != "api-key").then_some("text/plain"),
             "{name}: content type"
         );
         assert_eq!(
-            tags.get("app").map(String::as_str),
+            props.tags.get("app").map(String::as_str),
             Some(name),
             "{name}: tags"
         );
         assert_eq!(
-            tags.get("n").cloned(),
+            props.tags.get("n").cloned(),
             Some((values.len() - 1).to_string()),
             "{name}: tags of the current version"
         );
         let want_exp = (name == "expired-token").then(|| expiry().unix_timestamp());
-        assert_eq!(*expires, want_exp, "{name}: expiry attribute");
-        ids.insert(
-            name.to_owned(),
-            versions.into_iter().map(|v| v.0).collect::<Vec<_>>(),
+        assert_eq!(
+            props.attributes.expires.map(|t| t.unix_timestamp()),
+            want_exp,
+            "{name}: expiry attribute"
         );
+        let mut version_ids: Vec<String> = versions.into_iter().map(|v| v.0).collect();
+        version_ids.sort();
+        ids.insert(name.to_owned(), version_ids);
     }
     ids
 }
@@ -319,7 +347,7 @@ async fn accidental_deletion_is_found_by_diff_and_restored() {
         .settings(json!({"delete_delay_ms": 300, "purge_window_ms": 1500}))
         .await;
     let main = vault(&emulator, "main").await;
-    seed_secrets(&main).await;
+    seed_secrets(&emulator, &main).await;
     let archive = backup(&emulator, &ws, "main").await;
 
     let same = diff(&emulator, &ws, &archive, "main").await;
@@ -398,7 +426,7 @@ async fn accidental_deletion_is_found_by_diff_and_restored() {
 /// A source vault `alpha` with secrets, a key and a certificate, backed up.
 async fn source_with_everything(emulator: &TestEmulator, ws: &Workspace) -> (AzureVault, PathBuf) {
     let alpha = vault(emulator, "alpha").await;
-    seed_secrets(&alpha).await;
+    seed_secrets(emulator, &alpha).await;
     seed_key_and_certificate(emulator, &alpha, "alpha").await;
     let archive = backup(emulator, ws, "alpha").await;
     (alpha, archive)
@@ -532,7 +560,7 @@ async fn conflicts_follow_the_policy_and_dry_run_writes_nothing() {
     let ws = Workspace::new();
     let emulator = start(vec![VaultSpec::new("alpha")]).await;
     let alpha = vault(&emulator, "alpha").await;
-    seed_secrets(&alpha).await;
+    seed_secrets(&emulator, &alpha).await;
     let archive = backup(&emulator, &ws, "alpha").await;
     let changed = NewSecretVersion {
         value: SecretString::from("changed-after-backup".to_owned()),
@@ -623,14 +651,17 @@ async fn conflicts_follow_the_policy_and_dry_run_writes_nothing() {
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let versions = versions_of(&alpha, "api-key").await;
-    let values: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+    let mut values: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+    values.sort();
     assert_eq!(
         values,
-        ["key-1", "changed-after-backup", "key-1"],
+        ["changed-after-backup", "key-1", "key-1"],
         "a new version"
     );
+    let current = alpha.get_secret("api-key", None).await.expect("current");
+    assert_eq!(current.value.expose_secret(), "key-1");
     assert_eq!(
-        versions[2].3.get("app").map(String::as_str),
+        current.properties.tags.get("app").map(String::as_str),
         Some("api-key")
     );
     let output = restore(
@@ -674,8 +705,9 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
     .await;
     let alpha = vault(&emulator, "alpha").await;
     let names: Vec<String> = (0..24).map(|i| format!("svc-{i:02}")).collect();
-    for name in &names {
-        for n in 0..3 {
+    for n in 0..3 {
+        next_second(&emulator).await;
+        for name in &names {
             alpha
                 .set_secret(
                     name,
@@ -739,13 +771,20 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let gamma = vault(&emulator, "gamma").await;
     for name in &names {
-        let values: Vec<String> = versions_of(&gamma, name)
+        let mut values: Vec<String> = versions_of(&gamma, name)
             .await
             .into_iter()
             .map(|v| v.1)
             .collect();
+        values.sort();
         let expected: Vec<String> = (0..3).map(|n| format!("{name}-v{n}")).collect();
-        assert_eq!(values, expected, "{name}: every version once, in order");
+        assert_eq!(values, expected, "{name}: every version once");
+        let current = gamma.get_secret(name, None).await.expect("current");
+        assert_eq!(
+            current.value.expose_secret(),
+            format!("{name}-v2"),
+            "{name}: current"
+        );
     }
     let succeeded = writes_to(&emulator, "gamma")
         .await

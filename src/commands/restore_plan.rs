@@ -508,18 +508,23 @@ pub fn compare(item: &ArchivedItem, live: &LiveView) -> Option<Vec<&'static str>
 }
 
 /// Where a plain replay that stopped part-way can continue: the number of archived versions
-/// already present, when the live versions are exactly the first ones of the archive's.
+/// already present, when the live versions are exactly the archive's first ones (in any
+/// order).
 pub fn resume_point(item: &ArchivedItem, live: &LiveView) -> Option<usize> {
     let history = live.history.as_ref()?;
     if history.is_empty() || history.len() >= item.versions.len() {
         return None;
     }
-    let matches = item
-        .versions
+    // Compared as multisets: versions written within one second have the same `created`,
+    // and the vault's order among them is not the order they were written in.
+    let mut live: Vec<Option<Fingerprint>> = history.clone();
+    let mut archived: Vec<Option<Fingerprint>> = item.versions[..history.len()]
         .iter()
-        .zip(history)
-        .all(|(record, live)| *live == Some(record_digest(record)));
-    matches.then_some(history.len())
+        .map(|record| Some(record_digest(record)))
+        .collect();
+    live.sort();
+    archived.sort();
+    (live == archived).then_some(history.len())
 }
 
 fn same_attributes(archived: &ArchivedAttributes, live: &Attributes, with_times: bool) -> bool {
