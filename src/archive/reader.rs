@@ -385,15 +385,11 @@ fn verify_pass(
                 }
                 .into());
             }
-            let checked = check_entry(&entry);
-            let path = match checked {
-                Ok(Checked::Folder) => continue,
-                Ok(Checked::File(path)) => path,
-                Err(e) if !marker_seen => {
-                    // A hostile first entry is still reported as what it is.
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
+            // Checked before the marker rule, so a hostile first entry is reported as what
+            // it is (a link, an unsafe path) rather than as a missing marker.
+            let path = match check_entry(&entry)? {
+                Checked::Folder => continue,
+                Checked::File(path) => path,
             };
             let size = entry.size();
             if !marker_seen {

@@ -88,7 +88,7 @@ pub struct ArchiveSummary {
 /// The bottom of the chain: a temporary file beside the final name, or stdout.
 enum Sink {
     File(tempfile::NamedTempFile),
-    Stdout(io::Stdout),
+    Stdout(io::BufWriter<io::Stdout>),
 }
 
 impl Write for Sink {
@@ -156,7 +156,7 @@ impl ArchiveWriter {
                 if stdout.is_terminal() {
                     return Err(ArchiveError::OutputIsTerminal);
                 }
-                Sink::Stdout(stdout)
+                Sink::Stdout(io::BufWriter::with_capacity(128 * 1024, stdout))
             }
             Some(path) => {
                 if path.symlink_metadata().is_ok() {

@@ -91,6 +91,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
         .filter(|e| e.kind == Kind::Secret && !chosen.contains_key(&e.name.to_ascii_lowercase()))
         .map(|e| e.name.clone())
         .collect();
+    missing.sort_unstable();
     missing.dedup();
 
     match args.format {
