@@ -9,8 +9,8 @@ use std::time::Duration;
 use age::secrecy::{ExposeSecret, SecretString};
 use azure_security_keyvault_keys::models::{CreateKeyParameters, CurveName, KeyType};
 use coldvault::vault::{
-    Attributes, AuthMethod, AzureVault, ConflictReason, ConnectOptions, EnvSnapshot, ItemKind,
-    NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
+    Attributes, AuthMethod, AzureVault, CertificateImport, ConflictReason, ConnectOptions,
+    EnvSnapshot, ItemKind, NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
@@ -363,6 +363,101 @@ async fn deleted_keys_are_listed_and_recovered() {
     let recovered = vault.recover_deleted(ItemKind::Key, "old").await.unwrap();
     assert_eq!(recovered.kind, ItemKind::Key);
     assert_eq!(recovered.name, "old");
+}
+
+/// A self-signed RSA certificate and its key, as PEM text.
+fn certificate_pem(subject: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![subject.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    format!("{}{}", key.serialize_pem(), cert.pem())
+}
+
+fn pem_import(pem: &str) -> CertificateImport {
+    CertificateImport {
+        value: SecretString::from(pem),
+        content_type: "application/x-pem-file".to_owned(),
+        password: None,
+        policy: Some(json!({
+            "key_props": {"exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+            "secret_props": {"contentType": "application/x-pem-file"}
+        })),
+        tags: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        attributes: Attributes::default(),
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_read_with_policy_and_exportable_secret_and_backed_up() {
+    let emulator = TestEmulator::start().await;
+    let alpha = connect(&emulator, "alpha").await;
+    let pem = certificate_pem("web.example.test");
+    let imported = alpha
+        .import_certificate("web", &pem_import(&pem))
+        .await
+        .expect("PEM imported");
+    assert_eq!(imported.kind, ItemKind::Certificate);
+
+    let certs: Vec<_> = alpha.list_certificates().try_collect().await.unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].name, "web");
+    assert_eq!(certs[0].tags.get("env").map(String::as_str), Some("prod"));
+
+    let bundle = alpha.get_certificate("web", None).await.unwrap();
+    assert!(!bundle.cer.is_empty());
+    assert!(bundle.key_exportable(), "{:?}", bundle.policy);
+    let policy = alpha.get_certificate_policy("web").await.unwrap();
+    assert_eq!(policy["key_props"]["exportable"], true);
+
+    // The managed secret and key are listed as managed, and the secret holds the PEM.
+    let secrets: Vec<_> = alpha.list_secrets().try_collect().await.unwrap();
+    assert!(secrets.iter().all(|s| s.managed), "{secrets:?}");
+    let keys: Vec<_> = alpha.list_keys().try_collect().await.unwrap();
+    assert!(keys.iter().all(|k| k.managed), "{keys:?}");
+    let version = bundle.secret_version().expect("sid names a version");
+    let material = alpha.get_secret("web", Some(&version)).await.unwrap();
+    assert!(material.properties.managed);
+    assert!(material.value.expose_secret().contains("PRIVATE KEY"));
+    let err = alpha.backup(ItemKind::Secret, "web").await.unwrap_err();
+    assert!(
+        err.is_forbidden(),
+        "a managed secret is not backed up on its own: {err:?}"
+    );
+
+    let blob = alpha.backup(ItemKind::Certificate, "web").await.unwrap();
+    let beta = connect(&emulator, "beta").await;
+    beta.restore(ItemKind::Certificate, &blob).await.unwrap();
+    assert_eq!(
+        beta.get_certificate("web", None).await.unwrap().cer,
+        bundle.cer
+    );
+    let gamma = connect(&emulator, "gamma").await;
+    let err = gamma
+        .restore(ItemKind::Certificate, &blob)
+        .await
+        .unwrap_err();
+    assert!(err.is_cannot_decrypt_backup(), "{err:?}");
+
+    // Another subscription gets the certificate back by import of the exportable material.
+    let import = CertificateImport {
+        value: material.value.clone(),
+        content_type: material
+            .properties
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/x-pem-file".to_owned()),
+        password: None,
+        policy: bundle.policy.clone(),
+        tags: bundle.properties.tags.clone(),
+        attributes: Attributes::default(),
+    };
+    gamma.import_certificate("web", &import).await.unwrap();
+    assert_eq!(
+        gamma.get_certificate("web", None).await.unwrap().cer,
+        bundle.cer
+    );
 }
 
 #[tokio::test]

@@ -1066,8 +1066,17 @@ impl VaultWriter for AzureVault {
         policy.secret_properties = Some(cm::SecretProperties {
             content_type: Some(certificate.content_type.clone()),
         });
+        // The service takes the file's bytes in base64, as the official SDKs send them: a PFX
+        // managed secret already is that; PEM text is encoded here.
+        let material = certificate.value.expose_secret();
+        let encoded = if material.trim_start().starts_with("-----BEGIN") {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(material.as_bytes())
+        } else {
+            material.to_owned()
+        };
         let parameters = cm::ImportCertificateParameters {
-            base64_encoded_certificate: Some(certificate.value.expose_secret().to_owned()),
+            base64_encoded_certificate: Some(encoded),
             password: certificate
                 .password
                 .as_ref()

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use azure::{AzureVault, ConnectOptions};
-pub use credentials::{AuthAttempt, AuthError, AuthMethod, EnvSnapshot};
+pub use credentials::{
+    AuthAttempt, AuthError, AuthMethod, EnvSnapshot, SelectedCredential, UnknownAuthMethod,
+};
 pub use pacing::RequestStats;
 
 /// The DNS suffix of Managed HSM pools in every cloud; their keys-only API is not supported.
@@ -438,7 +440,8 @@ impl fmt::Debug for NewSecretVersion {
 #[derive(Clone)]
 pub struct CertificateImport {
     /// PFX as standard base64, or PEM text (certificate chain and private key), exactly as a
-    /// certificate's managed secret stores it.
+    /// certificate's managed secret stores it; PEM text is base64-encoded on the wire, as the
+    /// official SDKs do.
     pub value: SecretString,
     /// `application/x-pkcs12` or `application/x-pem-file`.
     pub content_type: String,

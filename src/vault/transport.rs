@@ -7,7 +7,8 @@
 //! without asking DNS (RFC 6761 §6.3, as curl does), which is how `NAME.vault.localhost` reaches
 //! the local emulator while the certificate and the authentication challenge are still checked
 //! against the real host name. Certificate verification cannot be turned off: there is no
-//! option for it.
+//! option for it. An untrusted certificate or a host name that does not exist fails at once
+//! instead of being retried by azure_core for minutes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -123,6 +124,14 @@ impl HttpClient for VerifyingClient {
                              trust its root with --ca-cert if it is the local Key Vault"
                         ),
                     ))
+                } else if is_unknown_host(&text) {
+                    Err(azure_core::Error::with_message(
+                        ErrorKind::Other,
+                        format!(
+                            "cannot resolve {}: {text}",
+                            request.url().host_str().unwrap_or("the host")
+                        ),
+                    ))
                 } else {
                     Err(err)
                 }
@@ -145,6 +154,15 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Whether name resolution said the host does not exist (a mistyped vault name); a temporary
+/// resolver failure ("Temporary failure in name resolution") stays retryable.
+fn is_unknown_host(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("name or service not known")
+        || lower.contains("no such host")
+        || lower.contains("nodename nor servname")
+}
+
 /// Whether a transport error's text is a certificate verification failure (rustls and the
 /// platform verifier word them "invalid peer certificate" / "certificate …").
 fn is_certificate_failure(text: &str) -> bool {
@@ -158,6 +176,20 @@ fn is_certificate_failure(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_transport_failures_are_recognised() {
+        assert!(is_certificate_failure(
+            "error sending request: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(is_unknown_host(
+            "dns error: failed to lookup address information: Name or service not known"
+        ));
+        assert!(!is_unknown_host(
+            "dns error: Temporary failure in name resolution"
+        ));
+        assert!(!is_certificate_failure("connection reset by peer"));
+    }
 
     #[test]
     fn localhost_names() {
