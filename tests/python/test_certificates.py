@@ -320,3 +320,40 @@ def test_missing_certificate_is_404_certificate_not_found(certificate_client, na
         certificate_client.get_certificate(name)
     assert err.value.status_code == 404
     assert error_code(err.value) == "CertificateNotFound"
+
+
+def test_certificate_blob_restores_only_within_the_subscription(
+    make_certificate_client, make_key_client, name
+):
+    alpha = make_certificate_client("alpha")
+    certificate = create(alpha, name)
+    blob = alpha.backup_certificate(name)
+    restored = make_certificate_client("beta").restore_certificate_backup(blob)
+    assert restored.properties.version == certificate.properties.version
+    assert make_key_client("beta").get_key(name).properties.managed is True
+    with pytest.raises(HttpResponseError) as err:
+        make_certificate_client("gamma").restore_certificate_backup(blob)
+    assert err.value.status_code == 400
+    assert "Cannot decrypt backup blob" in err.value.message
+
+
+def test_certificate_purge_refused_under_purge_protection(make_certificate_client, name):
+    client = make_certificate_client("protected")
+    create(client, name)
+    finish(client.begin_delete_certificate(name, **POLL))
+    with pytest.raises(HttpResponseError) as err:
+        client.purge_deleted_certificate(name)
+    assert err.value.status_code == 403
+    assert error_code(err.value) == "Forbidden"
+
+
+def test_certificate_delete_is_visible_after_the_delay_with_its_key(
+    emulator, certificate_client, key_client, name
+):
+    create(certificate_client, name)
+    emulator.settings(delete_delay_ms=300)
+    deleted = finish(certificate_client.begin_delete_certificate(name, **POLL))
+    assert deleted.name == name
+    statuses = [e["status"] for e in emulator.journal(f"/deletedcertificates/{name}", "GET")]
+    assert 404 in statuses and statuses[-1] == 200
+    assert key_client.get_deleted_key(name).properties.managed is True
