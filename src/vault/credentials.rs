@@ -863,6 +863,110 @@ mod tests {
         assert!(chain.candidates[0].detail.contains("certificate"));
     }
 
+    /// A credential that always answers the same way.
+    #[derive(Debug)]
+    struct Fixed(Result<&'static str, &'static str>);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Fixed {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            match self.0 {
+                Ok(token) => Ok(AccessToken::new(
+                    token.to_owned(),
+                    time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+                )),
+                Err(reason) => Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    reason,
+                )),
+            }
+        }
+    }
+
+    fn chain_of(candidates: Vec<(AuthMethod, Fixed)>) -> CredentialChain {
+        CredentialChain {
+            candidates: candidates
+                .into_iter()
+                .map(|(method, credential)| Candidate {
+                    method,
+                    detail: method.to_string(),
+                    credential: Arc::new(credential),
+                    timeout: Some(Duration::from_secs(1)),
+                })
+                .collect(),
+            skipped: vec![AuthAttempt {
+                method: AuthMethod::WorkloadIdentity,
+                reason: "not configured".into(),
+            }],
+            selected: Mutex::new(None),
+            first_sign_in: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_method_that_works_is_kept() {
+        let chain = chain_of(vec![
+            (
+                AuthMethod::Env,
+                Fixed(Err("AADSTS7000215: invalid client secret")),
+            ),
+            (AuthMethod::ManagedIdentity, Fixed(Ok("token-mi"))),
+            (AuthMethod::AzureCli, Fixed(Ok("token-cli"))),
+        ]);
+        let token = chain
+            .get_token(&["https://vault.azure.net/.default"], None)
+            .await
+            .unwrap();
+        assert_eq!(token.token.secret(), "token-mi");
+        assert_eq!(
+            chain.selected().unwrap().method,
+            AuthMethod::ManagedIdentity
+        );
+        let again = chain
+            .get_token(&["https://vault.azure.net/.default"], None)
+            .await
+            .unwrap();
+        assert_eq!(again.token.secret(), "token-mi");
+        assert!(chain.last_failure().is_none());
+    }
+
+    #[tokio::test]
+    async fn when_nothing_works_every_attempt_is_reported_in_chain_order() {
+        let chain = chain_of(vec![
+            (
+                AuthMethod::Env,
+                Fixed(Err("AADSTS7000215: invalid client secret")),
+            ),
+            (AuthMethod::AzureCli, Fixed(Err("az: command not found"))),
+        ]);
+        let err = chain
+            .get_token(&["https://vault.azure.net/.default"], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            azure_core::error::ErrorKind::Credential
+        ));
+        let failure = chain.last_failure().unwrap();
+        let methods: Vec<AuthMethod> = failure.attempts.iter().map(|a| a.method).collect();
+        assert_eq!(
+            methods,
+            vec![
+                AuthMethod::Env,
+                AuthMethod::WorkloadIdentity,
+                AuthMethod::AzureCli
+            ]
+        );
+        assert!(failure.attempts[0].reason.contains("AADSTS7000215"));
+        assert!(failure.attempts[2].reason.contains("command not found"));
+        assert!(chain.selected().is_none());
+    }
+
     #[test]
     fn auth_errors_list_every_attempt() {
         let err = AuthError {
