@@ -143,12 +143,26 @@ impl RestorePlan {
     }
 }
 
+impl RestorePlan {
+    /// Reaches the target with these options instead of the ones resolved from the command
+    /// line and this process's environment (for callers embedding a restore).
+    pub fn with_connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connect = options;
+        self
+    }
+}
+
 /// Runs `coldvault restore`.
 pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
-    let plan = RestorePlan::resolve(&args)?;
+    execute(&RestorePlan::resolve(&args)?).await
+}
+
+/// Plans and, unless it is a dry run, applies a resolved restore; prints what `restore`
+/// prints and answers its exit code.
+pub async fn execute(plan: &RestorePlan) -> Result<ExitCode, CliError> {
     let progress = Progress::new(ProgressStyle::detect(plan.json));
     let outcome = tokio::select! {
-        outcome = restore(&plan, &progress) => outcome,
+        outcome = restore(plan, &progress) => outcome,
         _ = tokio::signal::ctrl_c() => {
             progress.finish_vault();
             return Err(CliError {
