@@ -670,8 +670,9 @@ async fn certificates_create(
 
 #[derive(Debug, serde::Deserialize)]
 struct ImportBody {
-    value: Option<String>,
-    pwd: Option<String>,
+    // The PFX or PEM carries the private key, and `pwd` opens it: neither may reach Debug.
+    value: Option<Redacted<String>>,
+    pwd: Option<Redacted<String>>,
     policy: Option<Value>,
     attributes: Option<AttributesIn>,
     tags: Option<BTreeMap<String, String>>,
@@ -685,6 +686,7 @@ async fn certificates_import(
     validate_name(KIND, &name)?;
     let value = body
         .value
+        .map(|v| v.0)
         .ok_or_else(|| ApiError::bad_parameter("The certificate (value) is required."))?;
     let stated = body
         .policy
@@ -719,7 +721,7 @@ async fn certificates_import(
             .filter(|text| text.trim_start().starts_with("-----BEGIN"))
             .map(str::to_string)
     });
-    let password = body.pwd.unwrap_or_default();
+    let password = body.pwd.map(|p| p.0).unwrap_or_default();
     let (bundle, detected) = match (pem_text, decoded) {
         (Some(text), _) => (
             CertificateBundle::from_pem(&text),
