@@ -10,7 +10,7 @@
 //! not wait for it) or loaded from the state directory. The vault routes check signature,
 //! audience (401 `AKV10022`), issuer and expiry; with auth off any bearer passes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -130,6 +130,9 @@ pub struct Issuer {
     /// The client id the managed-identity endpoints issue tokens for.
     pub managed_identity_client_id: String,
     clients: Mutex<BTreeMap<String, Redacted<String>>>,
+    /// Tokens whose signature was already verified: a client sends the same token on every
+    /// request, and RSA verification would otherwise dominate a GET.
+    verified: Mutex<HashSet<String>>,
     key: tokio::sync::OnceCell<Arc<SigningMaterial>>,
     key_path: Option<PathBuf>,
 }
@@ -167,6 +170,7 @@ impl Issuer {
             client_secret: Redacted(client_secret),
             managed_identity_client_id: new_guid(),
             clients: Mutex::new(clients),
+            verified: Mutex::new(HashSet::new()),
             key: tokio::sync::OnceCell::new(),
             key_path,
         }
@@ -257,20 +261,33 @@ impl Issuer {
         now_s: i64,
     ) -> Result<Claims, TokenError> {
         let claims = decode_claims(token)?;
-        let material = self
-            .material()
-            .await
-            .map_err(|_| TokenError::BadSignature)?;
-        let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .ok()
-            .and_then(|bytes| Signature::try_from(bytes.as_slice()).ok())
-            .ok_or(TokenError::BadSignature)?;
-        material
-            .verifying
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| TokenError::BadSignature)?;
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(token);
+        if !known {
+            let material = self
+                .material()
+                .await
+                .map_err(|_| TokenError::BadSignature)?;
+            let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+            let signature = URL_SAFE_NO_PAD
+                .decode(signature)
+                .ok()
+                .and_then(|bytes| Signature::try_from(bytes.as_slice()).ok())
+                .ok_or(TokenError::BadSignature)?;
+            material
+                .verifying
+                .verify(signing_input.as_bytes(), &signature)
+                .map_err(|_| TokenError::BadSignature)?;
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: tests mint many tokens; forgetting one only costs a verification.
+            if verified.len() >= 4096 {
+                verified.clear();
+            }
+            verified.insert(token.to_string());
+        }
         let expected_iss = self.issuer_url(authority);
         if claims.iss != expected_iss {
             return Err(TokenError::Issuer {

@@ -679,6 +679,24 @@ mod tests {
     }
 
     #[test]
+    fn backup_refuses_more_than_500_versions() {
+        let mut store = VaultStore::new(SoftDeletePolicy {
+            retention_days: 90,
+            purge_protection: false,
+        });
+        let t = timing(0);
+        for i in 0..=MAX_BACKUP_VERSIONS {
+            store
+                .create_version(Kind::Secret, "big", secret(0, &i.to_string()), t)
+                .unwrap();
+        }
+        assert_eq!(
+            store.backup(Kind::Secret, "big", t),
+            Err(StoreError::TooManyVersions(MAX_BACKUP_VERSIONS + 1))
+        );
+    }
+
+    #[test]
     fn retention_purges_automatically() {
         let policy = SoftDeletePolicy {
             retention_days: 7,
