@@ -968,6 +968,39 @@ mod tests {
     }
 
     #[test]
+    fn workload_identity_reads_its_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "federated-token").unwrap();
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap()),
+        ]);
+        let chain = CredentialChain::new(
+            &env,
+            Some(AuthMethod::WorkloadIdentity),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap();
+        assert_eq!(chain.candidates[0].method, AuthMethod::WorkloadIdentity);
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/coldvault/token"),
+        ]);
+        let err = CredentialChain::new(
+            &env,
+            Some(AuthMethod::WorkloadIdentity),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap_err();
+        assert_eq!(err.attempts[0].method, AuthMethod::WorkloadIdentity);
+    }
+
+    #[test]
     fn auth_errors_list_every_attempt() {
         let err = AuthError {
             attempts: vec![
