@@ -264,3 +264,33 @@ def test_missing_key_is_404_key_not_found(key_client, name):
         key_client.get_key(name)
     assert err.value.status_code == 404
     assert error_code(err.value) == "KeyNotFound"
+
+
+def test_sign_with_disabled_key_is_403(emulator, credential, key_client, name):
+    key = key_client.create_ec_key(name)
+    key_client.update_key_properties(name, enabled=False)
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(emulator, credential, key.id).sign(
+            SignatureAlgorithm.es256, hashlib.sha256(b"x").digest()
+        )
+    assert err.value.status_code == 403
+    assert error_code(err.value) == "Forbidden"
+
+
+def test_managed_key_cannot_be_recovered_or_purged_alone(
+    make_certificate_client, key_client, name
+):
+    from azure.keyvault.certificates import CertificatePolicy
+
+    certificates = make_certificate_client("alpha")
+    finish(certificates.begin_create_certificate(name, CertificatePolicy.get_default(), **POLL))
+    finish(certificates.begin_delete_certificate(name, **POLL))
+    for call in (
+        lambda: key_client.begin_recover_deleted_key(name, **POLL),
+        lambda: key_client.purge_deleted_key(name),
+    ):
+        with pytest.raises(HttpResponseError) as err:
+            call()
+        assert err.value.status_code == 403
+        assert error_code(err.value) == "Forbidden"
+    assert key_client.get_deleted_key(name).properties.managed is True
