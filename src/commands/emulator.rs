@@ -11,6 +11,11 @@ use crate::error::{CliError, ExitCode};
 
 /// Arguments of `coldvault emulator`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault emulator --vault prod --vault dr --vault other,subscription=sub-b --port 8443
+  coldvault emulator --vault prod --latency 20 --budget 4000 --state-dir ./kv-state
+
+Exit codes: 0 stopped cleanly (SIGINT or SIGTERM), 1 could not start, 2 usage.")]
 pub struct EmulatorArgs {
     /// A vault to serve (repeatable; the first is the default for `localhost`):
     /// NAME[,subscription=ID][,geo=REGION][,sku=standard|premium][,purge-protection][,retention-days=N]

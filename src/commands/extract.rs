@@ -33,6 +33,11 @@ pub enum ExtractFormat {
 
 /// Arguments of `coldvault extract`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault extract prod-kv-20261123T021700Z.tar.zst.age -i identity.txt --format dotenv -o prod.env
+  coldvault extract prod-kv-20261123T021700Z.tar.zst.age -i identity.txt --format dir -o ./secrets
+
+Exit codes: 0 written, 1 failed, 2 usage, 3 some secrets have no plain value (named), 4 the archive failed verification.")]
 pub struct ExtractArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]

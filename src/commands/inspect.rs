@@ -14,6 +14,11 @@ use crate::output::table::{Table, human_bytes};
 
 /// Arguments of `coldvault inspect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault inspect prod-kv-20261123T021700Z.tar.zst.age -i identity.txt
+  coldvault inspect prod-kv-20261123T021700Z.tar.zst.age -i ~/.ssh/id_ed25519 --json
+
+Exit codes: 0 listed, 1 cannot open (wrong key, unreadable file), 2 usage, 4 the archive failed verification.")]
 pub struct InspectArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]

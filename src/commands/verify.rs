@@ -13,6 +13,11 @@ use crate::output::table::human_bytes;
 
 /// Arguments of `coldvault verify`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault verify prod-kv-20261123T021700Z.tar.zst.age -i identity.txt
+  COLDVAULT_PASSPHRASE=... coldvault verify archive.tar.zst.age --passphrase
+
+Exit codes: 0 every rule of the format holds, 1 cannot open (wrong key, unreadable file), 2 usage, 4 the archive failed verification (the first problem is named).")]
 pub struct VerifyArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
