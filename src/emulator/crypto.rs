@@ -1706,6 +1706,23 @@ mod tests {
     }
 
     #[test]
+    fn public_secret_value_carries_no_private_key() -> Result<()> {
+        let (bundle, _) = ca_signed()?;
+        let value = bundle.public_secret_value(CertificateContentType::Pkcs12)?;
+        let pfx = STANDARD
+            .decode(&value)
+            .map_err(|e| CryptoError::Operation(e.to_string()))?;
+        let store = p12_keystore::KeyStore::from_pkcs12(&pfx, "")
+            .map_err(|e| CryptoError::Pkcs12(e.to_string()))?;
+        assert!(store.private_key_chain().is_none());
+        assert_eq!(store.entries_count(), bundle.chain.len());
+        let pem = bundle.public_secret_value(CertificateContentType::Pem)?;
+        assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(!pem.contains("PRIVATE KEY"));
+        Ok(())
+    }
+
+    #[test]
     fn x5t_is_base64url_sha1() {
         // SHA-1 of the empty input, base64url without padding.
         assert_eq!(x5t(b""), "2jmj7l5rSw0yVb_vlWAYkK_YBwk");
