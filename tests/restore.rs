@@ -490,6 +490,41 @@ async fn a_new_vault_of_the_same_subscription_gets_everything_natively() {
         before,
         "no write on a rerun"
     );
+
+    // A soft-deleted key and certificate: diff names them, --recover-deleted brings them back.
+    emulator
+        .key_client("beta")
+        .delete_key("signing-key", None)
+        .await
+        .expect("key deleted");
+    emulator
+        .certificate_client("beta")
+        .delete_certificate("web-cert", None)
+        .await
+        .expect("certificate deleted");
+    let output = diff(&emulator, &ws, &archive, "beta").await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(
+        events(&output)[0]["counts"]["soft_deleted"],
+        json!(2),
+        "{}",
+        text(&output)
+    );
+    let output = restore(&emulator, &ws, &archive, "beta", &["--recover-deleted"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("2 recovered"), "{}", text(&output));
+    let key_r = beta
+        .get_key("signing-key", None)
+        .await
+        .expect("key recovered");
+    assert_eq!(key_r.properties.version, key_a.properties.version);
+    let cert_r = beta
+        .get_certificate("web-cert", None)
+        .await
+        .expect("cert recovered");
+    assert_eq!(cert_r.cer, cert_a.cer);
+    let output = diff(&emulator, &ws, &archive, "beta").await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,8 +308,7 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
     let probe = work
         .iter()
         .position(|(_, l)| {
-            matches!(l.action, Action::Create | Action::Recover)
-                && matches!(l.method, Some(Method::Native | Method::Auto))
+            l.action == Action::Create && matches!(l.method, Some(Method::Native | Method::Auto))
         })
         .filter(|_| plan.policy.mode != Mode::Plain);
     let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(work.len());
