@@ -759,3 +759,57 @@ async fn signs_in_with_the_managed_identity_endpoint() {
     let entries = secret_entries(&unpacked);
     assert_eq!(entries["mi-secret"][0]["value"], json!(CANARY));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
+    let ws = Workspace::new();
+    let seed = ws.path("seed.json");
+    std::fs::write(
+        &seed,
+        serde_json::to_vec(&json!({
+            "secrets": [{"name": "chatty", "value": "rotated", "version_count": 501}]
+        }))
+        .expect("seed"),
+    )
+    .expect("seed written");
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let output = coldvault(
+        &emulator,
+        &[
+            "backup",
+            "--vault",
+            &emulator.vault_url("main"),
+            "-r",
+            &ws.recipient,
+            "-o",
+            out_dir.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("plain value"), "says so: {shown}");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    let entries = secret_entries(&unpacked);
+    assert_eq!(
+        entries["chatty"].len(),
+        501,
+        "every version as a plain value"
+    );
+    assert_eq!(
+        entries["chatty"]
+            .iter()
+            .filter(|d| d["current"] == json!(true))
+            .count(),
+        1
+    );
+    assert!(!unpacked.join("secrets/chatty/backup.bin").exists());
+}

@@ -697,7 +697,11 @@ async fn capture_secret(
         let mut current_version = None;
         let mut current_updated = None;
         let mut current_value = None;
-        let plain_every_version = all_versions || blob.is_err();
+        // Azure refuses to back up a secret with too many versions: its values are the only
+        // copy to take. Permission, throttling and races are failures, not a reason to switch.
+        let blob_unsupported = matches!(&blob,
+            Err(e) if !e.is_forbidden() && !e.is_not_found() && !e.is_retryable());
+        let plain_every_version = all_versions || blob_unsupported;
         if disabled {
             // Its value cannot be read, but its version id can: the newest of its versions.
             match vault.list_secret_versions(name).await {
@@ -749,14 +753,11 @@ async fn capture_secret(
                 info.content_type = props.content_type.clone();
                 captured.pieces.push(Piece::Blob(info, blob.0));
             }
-            Err(err) if err.is_not_found() => {
-                captured
-                    .problems
-                    .push(describe_failure("backup blob", &err));
+            Err(err) if blob_unsupported && !captured.pieces.is_empty() => {
+                captured.notes.push(format!(
+                    "native backup refused ({err}): every version captured as a plain value instead"
+                ))
             }
-            Err(err) if !captured.pieces.is_empty() => captured.notes.push(format!(
-                "native backup refused ({err}): every version captured as a plain value instead"
-            )),
             Err(err) => captured
                 .problems
                 .push(describe_failure("backup blob", &err)),
