@@ -61,6 +61,30 @@ pub async fn coldvault(emulator: &TestEmulator, args: &[&str]) -> Output {
         .expect("coldvault runs")
 }
 
+/// Runs `coldvault backup` of one vault into `ws`'s `out` folder, with `extra` arguments.
+pub async fn backup_into(
+    emulator: &TestEmulator,
+    ws: &Workspace,
+    vault: &str,
+    extra: &[&str],
+) -> (Output, PathBuf) {
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let vault_url = emulator.vault_url(vault);
+    let out = out_dir.to_string_lossy().into_owned();
+    let mut args = vec![
+        "backup",
+        "--vault",
+        &vault_url,
+        "-r",
+        &ws.recipient,
+        "-o",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    (coldvault(emulator, &args).await, out_dir)
+}
+
 /// Decrypts and unpacks an archive with Debian's tools: `age -d | zstd -d | tar x`.
 pub fn open_with_reference_tools(archive: &Path, identity: &Path, into: &Path) {
     std::fs::create_dir_all(into).expect("folder");
@@ -321,23 +345,11 @@ async fn backs_up_every_secret_byte_for_byte_and_opens_with_age() {
 async fn json_output_and_all_versions_keep_values_out_of_stdout() {
     let ws = Workspace::new();
     let (emulator, seeded) = seeded_emulator(&ws).await;
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let output = coldvault(
+    let (output, out_dir) = backup_into(
         &emulator,
-        &[
-            "backup",
-            "--vault",
-            &emulator.vault_url("main"),
-            "-r",
-            &ws.recipient,
-            "-o",
-            out_dir.to_str().unwrap_or_default(),
-            "--all-versions",
-            "--json",
-            "--name",
-            "app-secret-0[0-4]*",
-        ],
+        &ws,
+        "main",
+        &["--all-versions", "--json", "--name", "app-secret-0[0-4]*"],
     )
     .await;
     let shown = text(&output);
@@ -386,23 +398,7 @@ async fn a_principal_without_get_gets_exit_3_and_blobs() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let output = coldvault(
-        &emulator,
-        &[
-            "backup",
-            "--vault",
-            &emulator.vault_url("main"),
-            "-r",
-            &ws.recipient,
-            "-o",
-            out_dir.to_str().unwrap_or_default(),
-            "--include",
-            "secrets",
-        ],
-    )
-    .await;
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &["--include", "secrets"]).await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(3), "partial: {shown}");
     assert!(shown.contains("ForbiddenByPolicy"), "{shown}");
@@ -446,21 +442,7 @@ async fn under_faults_a_run_is_complete_or_names_what_is_missing() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let output = coldvault(
-        &emulator,
-        &[
-            "backup",
-            "--vault",
-            &emulator.vault_url("main"),
-            "-r",
-            &ws.recipient,
-            "-o",
-            out_dir.to_str().unwrap_or_default(),
-        ],
-    )
-    .await;
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
     let shown = text(&output);
     let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
         .expect("out dir")
@@ -606,21 +588,7 @@ async fn backs_up_keys_and_certificates_but_never_managed_objects() {
     .await;
     assert_eq!(status, 200, "PEM import: {body}");
 
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let output = coldvault(
-        &emulator,
-        &[
-            "backup",
-            "--vault",
-            &emulator.vault_url("main"),
-            "-r",
-            &ws.recipient,
-            "-o",
-            out_dir.to_str().unwrap_or_default(),
-        ],
-    )
-    .await;
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
     let unpacked = ws.path("unpacked");
@@ -778,21 +746,7 @@ async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
         ..EmulatorConfig::default()
     })
     .await;
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let output = coldvault(
-        &emulator,
-        &[
-            "backup",
-            "--vault",
-            &emulator.vault_url("main"),
-            "-r",
-            &ws.recipient,
-            "-o",
-            out_dir.to_str().unwrap_or_default(),
-        ],
-    )
-    .await;
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
     assert!(shown.contains("plain value"), "says so: {shown}");
