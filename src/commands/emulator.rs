@@ -126,7 +126,9 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
         extra_names: args.tls_names.clone(),
         tenant_id: args.tenant_id.clone(),
         client_id: args.client_id.clone(),
-        client_secret: std::env::var("COLDVAULT_EMULATOR_CLIENT_SECRET").ok(),
+        client_secret: std::env::var("COLDVAULT_EMULATOR_CLIENT_SECRET")
+            .ok()
+            .map(emulator::store::Redacted),
     })
 }
 

@@ -122,7 +122,7 @@ impl TokenError {
 }
 
 /// The issuer: the tenant, its registered clients, the managed identity, the signing key.
-#[derive(Debug)]
+/// Its `Debug` shows identities only (no secrets, no tokens).
 pub struct Issuer {
     pub tenant_id: String,
     pub client_id: String,
@@ -135,6 +135,19 @@ pub struct Issuer {
     verified: Mutex<HashSet<String>>,
     key: tokio::sync::OnceCell<Arc<SigningMaterial>>,
     key_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field(
+                "managed_identity_client_id",
+                &self.managed_identity_client_id,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A random GUID-shaped id.

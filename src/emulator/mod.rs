@@ -202,7 +202,7 @@ pub struct EmulatorConfig {
     /// Fixed issuer identities (random when `None`).
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<store::Redacted<String>>,
 }
 
 impl Default for EmulatorConfig {
@@ -245,8 +245,8 @@ pub enum EmulatorError {
 }
 
 /// The ready line: what a client needs to talk to the emulator. Printed as one JSON line by
-/// `coldvault emulator`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `coldvault emulator`. Its `Debug` hides the client secret.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Ready {
     pub ready: bool,
     pub port: u16,
@@ -263,6 +263,21 @@ pub struct Ready {
     pub admin: String,
     /// App Service-style managed identity endpoint (`IDENTITY_ENDPOINT`).
     pub identity_endpoint: String,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("port", &self.port)
+            .field("ca_cert", &self.ca_cert)
+            .field("vaults", &self.vaults)
+            .field("authority_host", &self.authority_host)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running emulator; dropping it without [`RunningEmulator::shutdown`] stops the server too.
@@ -466,7 +481,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     let issuer = auth::Issuer::new(
         config.tenant_id.clone(),
         config.client_id.clone(),
-        config.client_secret.clone(),
+        config.client_secret.clone().map(|s| s.0),
         config.state_dir.as_ref().map(|d| d.join("issuer-key.pem")),
     );
     let state: AppState = Arc::new(EmulatorState {
@@ -533,4 +548,40 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         server: Some(server),
         _temp: temp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_syntax_parses_and_refuses_unknown_options() {
+        let spec = VaultSpec::parse(
+            "prod,subscription=s1,geo=northeurope,sku=premium,purge-protection,retention-days=7",
+        )
+        .unwrap();
+        assert_eq!(spec.subscription, "s1");
+        assert_eq!(spec.geo, "northeurope");
+        assert_eq!(spec.sku, Sku::Premium);
+        assert!(spec.purge_protection);
+        assert_eq!(spec.retention_days, 7);
+        assert!(VaultSpec::parse("prod,colour=blue").is_err());
+        assert!(VaultSpec::parse("prod,retention-days=3").is_err());
+        assert!(VaultSpec::parse("bad_name").is_err());
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_client_secret() {
+        let canary = "canary-3f9d2b7e";
+        let config = EmulatorConfig {
+            client_secret: Some(store::Redacted(canary.to_string())),
+            ..EmulatorConfig::default()
+        };
+        assert!(!format!("{config:?}").contains(canary));
+        let running = start(config).await.unwrap();
+        assert_eq!(running.ready().client_secret, canary);
+        assert!(!format!("{:?}", running.ready()).contains(canary));
+        assert!(!format!("{:?}", running.state()).contains(canary));
+        running.shutdown().await;
+    }
 }

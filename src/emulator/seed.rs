@@ -76,7 +76,7 @@ pub struct SeedSecret {
     #[serde(default)]
     pub versions: Vec<SeedSecretVersion>,
     /// Shorthand for versions: this value (`{value}-{n}` for each of `version_count`).
-    pub value: Option<String>,
+    pub value: Option<Redacted<String>>,
     pub version_count: Option<usize>,
     pub content_type: Option<String>,
     pub enabled: Option<bool>,
@@ -92,7 +92,7 @@ pub struct SeedSecret {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSecretVersion {
-    pub value: String,
+    pub value: Redacted<String>,
     pub id: Option<String>,
     pub content_type: Option<String>,
     pub enabled: Option<bool>,
@@ -146,7 +146,7 @@ impl SeedFile {
                 versions = match secret.version_count {
                     Some(n) if n > 1 => (1..=n)
                         .map(|i| SeedSecretVersion {
-                            value: format!("{value}-{i}"),
+                            value: Redacted(format!("{}-{i}", value.0)),
                             ..SeedSecretVersion::default()
                         })
                         .collect(),
@@ -164,7 +164,7 @@ impl SeedFile {
                 let mut version = Version::new(
                     created,
                     Payload::Secret {
-                        value: Redacted(seeded.value.clone()),
+                        value: seeded.value.clone(),
                     },
                 );
                 if let Some(id) = &seeded.id {

@@ -94,7 +94,7 @@ impl Kind {
 }
 
 /// A value that must never reach logs or Debug output (secret values, private key material).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Redacted<T>(pub T);
 
