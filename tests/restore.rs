@@ -607,6 +607,46 @@ async fn conflicts_follow_the_policy_and_dry_run_writes_nothing() {
         .set_secret("api-key", &changed)
         .await
         .expect("changed");
+    alpha
+        .set_secret(
+            "not-in-archive",
+            &NewSecretVersion {
+                value: SecretString::from("extra".to_owned()),
+                content_type: None,
+                tags: BTreeMap::new(),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("extra secret");
+    let output = diff(&emulator, &ws, &archive, "alpha").await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report = &events(&output)[0];
+    let states: Vec<(String, String, Value)> = report["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["state"].as_str().unwrap_or_default().to_owned(),
+                i["name"].as_str().unwrap_or_default().to_owned(),
+                i["changed"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                "changed".to_owned(),
+                "api-key".to_owned(),
+                json!(["value", "tags"])
+            ),
+            ("extra".to_owned(), "not-in-archive".to_owned(), Value::Null),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["counts"]["identical"], json!(4), "{report}");
     let writes = writes_to(&emulator, "alpha").await.len();
 
     let output = restore(&emulator, &ws, &archive, "alpha", &["--dry-run"]).await;
@@ -813,6 +853,7 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
             partial += 1;
         }
     }
+    eprintln!("half-written secrets after the kill: {partial}");
     let output = restore(&emulator, &ws, &archive, "gamma", &["--mode", "plain"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     if partial > 0 {

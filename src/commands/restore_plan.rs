@@ -982,6 +982,28 @@ mod tests {
         assert_eq!(resume_point(&item, &view), None);
     }
 
+    /// Versions written within one second share `created`, and the vault lists them in id
+    /// order: a half-done replay must still be recognised.
+    #[test]
+    fn versions_listed_out_of_order_still_resume() {
+        let item = secret(&["a", "b", "c"]);
+        let mut view = live_like(&item, "a");
+        view.history = Some(vec![
+            Some(record_digest(&item.versions[1])),
+            Some(record_digest(&item.versions[0])),
+        ]);
+        assert_eq!(resume_point(&item, &view), Some(2));
+        view.history = Some(vec![
+            Some(record_digest(&item.versions[2])),
+            Some(record_digest(&item.versions[0])),
+        ]);
+        assert_eq!(
+            resume_point(&item, &view),
+            None,
+            "not the first two versions"
+        );
+    }
+
     #[test]
     fn plan_lines_never_hold_values() {
         let item = secret(&["canary-5e1f"]);
