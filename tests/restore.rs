@@ -114,6 +114,50 @@ async fn seed_secrets(emulator: &TestEmulator, target: &AzureVault) {
     }
 }
 
+/// A self-signed certificate made by the vault from a policy whose exportable key is kept as
+/// PKCS#12 (the archive stores the PFX as binary; a plain restore re-encodes it).
+// The SDK's models are `#[non_exhaustive]`: fields are set after `Default::default()`.
+#[allow(clippy::field_reassign_with_default)]
+async fn create_pfx_certificate(emulator: &TestEmulator, vault: &str, name: &str) {
+    use azure_security_keyvault_certificates::models::{
+        CertificateClientCreateCertificateOptions, CertificatePolicy, CreateCertificateParameters,
+        IssuerParameters, KeyProperties, SecretProperties, X509CertificateProperties,
+    };
+    let mut x509 = X509CertificateProperties::default();
+    x509.subject = Some("CN=pfx.example.test".into());
+    x509.validity_in_months = Some(12);
+    let mut issuer = IssuerParameters::default();
+    issuer.name = Some("Self".into());
+    let mut key_props = KeyProperties::default();
+    key_props.key_type = Some(azure_security_keyvault_certificates::models::KeyType::Rsa);
+    key_props.key_size = Some(2048);
+    key_props.exportable = Some(true);
+    let mut secret_props = SecretProperties::default();
+    secret_props.content_type = Some("application/x-pkcs12".into());
+    let mut policy = CertificatePolicy::default();
+    policy.x509_certificate_properties = Some(x509);
+    policy.issuer_parameters = Some(issuer);
+    policy.key_properties = Some(key_props);
+    policy.secret_properties = Some(secret_props);
+    let mut params = CreateCertificateParameters::default();
+    params.certificate_policy = Some(policy);
+    emulator
+        .certificate_client(vault)
+        .begin_create_certificate(
+            name,
+            params.try_into().expect("params"),
+            Some(CertificateClientCreateCertificateOptions {
+                method_options: azure_core::http::poller::PollerOptions {
+                    frequency: azure_core::time::Duration::seconds(1),
+                    ..Default::default()
+                },
+            }),
+        )
+        .expect("create starts")
+        .await
+        .expect("certificate created");
+}
+
 /// A software key and an exportable PEM certificate.
 async fn seed_key_and_certificate(emulator: &TestEmulator, target: &AzureVault, vault: &str) {
     let parameters = CreateKeyParameters {
@@ -428,6 +472,7 @@ async fn source_with_everything(emulator: &TestEmulator, ws: &Workspace) -> (Azu
     let alpha = vault(emulator, "alpha").await;
     seed_secrets(emulator, &alpha).await;
     seed_key_and_certificate(emulator, &alpha, "alpha").await;
+    create_pfx_certificate(emulator, "alpha", "pfx-cert").await;
     let archive = backup(emulator, ws, "alpha").await;
     (alpha, archive)
 }
@@ -454,7 +499,7 @@ async fn a_new_vault_of_the_same_subscription_gets_everything_natively() {
         .expect("summary");
     assert_eq!(summary["native"]["secrets"], json!(5), "{summary}");
     assert_eq!(summary["native"]["keys"], json!(1), "{summary}");
-    assert_eq!(summary["native"]["certificates"], json!(1), "{summary}");
+    assert_eq!(summary["native"]["certificates"], json!(2), "{summary}");
 
     let beta = vault(&emulator, "beta").await;
     assert_eq!(
@@ -480,6 +525,12 @@ async fn a_new_vault_of_the_same_subscription_gets_everything_natively() {
         .expect("cert restored");
     assert_eq!(cert_b.cer, cert_a.cer, "certificate bytes");
     assert_eq!(cert_b.properties.version, cert_a.properties.version);
+    let pfx_a = alpha.get_certificate("pfx-cert", None).await.expect("cert");
+    let pfx_b = beta
+        .get_certificate("pfx-cert", None)
+        .await
+        .expect("cert restored");
+    assert_eq!(pfx_b.cer, pfx_a.cer, "PKCS#12 certificate bytes");
 
     // A rerun changes nothing.
     let before = writes_to(&emulator, "beta").await.len();
@@ -567,7 +618,7 @@ async fn another_subscription_gets_plain_values_and_keys_are_named() {
         "the key is named: {shown}"
     );
     assert!(
-        shown.contains("plain (by value): 5 secrets, 0 keys, 1 certificates"),
+        shown.contains("plain (by value): 5 secrets, 0 keys, 2 certificates"),
         "{shown}"
     );
     let gamma = vault(&emulator, "gamma").await;
@@ -583,6 +634,21 @@ async fn another_subscription_gets_plain_values_and_keys_are_named() {
         Some("prod")
     );
     assert!(gamma.get_key("signing-key", None).await.is_err(), "no key");
+    let pfx_a = alpha.get_certificate("pfx-cert", None).await.expect("cert");
+    let pfx_g = gamma
+        .get_certificate("pfx-cert", None)
+        .await
+        .expect("PKCS#12 certificate imported");
+    assert_eq!(pfx_g.cer, pfx_a.cer, "PKCS#12 certificate bytes");
+    let material = gamma
+        .get_secret("pfx-cert", None)
+        .await
+        .expect("managed secret");
+    assert_eq!(
+        material.properties.content_type.as_deref(),
+        Some("application/x-pkcs12"),
+        "imported as PKCS#12"
+    );
 
     // Plain reruns are idempotent too: no new version.
     let output = restore(&emulator, &ws, &archive, "gamma", &["--include", "secrets"]).await;
