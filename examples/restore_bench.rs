@@ -215,6 +215,30 @@ async fn main() -> Result<(), BoxError> {
         "floor set by the budget alone: {:.1} s for {served} requests",
         windows as f64 * 10.0
     );
+
+    // The same restore again: everything is planned as identical and nothing is written.
+    admin(
+        &http,
+        &admin_url,
+        reqwest::Method::PATCH,
+        "/settings",
+        Some(json!({"budget": Value::Null})),
+    )
+    .await?;
+    admin(&http, &admin_url, reqwest::Method::DELETE, "/journal", None).await?;
+    let again = Instant::now();
+    let code = execute(&plan).await.map_err(|e| e.message)?;
+    let rerun = again.elapsed().as_secs_f64();
+    let journal = admin(&http, &admin_url, reqwest::Method::GET, "/journal", None).await?;
+    let entries = journal["entries"].as_array().cloned().unwrap_or_default();
+    let rewrites = entries
+        .iter()
+        .filter(|e| e["vault"] == json!("target") && e["method"] == json!("PUT"))
+        .count();
+    println!(
+        "rerun (no budget, {latency_ms} ms latency): exit code {code:?}, {rerun:.2} s, {} requests, {rewrites} writes",
+        entries.len()
+    );
     running.shutdown().await;
     Ok(())
 }
