@@ -126,7 +126,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("{base}secrets/bench-secret?api-version=7.6");
 
     // Warm up, then one connection.
-    hammer(http.clone(), url.clone(), token.clone(), Duration::from_millis(300)).await?;
+    hammer(
+        http.clone(),
+        url.clone(),
+        token.clone(),
+        Duration::from_millis(300),
+    )
+    .await?;
     let one = hammer(http.clone(), url.clone(), token.clone(), length).await?;
     println!(
         "secrets GET, 1 connection:   {:.0} requests/s",
@@ -136,7 +142,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let http = client(running.ca_pem())?;
-        tasks.push(tokio::spawn(hammer(http, url.clone(), token.clone(), length)));
+        tasks.push(tokio::spawn(hammer(
+            http,
+            url.clone(),
+            token.clone(),
+            length,
+        )));
     }
     let mut total = 0u64;
     for task in tasks {
