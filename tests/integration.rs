@@ -1,5 +1,6 @@
 //! Integration tests.
 mod backup;
+mod demo;
 mod restore;
 mod emulator;
 mod emulator_keys;

@@ -366,8 +366,12 @@ pub async fn inspect_live(
                     view.tags = value.properties.tags.clone();
                     view.attributes = value.properties.attributes.clone();
                 }
-                // A disabled secret's value cannot be read: compared by version only.
-                Err(err) if err.is_secret_disabled() => {}
+                // A disabled secret's value cannot be read: compared by version only, the
+                // newest of its versions.
+                Err(err) if err.is_secret_disabled() => {
+                    let versions = vault.list_secret_versions(&p.name).await?;
+                    view.version = versions.last().and_then(|v| v.version.clone());
+                }
                 Err(err) => return Err(err),
             }
             let differs = compare(item, &view).is_some_and(|c| !c.is_empty());
@@ -683,7 +687,7 @@ pub enum TargetState<'a> {
     ManagedName,
     /// Soft-deleted.
     Deleted,
-    /// Live, with what was read of it (`None` when it could not be read).
+    /// Live, with what was read of it, or why it could not be read.
     Live(Result<&'a LiveView, &'a str>),
 }
 
