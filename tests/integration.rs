@@ -1,6 +1,7 @@
 //! Integration tests.
 mod backup;
 mod demo;
+mod docs;
 mod restore;
 mod emulator;
 mod emulator_keys;
