@@ -1001,3 +1001,67 @@ impl Summary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::restore_plan::ArchivedExport;
+    use age::secrecy::SecretBox;
+
+    fn certificate(content_type: &str, bytes: &[u8]) -> ArchivedItem {
+        ArchivedItem {
+            kind: Kind::Certificate,
+            name: "web".into(),
+            blob: None,
+            versions: Vec::new(),
+            export: Some(ArchivedExport {
+                content_type: content_type.into(),
+                version: "v1".into(),
+                bytes: SecretBox::from(bytes.to_vec().into_boxed_slice()),
+            }),
+            policy: Some(serde_json::json!({"key_props": {"exportable": true}})),
+            public_cer: None,
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn pfx_goes_back_to_standard_base64_and_pem_stays_text() {
+        let pfx = certificate_import(&certificate(
+            crate::archive::layout::PKCS12_CONTENT_TYPE,
+            &[0xfb, 0xff, 0x00],
+        ))
+        .unwrap();
+        assert_eq!(pfx.value.expose_secret(), "+/8A");
+        assert_eq!(pfx.content_type, "application/x-pkcs12");
+        assert!(pfx.password.is_none());
+        let pem_text = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n";
+        let pem = certificate_import(&certificate(
+            crate::archive::layout::PEM_CONTENT_TYPE,
+            pem_text.as_bytes(),
+        ))
+        .unwrap();
+        assert_eq!(pem.value.expose_secret(), pem_text);
+        assert!(!format!("{pem:?}").contains("PRIVATE KEY"));
+        let bad = certificate_import(&certificate(
+            crate::archive::layout::PEM_CONTENT_TYPE,
+            &[0xff, 0xfe],
+        ));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn plan_table_names_items_never_values() {
+        let line = PlannedItem {
+            kind: Kind::Secret,
+            name: "db".into(),
+            action: Action::Conflict,
+            method: None,
+            reason: Some("soft-deleted in the target".into()),
+            versions_present: 0,
+        };
+        let table = plan_table(&[line]);
+        assert!(table.starts_with("ACTION"));
+        assert!(table.contains("conflict  secret  db    -       soft-deleted in the target"));
+    }
+}
