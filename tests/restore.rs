@@ -864,7 +864,7 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         }
     }
     let archive = backup(&emulator, &ws, "alpha").await;
-    emulator.settings(json!({"latency_ms": 40})).await;
+    emulator.settings(json!({"latency_ms": 60})).await;
 
     let ready = emulator.ready();
     let url = emulator.vault_url("gamma");
