@@ -33,6 +33,8 @@ def main() -> int:
         ready["client_id"],
         ready["client_secret"],
         authority=ready["authority_host"],
+        # The local issuer is not a Microsoft cloud: skip the authority discovery call.
+        disable_instance_discovery=True,
         connection_verify=ready["ca_cert"],
     )
     client = SecretClient(
