@@ -767,3 +767,39 @@ async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
     );
     assert!(!unpacked.join("secrets/chatty/backup.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_vaults_fail_independently() {
+    let ws = Workspace::new();
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::PUT,
+        "main",
+        "/secrets/kept",
+        Some(json!({"value": "kept-value"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A vault whose certificate is not trusted: another local Key Vault with its own CA.
+    let stranger = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("gone")],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let unreachable = stranger.vault_url("gone");
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &["--vault", &unreachable]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("gone"), "the failed vault is named: {shown}");
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    assert_eq!(
+        secret_entries(&unpacked)["kept"][0]["value"],
+        json!("kept-value")
+    );
+}
