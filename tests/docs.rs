@@ -21,6 +21,9 @@ fn completions_exist_for_every_shell() {
             .expect("coldvault runs");
         assert!(output.status.success(), "{shell}");
         let script = String::from_utf8_lossy(&output.stdout);
-        assert!(script.contains("backup") && script.contains("all-versions"), "{shell}");
+        assert!(
+            script.contains("backup") && script.contains("all-versions"),
+            "{shell}"
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! Integration tests.
+mod archive;
 mod backup;
+mod cli;
 mod demo;
 mod docs;
-mod restore;
 mod emulator;
 mod emulator_keys;
+mod restore;
 mod support;
 mod vault;
-mod archive;
-mod cli;
