@@ -384,10 +384,26 @@ async fn backup_vault(
     let mut recaptured = Vec::new();
     let mut failure = None;
 
+    // Each item is its own task, so capture work (TLS, JSON, the request pipeline) spreads
+    // over every core; the stream keeps at most `concurrency` of them in flight.
+    let all_versions = plan.all_versions;
     let mut captures = work_stream(&vault, &plan.scope)
-        .map(|work| capture(&vault, work, plan.all_versions))
+        .map(|work| {
+            let vault = vault.clone();
+            tokio::spawn(async move { capture(&vault, work, all_versions).await })
+        })
         .buffer_unordered(plan.concurrency);
-    while let Some(captured) = captures.next().await {
+    while let Some(joined) = captures.next().await {
+        let captured = match joined {
+            Ok(captured) => captured,
+            Err(err) => {
+                failure = Some(CliError::failed(format!(
+                    "{}: a capture task stopped: {err}; no archive written",
+                    url.name()
+                )));
+                break;
+            }
+        };
         let name = captured.name.clone();
         let kind = captured.kind;
         let reason = (!captured.problems.is_empty()).then(|| captured.problems.join("; "));
@@ -588,59 +604,67 @@ enum Work {
     ListFailed(Kind, VaultError),
 }
 
-/// Every item in scope, kinds one after the other, streamed as list pages arrive. Managed keys
-/// and secrets are left out: the certificate's blob carries them.
+/// How many listed items may wait for a capture slot. Listing runs ahead of capturing so the
+/// `nextLink` chain — the one part of a backup that cannot run concurrently — never waits for
+/// captures; this bounds the memory it may use meanwhile (properties only, no values).
+const LISTED_AHEAD: usize = 10_000;
+
+/// Every item in scope, streamed as list pages arrive. The three kinds are listed at the same
+/// time, each by a task of its own that follows its `nextLink` chain at full speed. Managed
+/// keys and secrets are left out: the certificate's blob carries them.
 fn work_stream(vault: &AzureVault, scope: &Scope) -> BoxStream<'static, Work> {
-    let mut streams: Vec<BoxStream<'static, Work>> = Vec::new();
-    let s = scope.clone();
+    let (tx, rx) = mpsc::channel::<Work>(LISTED_AHEAD);
     if scope.includes_kind(ScopeKind::Secrets) {
-        streams.push(
-            vault
-                .list_secrets()
-                .filter_map(move |item| {
-                    let work = match item {
-                        Ok(p) if p.managed || !s.includes(ScopeKind::Secrets, &p.name) => None,
-                        Ok(p) => Some(Work::Secret(p)),
-                        Err(e) => Some(Work::ListFailed(Kind::Secret, e)),
-                    };
-                    std::future::ready(work)
-                })
-                .boxed(),
-        );
+        let s = scope.clone();
+        spawn_listing(vault.list_secrets(), tx.clone(), move |item| match item {
+            Ok(p) if p.managed || !s.includes(ScopeKind::Secrets, &p.name) => None,
+            Ok(p) => Some(Work::Secret(p)),
+            Err(e) => Some(Work::ListFailed(Kind::Secret, e)),
+        });
     }
-    let s = scope.clone();
     if scope.includes_kind(ScopeKind::Keys) {
-        streams.push(
-            vault
-                .list_keys()
-                .filter_map(move |item| {
-                    let work = match item {
-                        Ok(p) if p.managed || !s.includes(ScopeKind::Keys, &p.name) => None,
-                        Ok(p) => Some(Work::Key(p)),
-                        Err(e) => Some(Work::ListFailed(Kind::Key, e)),
-                    };
-                    std::future::ready(work)
-                })
-                .boxed(),
-        );
+        let s = scope.clone();
+        spawn_listing(vault.list_keys(), tx.clone(), move |item| match item {
+            Ok(p) if p.managed || !s.includes(ScopeKind::Keys, &p.name) => None,
+            Ok(p) => Some(Work::Key(p)),
+            Err(e) => Some(Work::ListFailed(Kind::Key, e)),
+        });
     }
-    let s = scope.clone();
     if scope.includes_kind(ScopeKind::Certificates) {
-        streams.push(
-            vault
-                .list_certificates()
-                .filter_map(move |item| {
-                    let work = match item {
-                        Ok(p) if !s.includes(ScopeKind::Certificates, &p.name) => None,
-                        Ok(p) => Some(Work::Certificate(p)),
-                        Err(e) => Some(Work::ListFailed(Kind::Certificate, e)),
-                    };
-                    std::future::ready(work)
-                })
-                .boxed(),
-        );
+        let s = scope.clone();
+        spawn_listing(vault.list_certificates(), tx, move |item| match item {
+            Ok(p) if !s.includes(ScopeKind::Certificates, &p.name) => None,
+            Ok(p) => Some(Work::Certificate(p)),
+            Err(e) => Some(Work::ListFailed(Kind::Certificate, e)),
+        });
     }
-    futures::stream::iter(streams).flatten().boxed()
+    futures::stream::unfold(rx, |mut rx| async move {
+        let work = rx.recv().await?;
+        Some((work, rx))
+    })
+    .boxed()
+}
+
+/// Drives one list to its end in a task of its own, forwarding the items in scope. A list
+/// that fails ends after its failure; a receiver gone (the run stopped) ends it early.
+fn spawn_listing<T: Send + 'static>(
+    mut list: BoxStream<'static, Result<T, VaultError>>,
+    tx: mpsc::Sender<Work>,
+    select: impl Fn(Result<T, VaultError>) -> Option<Work> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(item) = list.next().await {
+            let failed = item.is_err();
+            if let Some(work) = select(item)
+                && tx.send(work).await.is_err()
+            {
+                return;
+            }
+            if failed {
+                return;
+            }
+        }
+    });
 }
 
 async fn capture(vault: &AzureVault, work: Work, all_versions: bool) -> Captured {

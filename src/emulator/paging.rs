@@ -43,6 +43,26 @@ struct Marker {
     page: u32,
 }
 
+fn decode_marker(skiptoken: Option<&str>) -> Result<Option<Marker>, ApiError> {
+    match skiptoken {
+        None | Some("") => Ok(None),
+        Some(token) => {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(token.trim_end_matches('='))
+                .map_err(|_| bad_token())?;
+            Ok(Some(
+                serde_json::from_slice::<Marker>(&bytes).map_err(|_| bad_token())?,
+            ))
+        }
+    }
+}
+
+/// The sort key the previous page stopped after (`None` on the first page), so a list can
+/// copy only what the requested page needs; an invalid token is 400 as in [`paginate`].
+pub fn skip_after(skiptoken: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(decode_marker(skiptoken)?.map(|m| m.after))
+}
+
 fn bad_token() -> ApiError {
     ApiError::bad_parameter("The $skiptoken parameter is invalid.")
 }
@@ -72,15 +92,7 @@ pub fn paginate<T>(
     let size = maxresults
         .unwrap_or(mode.default_page_size)
         .clamp(1, MAX_RESULTS) as usize;
-    let marker = match request.skiptoken.as_deref() {
-        None | Some("") => None,
-        Some(token) => {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(token.trim_end_matches('='))
-                .map_err(|_| bad_token())?;
-            Some(serde_json::from_slice::<Marker>(&bytes).map_err(|_| bad_token())?)
-        }
-    };
+    let marker = decode_marker(request.skiptoken.as_deref())?;
     let page_no = marker.as_ref().map_or(0, |m| m.page);
     let remaining: Vec<T> = match &marker {
         None => items,

@@ -464,13 +464,25 @@ impl VaultStore {
         Ok(v.clone())
     }
 
-    /// Copies of the visible live objects of `kind`, ordered by lower-cased name.
-    pub fn list(&mut self, kind: Kind, t: Timing) -> Vec<StoredObject> {
+    /// Copies of the visible live objects of `kind` whose lower-cased name sorts after
+    /// `after`, in that order, at most `limit` of them: what one list page needs, without
+    /// copying the rest of the vault while the vault's lock is held.
+    pub fn list_after(
+        &mut self,
+        kind: Kind,
+        t: Timing,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<StoredObject> {
+        use std::ops::Bound;
         self.sweep(t.now_ms);
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.kind(kind)
             .live
-            .values()
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|(_, o)| o)
             .filter(|o| o.visible_at_ms <= t.now_ms && !o.versions.is_empty())
+            .take(limit)
             .cloned()
             .collect()
     }
