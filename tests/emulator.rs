@@ -1024,3 +1024,78 @@ async fn state_dir_and_seed_survive_a_restart() {
     assert_eq!(versions["value"].as_array().unwrap().len(), 25);
     assert!(versions["nextLink"].is_string());
 }
+
+#[tokio::test]
+async fn seed_file_declares_certificates_with_their_managed_key_and_secret() {
+    use crate::backup::rest;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        serde_json::to_vec(&serde_json::json!({
+            "certificates": [
+                {"name": "web-tls", "subject": "CN=www.example.test", "tags": {"env": "prod"}},
+                {"name": "locked", "exportable": false, "content_type": "application/x-pem-file"}
+            ]
+        }))
+        .expect("seed json"),
+    )
+    .expect("seed written");
+    let emu = TestEmulator::start_with(coldvault::emulator::EmulatorConfig {
+        vaults: vec![coldvault::emulator::VaultSpec::new("main")],
+        seed: Some(seed),
+        ..coldvault::emulator::EmulatorConfig::default()
+    })
+    .await;
+    let (status, cert) = rest(
+        &emu,
+        reqwest::Method::GET,
+        "main",
+        "/certificates/web-tls/",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{cert}");
+    assert_eq!(cert["tags"]["env"], "prod");
+    assert_eq!(
+        cert["policy"]["x509_props"]["subject"],
+        "CN=www.example.test"
+    );
+    let version = cert["id"]
+        .as_str()
+        .and_then(|id| id.rsplit('/').next())
+        .expect("version");
+    let (status, secret) = rest(
+        &emu,
+        reqwest::Method::GET,
+        "main",
+        "/secrets/web-tls/",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{secret}");
+    assert_eq!(secret["managed"], true);
+    assert_eq!(secret["contentType"], "application/x-pkcs12");
+    assert!(
+        secret["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with(version))
+    );
+    let (status, key) = rest(&emu, reqwest::Method::GET, "main", "/keys/web-tls/", None).await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key["managed"], true);
+    let (status, policy) = rest(
+        &emu,
+        reqwest::Method::GET,
+        "main",
+        "/certificates/locked/policy",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["key_props"]["exportable"], false);
+    assert_eq!(
+        policy["secret_props"]["contentType"],
+        "application/x-pem-file"
+    );
+}

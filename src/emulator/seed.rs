@@ -1,6 +1,6 @@
 //! The seed file: a JSON document declaring vaults and the objects they start with, so a test
-//! or a demo begins from a known vault (many versions, disabled and expired secrets,
-//! soft-deleted items).
+//! or a demo begins from a known vault (many versions, disabled and expired secrets, keys,
+//! self-signed certificates, soft-deleted items).
 //!
 //! ```json
 //! {
@@ -15,6 +15,10 @@
 //!   "keys": [
 //!     {"vault": "prod", "name": "signing", "kty": "RSA", "size": 2048, "version_count": 3},
 //!     {"name": "ec", "kty": "EC", "crv": "P-384", "deleted": true}
+//!   ],
+//!   "certificates": [
+//!     {"name": "web-tls", "subject": "CN=www.example.test", "exportable": true},
+//!     {"name": "locked", "exportable": false, "content_type": "application/x-pem-file"}
 //!   ]
 //! }
 //! ```
@@ -41,6 +45,31 @@ pub struct SeedFile {
     pub secrets: Vec<SeedSecret>,
     #[serde(default)]
     pub keys: Vec<SeedKey>,
+    #[serde(default)]
+    pub certificates: Vec<SeedCertificate>,
+}
+
+/// One seeded certificate, issued by the vault's own `Self` issuer with its managed key and
+/// secret of the same version, as `create` would leave it once completed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedCertificate {
+    pub vault: Option<String>,
+    pub name: String,
+    /// The subject (`CN=NAME` by default).
+    pub subject: Option<String>,
+    /// Whether the policy marks the private key exportable (default true).
+    pub exportable: Option<bool>,
+    /// `application/x-pkcs12` (default) or `application/x-pem-file`.
+    pub content_type: Option<String>,
+    /// `RSA` (default), `EC`, or `-HSM` types in a premium vault.
+    pub kty: Option<String>,
+    /// RSA modulus bits.
+    pub size: Option<u32>,
+    /// EC curve.
+    pub crv: Option<String>,
+    pub validity_months: Option<u32>,
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// One seeded key: real key material, generated at start.
@@ -191,8 +220,60 @@ impl SeedFile {
         for key in &self.keys {
             seed_key(state, key, t)?;
         }
+        for certificate in &self.certificates {
+            seed_certificate(state, certificate, t)?;
+        }
         Ok(())
     }
+}
+
+fn seed_certificate(
+    state: &AppState,
+    seed: &SeedCertificate,
+    t: Timing,
+) -> Result<(), EmulatorError> {
+    let fail = |what: String| EmulatorError::Seed(format!("certificate '{}': {what}", seed.name));
+    let vault_name = seed
+        .vault
+        .clone()
+        .unwrap_or_else(|| state.default_vault.clone());
+    let vault = state
+        .vault(&vault_name)
+        .ok_or_else(|| fail(format!("vault '{vault_name}' is not declared")))?;
+    let mut key_props = serde_json::json!({
+        "exportable": seed.exportable.unwrap_or(true),
+        "kty": seed.kty.clone().unwrap_or_else(|| "RSA".to_owned()),
+        "reuse_key": false,
+    });
+    if let Some(size) = seed.size {
+        key_props["key_size"] = serde_json::json!(size);
+    }
+    if let Some(crv) = &seed.crv {
+        key_props["crv"] = serde_json::json!(crv);
+    }
+    let policy = serde_json::json!({
+        "key_props": key_props,
+        "secret_props": {
+            "contentType": seed.content_type.clone().unwrap_or_else(|| "application/x-pkcs12".to_owned()),
+        },
+        "x509_props": {
+            "subject": seed.subject.clone().unwrap_or_else(|| format!("CN={}", seed.name)),
+            "validity_months": seed.validity_months.unwrap_or(12),
+        },
+        "issuer": {"name": "Self"},
+    });
+    let premium = vault.spec.sku == super::Sku::Premium;
+    let mut store = vault.lock();
+    super::certificates::issue_into_store(
+        &mut store,
+        &seed.name,
+        &policy,
+        seed.tags.clone(),
+        premium,
+        t,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(())
 }
 
 fn seed_key(state: &AppState, key: &SeedKey, t: Timing) -> Result<(), EmulatorError> {
