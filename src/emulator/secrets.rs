@@ -373,16 +373,7 @@ async fn secrets_delete(ctx: VaultCtx, Path(name): Path<String>) -> Result<Respo
 }
 
 async fn secrets_list(ctx: VaultCtx) -> Result<Response, ApiError> {
-    // One page needs the objects after the token's marker, and one more to know whether
-    // another page follows: copying the whole vault per page made long lists quadratic.
-    let after = super::paging::skip_after(ctx.query.get("$skiptoken").map(String::as_str))?;
-    let objects = ctx.lock().list_after(
-        KIND,
-        ctx.timing(),
-        after.as_deref(),
-        super::paging::MAX_RESULTS as usize + 1,
-    );
-    let page = ctx.page(objects, |o| o.name.to_ascii_lowercase(), "/secrets")?;
+    let page = ctx.live_page(KIND, "/secrets")?;
     Ok(ok_json(&ctx.page_body(
         page,
         |o: &StoredObject| match o.latest() {

@@ -16,9 +16,11 @@ use super::backup::{BackupContents, Binding, SecurityWorld};
 use super::clock::Clock;
 use super::error::ApiError;
 use super::faults::{Faults, Journal, Permissions};
-use super::paging::{Page, PageRequest, PagingMode, paginate};
+use super::paging::{MAX_RESULTS, Page, PageRequest, PagingMode, paginate, skip_after};
 use super::persist::Persister;
-use super::store::{Attributes, Kind, SoftDeletePolicy, StoreError, Timing, VaultStore};
+use super::store::{
+    Attributes, Kind, SoftDeletePolicy, StoreError, StoredObject, Timing, VaultStore,
+};
 use super::{AuthMode, EmulatorConfig, VaultSpec};
 
 /// The handle every route and middleware shares.
@@ -310,6 +312,21 @@ impl VaultCtx {
             &format!("{}{path}", self.link_base),
             &self.api_version,
         )
+    }
+
+    /// One page of the live objects of `kind` for the list at `path`. Only the objects after
+    /// the `$skiptoken` marker are copied, and one more than a page can hold so [`paginate`]
+    /// knows whether another page follows: copying the whole vault for every page made long
+    /// lists quadratic and held the vault's lock meanwhile.
+    pub fn live_page(&self, kind: Kind, path: &str) -> Result<Page<StoredObject>, ApiError> {
+        let after = skip_after(self.query.get("$skiptoken").map(String::as_str))?;
+        let objects = self.lock().list_after(
+            kind,
+            self.timing(),
+            after.as_deref(),
+            MAX_RESULTS as usize + 1,
+        );
+        self.page(objects, |o| o.name.to_ascii_lowercase(), path)
     }
 
     /// Renders a page as Azure's list body: `{"value":[...],"nextLink":...}`.
