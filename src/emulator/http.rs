@@ -18,17 +18,42 @@ use super::error::{ApiError, DropConnection};
 use super::faults::{FaultKind, JournalEntry, required_permission};
 use super::state::{AppState, VaultCtx};
 
-/// The `api-version`s the vault routes accept.
+/// The `api-version`s the vault routes accept: every data-plane version Azure publishes for
+/// secrets, keys and certificates, stable and preview, and the legacy ones older clients and the
+/// recorded traffic still send (source: Azure/azure-rest-api-specs,
+/// `specification/keyvault/data-plane/{Secrets,Keys,Certificates}/` and `Legacy/readme.md`).
 pub const API_VERSIONS: &[&str] = &[
+    // legacy (data-plane/Legacy): stable, then previews
+    "2015-06-01",
+    "2016-10-01",
     "7.0",
     "7.1",
     "7.2",
     "7.3",
     "7.4",
+    "7.0-preview",
+    "7.1-preview",
+    "7.2-preview",
+    "7.3-preview",
+    "7.4-preview.1",
+    "7.5-preview.1",
+    "7.6-preview.1",
+    // current stable
     "7.5",
     "7.6",
     "2025-07-01",
+    "2026-04-01",
+    // current preview
+    "7.6-preview.2",
+    "2025-06-01-preview",
+    "2026-01-01-preview",
+    "2026-03-01-preview",
+    "2026-05-01-preview",
+    "2026-07-01-preview",
 ];
+
+/// The newest stable `api-version`, named in the refusal of an unknown one.
+pub const LATEST_API_VERSION: &str = "2026-04-01";
 
 /// The `x-ms-keyvault-service-version` the emulator reports.
 pub const SERVICE_VERSION: &str = "1.9.2800.1";
@@ -271,13 +296,13 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         Some(v) if API_VERSIONS.contains(&v.as_str()) => v.clone(),
         Some(v) => {
             let err = ApiError::bad_parameter(format!(
-                "The specified version ({v}) is not recognized. Consider using the latest supported version (2025-07-01)."
+                "The specified version ({v}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
             ));
             return with_note(err.into_response(), note);
         }
         None => {
             let err = ApiError::bad_parameter(
-                "The api-version query parameter is required; supported versions: 7.0 to 7.6 and 2025-07-01.",
+                "The api-version query parameter is required.",
             );
             return with_note(err.into_response(), note);
         }

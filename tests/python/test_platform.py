@@ -106,11 +106,12 @@ def test_auth_off_accepts_any_bearer():
 
 def test_api_version_required_and_checked(emulator):
     token = emulator.token()
-    for version in (None, "2016-10-01", "banana"):
+    for version in (None, "2016-10-02", "7.7", "2026-04-01-preview", "banana"):
         response = emulator.raw("GET", "alpha", "/secrets", token, api_version=version)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "BadParameter"
-    for version in ("7.0", "7.3", "7.6", "2025-07-01"):
+    for version in ("2016-10-01", "7.0", "7.3", "7.6", "7.6-preview.2", "2025-07-01", "2026-04-01",
+                    "2026-07-01-preview"):
         assert emulator.raw("GET", "alpha", "/secrets", token, api_version=version).status_code == 200
 
 
