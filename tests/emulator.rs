@@ -176,16 +176,16 @@ async fn challenge_envelope_and_headers_are_azures() {
         (no_version.status, no_version.code().as_str()),
         (400, "BadParameter")
     );
-    let old_version = raw(
+    let unknown_version = raw(
         &emu,
         Method::GET,
-        &emu.url("alpha", "/secrets?api-version=2016-10-01"),
+        &emu.url("alpha", "/secrets?api-version=2099-01-01"),
         Some(&token),
         None,
     )
     .await;
     assert_eq!(
-        (old_version.status, old_version.code().as_str()),
+        (unknown_version.status, unknown_version.code().as_str()),
         (400, "BadParameter")
     );
     let newest = raw(
@@ -1098,4 +1098,285 @@ async fn seed_file_declares_certificates_with_their_managed_key_and_secret() {
         policy["secret_props"]["contentType"],
         "application/x-pem-file"
     );
+}
+
+#[tokio::test]
+async fn method_not_allowed_answers_azures_envelope_not_an_empty_body() {
+    let emu = TestEmulator::start().await;
+    let token = emu.token().await;
+    // PUT on a served path that takes GET and DELETE only; POST on a list.
+    for (method, path) in [
+        (Method::PUT, "/deletedsecrets/x"),
+        (Method::POST, "/secrets"),
+        (Method::PUT, "/certificates/x/pending"),
+    ] {
+        let answer = raw(
+            &emu,
+            method.clone(),
+            &emu.url("alpha", &format!("{path}?{API}")),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.code(), "MethodNotAllowed", "{method} {path}");
+        assert!(
+            answer.json()["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(method.as_str()),
+            "{}",
+            answer.body
+        );
+        assert!(
+            answer
+                .header("content-type")
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        assert!(!answer.header("x-ms-request-id").is_empty());
+    }
+    // The gate still comes first: no token, the 401 challenge.
+    let answer = raw(
+        &emu,
+        Method::PUT,
+        &emu.url("alpha", &format!("/secrets?{API}")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    // An unknown route: 404 in the envelope.
+    let answer = raw(
+        &emu,
+        Method::GET,
+        &emu.url("alpha", &format!("/nothing/here?{API}")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!((answer.status, answer.code().as_str()), (404, "NotFound"));
+}
+
+#[tokio::test]
+async fn secure_wrap_and_unwrap_answer_bad_parameter_not_supported() {
+    let emu = TestEmulator::start().await;
+    let token = emu.token().await;
+    let created = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", "/keys/tee/create?api-version=2026-04-01"),
+        Some(&token),
+        Some(json!({"kty": "RSA"})),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let kid = created.json()["key"]["kid"].as_str().unwrap().to_string();
+    let version = kid.rsplit('/').next().unwrap().to_string();
+    for (op, body) in [
+        ("securewrapkey", json!({"alg": "RSA-OAEP-256"})),
+        (
+            "secureunwrapkey",
+            json!({"alg": "RSA-OAEP-256", "value": "AAAA", "target": "attestation-token"}),
+        ),
+    ] {
+        let answer = raw(
+            &emu,
+            Method::POST,
+            &emu.url(
+                "alpha",
+                &format!("/keys/tee/{version}/{op}?api-version=2026-04-01"),
+            ),
+            Some(&token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{op}: {}", answer.body);
+        assert_eq!(answer.code(), "BadParameter", "{op}");
+        assert_eq!(answer.inner(), "NotSupported", "{op}");
+        // A key that does not exist is 404 first, as for every key operation.
+        let missing = raw(
+            &emu,
+            Method::POST,
+            &emu.url(
+                "alpha",
+                &format!("/keys/absent/{version}/{op}?api-version=2026-04-01"),
+            ),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (missing.status, missing.code().as_str()),
+            (404, "KeyNotFound")
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_attributes_carry_no_key_size_for_rsa_or_ec_and_oct_is_refused_as_azure_does() {
+    let emu = TestEmulator::start().await;
+    let token = emu.token().await;
+    for (name, body) in [
+        (
+            "sized-rsa",
+            json!({"kty": "RSA", "key_size": 3072, "attributes": {"key_size": 128}}),
+        ),
+        (
+            "sized-ec",
+            json!({"kty": "EC", "crv": "P-384", "attributes": {"key_size": 256}}),
+        ),
+    ] {
+        let answer = raw(
+            &emu,
+            Method::POST,
+            &emu.url(
+                "alpha",
+                &format!("/keys/{name}/create?api-version=2026-04-01"),
+            ),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let attributes = answer.json()["attributes"].clone();
+        assert!(attributes.get("key_size").is_none(), "{name}: {attributes}");
+        assert!(attributes.get("keySize").is_none(), "{name}: {attributes}");
+    }
+    let answer = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", "/keys/aes/create?api-version=2026-04-01"),
+        Some(&token),
+        Some(json!({"kty": "oct", "key_size": 256})),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.code(), "BadParameter");
+    assert_eq!(answer.inner(), "KeyTypeNotSupported");
+    assert_eq!(
+        answer.json()["error"]["message"].as_str(),
+        Some("Invalid kty value: oct")
+    );
+}
+
+#[tokio::test]
+async fn platform_managed_policy_round_trips_through_update_and_backup_restore() {
+    let emu = TestEmulator::start().await;
+    let token = emu.token().await;
+    let v = "api-version=2026-04-01";
+    let platform = json!({"certificateUsage": "tls-server", "metadata": {"owner": "platform"}});
+    let created = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", &format!("/certificates/pm/create?{v}")),
+        Some(&token),
+        Some(json!({"policy": {
+            "x509_props": {"subject": "CN=pm"},
+            "issuer": {"name": "Self"},
+            "platformManaged": platform,
+        }})),
+    )
+    .await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    let policy = raw(
+        &emu,
+        Method::GET,
+        &emu.url("alpha", &format!("/certificates/pm/policy?{v}")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(policy.json()["platformManaged"], platform);
+
+    // A policy update that does not name it keeps it; one that names it merges into it, as
+    // every policy section does.
+    let updated = raw(
+        &emu,
+        Method::PATCH,
+        &emu.url("alpha", &format!("/certificates/pm/policy?{v}")),
+        Some(&token),
+        Some(json!({"x509_props": {"validity_months": 24}})),
+    )
+    .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.json()["platformManaged"], platform);
+    let updated = raw(
+        &emu,
+        Method::PATCH,
+        &emu.url("alpha", &format!("/certificates/pm/policy?{v}")),
+        Some(&token),
+        Some(json!({"platformManaged": {"certificateUsage": "code-signing"}})),
+    )
+    .await;
+    let changed = json!({"certificateUsage": "code-signing", "metadata": {"owner": "platform"}});
+    assert_eq!(updated.json()["platformManaged"], changed);
+    // `certificateUsage` is required; `metadata` must be an object.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/certificates/pm2/create",
+            json!({"policy": {
+                "x509_props": {"subject": "CN=pm2"},
+                "platformManaged": {"metadata": {}},
+            }}),
+        ),
+        (
+            Method::PATCH,
+            "/certificates/pm/policy",
+            json!({"platformManaged": {"metadata": "not an object"}}),
+        ),
+    ] {
+        let refused = raw(
+            &emu,
+            method,
+            &emu.url("alpha", &format!("{path}?{v}")),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (refused.status, refused.code().as_str()),
+            (400, "BadParameter"),
+            "{path}"
+        );
+    }
+
+    // Through a backup blob, a purge and a restore.
+    let blob = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", &format!("/certificates/pm/backup?{v}")),
+        Some(&token),
+        None,
+    )
+    .await
+    .json()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (method, path) in [
+        (Method::DELETE, "/certificates/pm"),
+        (Method::DELETE, "/deletedcertificates/pm"),
+    ] {
+        let answer = raw(
+            &emu,
+            method,
+            &emu.url("alpha", &format!("{path}?{v}")),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert!(answer.status < 300, "{path}: {}", answer.body);
+    }
+    let restored = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", &format!("/certificates/restore?{v}")),
+        Some(&token),
+        Some(json!({"value": blob})),
+    )
+    .await;
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    assert_eq!(restored.json()["policy"]["platformManaged"], changed);
 }

@@ -1,7 +1,8 @@
 //! The certificate routes: create (self-signed; `202` with a pending operation that reads
-//! `completed` when polled), import (PFX with its password, or PEM with a CA-signed leaf and its
-//! chain), get, list and list versions, update, policy get/update, delete, deleted get/list,
-//! recover, purge, backup and restore.
+//! `completed` when polled, and can be cancelled or deleted), import (PFX with its password, or
+//! PEM with a CA-signed leaf and its chain), get, list and list versions, update, policy
+//! get/update (with the 2026-04-01 `platformManaged`), delete, deleted get/list, recover, purge,
+//! backup and restore; and the vault's certificate issuers and contacts.
 //!
 //! Every certificate version owns a key and a secret of the same name and version, marked
 //! `managed: true`: the key holds the private key, the secret the PFX (standard base64,
@@ -44,6 +45,18 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/certificates", get(certificates_list))
         .route("/certificates/restore", post(certificates_restore))
+        .route("/certificates/issuers", get(issuers_list))
+        .route(
+            "/certificates/issuers/{issuer}",
+            get(issuers_get)
+                .put(issuers_set)
+                .patch(issuers_update)
+                .delete(issuers_delete),
+        )
+        .route(
+            "/certificates/contacts",
+            get(contacts_get).put(contacts_set).delete(contacts_delete),
+        )
         .route(
             "/certificates/{name}",
             get(certificates_get_latest)
@@ -64,7 +77,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/certificates/{name}/pending",
-            get(certificates_pending_get).delete(certificates_pending_delete),
+            get(certificates_pending_get)
+                .patch(certificates_pending_update)
+                .delete(certificates_pending_delete),
         )
         .route(
             "/certificates/{name}/{version}",
@@ -196,14 +211,47 @@ fn normalize_policy(input: &Value, issuer: &str, now_s: i64) -> Result<Value, Ap
         .and_then(|a| a.get("enabled"))
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    Ok(json!({
+    let mut policy = json!({
         "key_props": key_props,
         "secret_props": {"contentType": content_type},
         "x509_props": x509,
         "lifetime_actions": lifetime_actions,
         "issuer": {"name": issuer_name},
         "attributes": {"enabled": enabled, "created": now_s, "updated": now_s},
-    }))
+    });
+    if let Some(platform) = platform_managed(input)? {
+        policy["platformManaged"] = platform;
+    }
+    Ok(policy)
+}
+
+/// The 2026-04-01 `CertificatePolicy.platformManaged` of a policy a client sent, checked
+/// against the spec's `PlatformManaged` (`certificateUsage` required, `metadata` a free-form
+/// object) and kept as sent; absent or `null` is `None`. The vault does nothing with it but
+/// keep it: Azure describes it as "currently intended for internal use only".
+fn platform_managed(input: &Value) -> Result<Option<Value>, ApiError> {
+    let Some(platform) = input.get("platformManaged").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let usage = platform
+        .get("certificateUsage")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_parameter(
+                "The certificate policy's platformManaged.certificateUsage is required.",
+            )
+        })?;
+    let mut kept = json!({ "certificateUsage": usage });
+    match platform.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(metadata @ Value::Object(_)) => kept["metadata"] = metadata.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_parameter(
+                "The certificate policy's platformManaged.metadata must be a JSON object.",
+            ));
+        }
+    }
+    Ok(Some(kept))
 }
 
 /// The policy an imported certificate gets: read from its key and leaf, issuer `Unknown`, the
@@ -249,7 +297,7 @@ fn imported_policy(
         }
         x509["sans"] = Value::Object(sans);
     }
-    Ok(json!({
+    let mut policy = json!({
         "key_props": key_props,
         "secret_props": {"contentType": content_type.as_str()},
         "x509_props": x509,
@@ -259,7 +307,11 @@ fn imported_policy(
             .unwrap_or_else(|| json!([])),
         "issuer": {"name": "Unknown"},
         "attributes": {"enabled": true, "created": now_s, "updated": now_s},
-    }))
+    });
+    if let Some(platform) = requested.map(platform_managed).transpose()?.flatten() {
+        policy["platformManaged"] = platform;
+    }
+    Ok(policy)
 }
 
 fn content_type_of(policy: &Value) -> CertificateContentType {
@@ -851,8 +903,10 @@ async fn certificates_pending_get(
             .get_mut("pending")
             .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
         // Self-signed issuance is done by the time anyone asks: the first poll sees it
-        // complete, as a fast Azure issuance would.
-        if let Some(fields) = pending.as_object_mut() {
+        // complete, as a fast Azure issuance would (a cancelled one stays cancelled).
+        if let Some(fields) = pending.as_object_mut()
+            && fields.get("status").and_then(Value::as_str) == Some("inProgress")
+        {
             fields.insert("status".into(), json!("completed"));
             fields.remove("status_details");
         }
@@ -879,6 +933,290 @@ async fn certificates_pending_delete(
         (object.name.clone(), pending)
     };
     Ok(ok_json(&pending_body(&ctx, &stored_name, &pending)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PendingUpdateBody {
+    cancellation_requested: Option<bool>,
+}
+
+/// `PATCH …/pending`: records a cancellation request. Self-signed issuance is finished by the
+/// first poll, so a request that arrives while the operation is still `inProgress` cancels it
+/// (status `cancelled`, the issued version stays, as a certificate Azure had already issued
+/// does) and one that arrives later is only recorded on the completed operation.
+async fn certificates_pending_update(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PendingUpdateBody>,
+) -> Result<Response, ApiError> {
+    let requested = body.cancellation_requested.ok_or_else(|| {
+        ApiError::bad_parameter("The cancellation request (cancellation_requested) is required.")
+    })?;
+    let t = ctx.timing();
+    let (stored_name, pending) = {
+        let mut store = ctx.lock();
+        let object = store
+            .object_mut(KIND, &name, t)
+            .map_err(|e| ctx.store_error(KIND, &name, e))?;
+        let pending = object
+            .meta
+            .get_mut("pending")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ApiError::not_found(KIND, &name, None))?;
+        if requested {
+            pending.insert("cancellation_requested".into(), json!(true));
+            if pending.get("status").and_then(Value::as_str) == Some("inProgress") {
+                pending.insert("status".into(), json!("cancelled"));
+                pending.insert(
+                    "status_details".into(),
+                    json!("The certificate operation was cancelled."),
+                );
+            }
+        }
+        (object.name.clone(), Value::Object(pending.clone()))
+    };
+    Ok(ok_json(&pending_body(&ctx, &stored_name, &pending)))
+}
+
+// ----- issuers and contacts -------------------------------------------------------------------
+
+/// 404 for an issuer the vault does not have.
+fn issuer_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "CertificateIssuerNotFound",
+        format!("Issuer not found: {name}"),
+    )
+}
+
+fn issuer_id(ctx: &VaultCtx, name: &str) -> String {
+    format!("{}/certificates/issuers/{name}", ctx.base)
+}
+
+/// The issuer bundle: `id`, `provider`, `credentials` (the account id only: the password is
+/// never kept, so never answered), `org_details`, `attributes`.
+fn issuer_bundle(ctx: &VaultCtx, stored: &Value) -> Value {
+    let name = stored["name"].as_str().unwrap_or_default();
+    let mut map = Map::new();
+    map.insert("id".into(), json!(issuer_id(ctx, name)));
+    for field in ["provider", "credentials", "org_details", "attributes"] {
+        if let Some(value) = stored.get(field).filter(|v| !v.is_null()) {
+            map.insert(field.into(), value.clone());
+        }
+    }
+    Value::Object(map)
+}
+
+/// Issuer names follow object names: 1–127 of `[0-9a-zA-Z-]`.
+fn validate_issuer_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 127
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_parameter(format!(
+            "The issuer name {name} is invalid: use 1-127 letters, digits or hyphens."
+        )))
+    }
+}
+
+/// Writes the client's issuer fields into `stored`: `provider`, `credentials.account_id`,
+/// `org_details`, `attributes.enabled`. The password is read past and dropped.
+fn apply_issuer(stored: &mut Map<String, Value>, input: &Value, now_s: i64) {
+    if let Some(provider) = input.get("provider").and_then(Value::as_str) {
+        stored.insert("provider".into(), json!(provider));
+    }
+    if let Some(credentials) = input.get("credentials").and_then(Value::as_object) {
+        let mut kept = Map::new();
+        if let Some(account) = credentials.get("account_id").filter(|v| !v.is_null()) {
+            kept.insert("account_id".into(), account.clone());
+        }
+        stored.insert("credentials".into(), Value::Object(kept));
+    }
+    if let Some(org) = input.get("org_details").filter(|v| v.is_object()) {
+        stored.insert("org_details".into(), org.clone());
+    }
+    let created = stored
+        .get("attributes")
+        .and_then(|a| a.get("created"))
+        .and_then(Value::as_i64)
+        .unwrap_or(now_s);
+    let enabled = input
+        .pointer("/attributes/enabled")
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            stored
+                .get("attributes")
+                .and_then(|a| a.get("enabled"))
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    stored.insert(
+        "attributes".into(),
+        json!({"enabled": enabled, "created": created, "updated": now_s}),
+    );
+}
+
+/// `credentials.pwd` is a secret: the body is read as [`Value`] only inside this wrapper,
+/// whose `Debug` hides it.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct IssuerBody(Value);
+
+impl std::fmt::Debug for IssuerBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuerBody([redacted])")
+    }
+}
+
+async fn issuers_set(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(IssuerBody(body)): JsonBody<IssuerBody>,
+) -> Result<Response, ApiError> {
+    validate_issuer_name(&name)?;
+    if body
+        .get("provider")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_parameter(
+            "The issuer provider (provider) is required.",
+        ));
+    }
+    let now = ctx.now_s();
+    let stored = {
+        let mut store = ctx.lock();
+        // A set replaces the issuer; only its creation time survives.
+        let created = store
+            .issuers
+            .get(&name.to_ascii_lowercase())
+            .and_then(|i| i.pointer("/attributes/created"))
+            .cloned();
+        let mut fresh = Map::new();
+        fresh.insert("name".into(), json!(name));
+        if let Some(created) = created {
+            fresh.insert("attributes".into(), json!({"created": created}));
+        }
+        apply_issuer(&mut fresh, &body, now);
+        let fresh = Value::Object(fresh);
+        store
+            .issuers
+            .insert(name.to_ascii_lowercase(), fresh.clone());
+        fresh
+    };
+    Ok(ok_json(&issuer_bundle(&ctx, &stored)))
+}
+
+async fn issuers_update(
+    ctx: VaultCtx,
+    Path(name): Path<String>,
+    JsonBody(IssuerBody(body)): JsonBody<IssuerBody>,
+) -> Result<Response, ApiError> {
+    let now = ctx.now_s();
+    let stored = {
+        let mut store = ctx.lock();
+        let stored = store
+            .issuers
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| issuer_not_found(&name))?;
+        apply_issuer(stored, &body, now);
+        Value::Object(stored.clone())
+    };
+    Ok(ok_json(&issuer_bundle(&ctx, &stored)))
+}
+
+async fn issuers_get(ctx: VaultCtx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let stored = ctx
+        .lock()
+        .issuers
+        .get(&name.to_ascii_lowercase())
+        .cloned()
+        .ok_or_else(|| issuer_not_found(&name))?;
+    Ok(ok_json(&issuer_bundle(&ctx, &stored)))
+}
+
+async fn issuers_delete(ctx: VaultCtx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let stored = ctx
+        .lock()
+        .issuers
+        .remove(&name.to_ascii_lowercase())
+        .ok_or_else(|| issuer_not_found(&name))?;
+    Ok(ok_json(&issuer_bundle(&ctx, &stored)))
+}
+
+async fn issuers_list(ctx: VaultCtx) -> Result<Response, ApiError> {
+    let issuers: Vec<(String, Value)> = ctx
+        .lock()
+        .issuers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let page = ctx.page(issuers, |(k, _)| k.clone(), "/certificates/issuers")?;
+    Ok(ok_json(&ctx.page_body(page, |(_, stored)| {
+        let name = stored["name"].as_str().unwrap_or_default();
+        json!({"id": issuer_id(&ctx, name), "provider": stored["provider"]})
+    })))
+}
+
+fn contacts_body(ctx: &VaultCtx, contacts: &Value) -> Value {
+    json!({
+        "id": format!("{}/certificates/contacts", ctx.base),
+        "contacts": contacts.get("contacts").cloned().unwrap_or_else(|| json!([])),
+    })
+}
+
+fn contacts_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ContactsNotFound",
+        "Contacts not found",
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ContactsBody {
+    contacts: Option<Vec<Value>>,
+}
+
+async fn contacts_set(
+    ctx: VaultCtx,
+    JsonBody(body): JsonBody<ContactsBody>,
+) -> Result<Response, ApiError> {
+    let contacts = body
+        .contacts
+        .ok_or_else(|| ApiError::bad_parameter("The contact list (contacts) is required."))?;
+    let mut kept = Vec::with_capacity(contacts.len());
+    for contact in contacts {
+        let Some(fields) = contact.as_object() else {
+            return Err(ApiError::bad_parameter(
+                "Each contact must be a JSON object.",
+            ));
+        };
+        // The spec's `Contact`: email, name, phone; nothing else is kept.
+        let mut one = Map::new();
+        for field in ["email", "name", "phone"] {
+            if let Some(value) = fields.get(field).filter(|v| v.is_string()) {
+                one.insert(field.into(), value.clone());
+            }
+        }
+        kept.push(Value::Object(one));
+    }
+    let stored = json!({ "contacts": kept });
+    ctx.lock().contacts = Some(stored.clone());
+    Ok(ok_json(&contacts_body(&ctx, &stored)))
+}
+
+async fn contacts_get(ctx: VaultCtx) -> Result<Response, ApiError> {
+    let stored = ctx.lock().contacts.clone().ok_or_else(contacts_not_found)?;
+    Ok(ok_json(&contacts_body(&ctx, &stored)))
+}
+
+async fn contacts_delete(ctx: VaultCtx) -> Result<Response, ApiError> {
+    let stored = ctx.lock().contacts.take().ok_or_else(contacts_not_found)?;
+    Ok(ok_json(&contacts_body(&ctx, &stored)))
 }
 
 // ----- updating -------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 //! This module owns everything cryptographic that the `keys` and `certificates` routes need:
 //! generating RSA (2048/3072/4096) and EC (P-256/P-384/P-521) keys, rendering their public half
 //! as the JSON Web Key Key Vault answers with, importing a JWK that carries private parts,
-//! the `sign`/`verify` operations over a caller-supplied digest, the storage form of key
-//! material (PKCS#8), and X.509 work for certificates: self-signed issuance from a policy,
-//! PKCS#12 (PFX) and PEM parsing and building, the `x5t` thumbprint and the facts a policy is
-//! derived from on import. Private key material never reaches `Debug` output or error text.
+//! the `sign`/`verify` operations over a caller-supplied digest, RSA `encrypt`/`decrypt`
+//! (`RSA1_5`, `RSA-OAEP`, `RSA-OAEP-256`, which `wrapKey`/`unwrapKey` use too), the storage
+//! form of key material (PKCS#8), and X.509 work for certificates: self-signed issuance from a
+//! policy, PKCS#12 (PFX) and PEM parsing and building, the `x5t` thumbprint and the facts a
+//! policy is derived from on import. Private key material never reaches `Debug` output or error
+//! text.
 
 use std::fmt;
 
@@ -61,6 +63,10 @@ pub enum CryptoError {
     /// A certificate that cannot be parsed or built.
     #[error("invalid certificate: {0}")]
     Certificate(String),
+    /// A ciphertext this key cannot decrypt (wrong key, wrong algorithm, corrupted bytes), or a
+    /// plaintext too long for the key and padding.
+    #[error("{0}")]
+    Cipher(String),
     /// A PKCS#12 file that cannot be opened (wrong password, unsupported algorithm, no key).
     #[error("cannot read the PKCS#12 content: {0}")]
     Pkcs12(String),
@@ -192,6 +198,40 @@ impl Curve {
             Self::P256 => 256,
             Self::P384 => 384,
             Self::P521 => 521,
+        }
+    }
+}
+
+/// An `encrypt`/`decrypt`/`wrapKey`/`unwrapKey` algorithm (`alg`) of a Key Vault RSA key.
+/// The AES ones (`A128KW`, `A256GCM`…) belong to Managed HSM `oct` keys, which a vault does not
+/// hold, so they parse as [`CryptoError::UnsupportedAlgorithm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionAlgorithm {
+    /// RSAES-PKCS1-v1_5.
+    Rsa15,
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1 (RFC 8017's defaults).
+    RsaOaep,
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256.
+    RsaOaep256,
+}
+
+impl EncryptionAlgorithm {
+    /// Parses the JWA name (`RSA1_5`, `RSA-OAEP`, `RSA-OAEP-256`).
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "RSA1_5" => Self::Rsa15,
+            "RSA-OAEP" => Self::RsaOaep,
+            "RSA-OAEP-256" => Self::RsaOaep256,
+            other => return Err(CryptoError::UnsupportedAlgorithm(other.to_owned())),
+        })
+    }
+
+    /// The JWA name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rsa15 => "RSA1_5",
+            Self::RsaOaep => "RSA-OAEP",
+            Self::RsaOaep256 => "RSA-OAEP-256",
         }
     }
 }
@@ -721,6 +761,65 @@ impl KeyMaterial {
             }
             _ => Err(alg.mismatch()),
         }
+    }
+
+    /// Encrypts `plaintext` with the public half (Key Vault's `encrypt` and `wrapKey`, which
+    /// differ only in the permission they need). RSA only: an EC key cannot encrypt, and
+    /// answers [`CryptoError::AlgorithmMismatch`].
+    pub fn encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let Private::Rsa(key) = &self.inner else {
+            return Err(CryptoError::AlgorithmMismatch {
+                algorithm: alg.as_str().to_owned(),
+            });
+        };
+        let public = key.to_public_key();
+        let mut rng = rand::rngs::OsRng;
+        let too_long = |e: rsa::Error| {
+            CryptoError::Cipher(format!(
+                "the plaintext cannot be encrypted with {} under this key: {e}",
+                alg.as_str()
+            ))
+        };
+        match alg {
+            EncryptionAlgorithm::Rsa15 => public.encrypt(&mut rng, rsa::Pkcs1v15Encrypt, plaintext),
+            EncryptionAlgorithm::RsaOaep => {
+                public.encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), plaintext)
+            }
+            EncryptionAlgorithm::RsaOaep256 => {
+                public.encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), plaintext)
+            }
+        }
+        .map_err(too_long)
+    }
+
+    /// Decrypts `ciphertext` with the private key (Key Vault's `decrypt` and `unwrapKey`).
+    /// A ciphertext that does not open is [`CryptoError::Cipher`], with no detail that could
+    /// serve as a padding oracle.
+    pub fn decrypt(&self, alg: EncryptionAlgorithm, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let Private::Rsa(key) = &self.inner else {
+            return Err(CryptoError::AlgorithmMismatch {
+                algorithm: alg.as_str().to_owned(),
+            });
+        };
+        // Blinded: the time a decryption takes says nothing about the private key.
+        let mut rng = rand::rngs::OsRng;
+        match alg {
+            EncryptionAlgorithm::Rsa15 => {
+                key.decrypt_blinded(&mut rng, rsa::Pkcs1v15Encrypt, ciphertext)
+            }
+            EncryptionAlgorithm::RsaOaep => {
+                key.decrypt_blinded(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), ciphertext)
+            }
+            EncryptionAlgorithm::RsaOaep256 => {
+                key.decrypt_blinded(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), ciphertext)
+            }
+        }
+        .map_err(|_| {
+            CryptoError::Cipher(format!(
+                "the ciphertext cannot be decrypted with {} under this key",
+                alg.as_str()
+            ))
+        })
     }
 
     /// Verifies a signature over a digest with this key's public half.
@@ -1460,6 +1559,43 @@ mod tests {
         }
         assert_eq!(p256.sign(SignatureAlgorithm::Es256, &[0; 32])?.len(), 64);
         assert_eq!(p521.sign(SignatureAlgorithm::Es512, &[0; 64])?.len(), 132);
+        Ok(())
+    }
+
+    #[test]
+    fn every_encryption_algorithm_round_trips_on_rsa_and_ec_refuses() -> Result<()> {
+        let rsa = KeyMaterial::generate(KeySpec::Rsa(2048))?;
+        for alg in [
+            EncryptionAlgorithm::Rsa15,
+            EncryptionAlgorithm::RsaOaep,
+            EncryptionAlgorithm::RsaOaep256,
+        ] {
+            let sealed = rsa.encrypt(alg, b"a content key")?;
+            assert_eq!(sealed.len(), 256, "{}", alg.as_str());
+            assert_eq!(rsa.decrypt(alg, &sealed)?, b"a content key");
+            // A changed OAEP ciphertext never opens (PKCS#1 v1.5 may, rarely, by chance).
+            if alg != EncryptionAlgorithm::Rsa15 {
+                let mut flipped = sealed.clone();
+                flipped[10] ^= 1;
+                assert!(matches!(
+                    rsa.decrypt(alg, &flipped),
+                    Err(CryptoError::Cipher(_))
+                ));
+            }
+        }
+        // OAEP-256 output is not RSA-OAEP (SHA-1) input.
+        let sealed = rsa.encrypt(EncryptionAlgorithm::RsaOaep256, b"k")?;
+        assert!(rsa.decrypt(EncryptionAlgorithm::RsaOaep, &sealed).is_err());
+        assert!(matches!(
+            rsa.encrypt(EncryptionAlgorithm::RsaOaep256, &[0; 300]),
+            Err(CryptoError::Cipher(_))
+        ));
+        let ec = KeyMaterial::generate(KeySpec::Ec(Curve::P256))?;
+        assert!(matches!(
+            ec.encrypt(EncryptionAlgorithm::RsaOaep, b"k"),
+            Err(CryptoError::AlgorithmMismatch { .. })
+        ));
+        assert!(EncryptionAlgorithm::parse("A256KW").is_err());
         Ok(())
     }
 

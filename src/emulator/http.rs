@@ -301,9 +301,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
             return with_note(err.into_response(), note);
         }
         None => {
-            let err = ApiError::bad_parameter(
-                "The api-version query parameter is required.",
-            );
+            let err = ApiError::bad_parameter("The api-version query parameter is required.");
             return with_note(err.into_response(), note);
         }
     };

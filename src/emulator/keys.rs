@@ -1,7 +1,10 @@
 //! The key routes: create (RSA/EC, `-HSM` types in premium vaults only), import, get (a version
 //! or the current one), list and list versions, update, delete, deleted get/list, recover,
 //! purge, backup and restore (every version with its material, ids and timestamps), `sign` and
-//! `verify` over a digest, rotate, and the rotation policy.
+//! `verify` over a digest, `encrypt`/`decrypt`/`wrapKey`/`unwrapKey` with real RSA, `POST /rng`,
+//! rotate, and the rotation policy. Cryptographic operations honour the key's `key_ops` and, for
+//! those that make new protected data, its `nbf`/`exp` window, as Azure does; the 2026-04-01 TEE
+//! operations (`securewrapkey`, `secureunwrapkey`) are answered with Azure's refusal.
 //!
 //! A key a certificate manages (same name and version as the certificate, `managed: true`) is
 //! listed like any other, but create, import, update, rotate, delete, backup, recover and purge
@@ -22,8 +25,8 @@ use serde_json::{Map, Value, json};
 
 use super::backup::BackupContents;
 use super::crypto::{
-    CryptoError, Curve, JsonWebKey, KeyMaterial, KeySpec, KeyType, SignatureAlgorithm,
-    decode_b64url,
+    CryptoError, Curve, EncryptionAlgorithm, JsonWebKey, KeyMaterial, KeySpec, KeyType,
+    SignatureAlgorithm, decode_b64url,
 };
 use super::error::ApiError;
 use super::http::{JsonBody, ok_json};
@@ -60,6 +63,19 @@ pub fn routes() -> Router<AppState> {
         .route("/keys/{name}/{version}", get(keys_get).patch(keys_update))
         .route("/keys/{name}/{version}/sign", post(keys_sign))
         .route("/keys/{name}/{version}/verify", post(keys_verify))
+        .route("/keys/{name}/{version}/encrypt", post(keys_encrypt))
+        .route("/keys/{name}/{version}/decrypt", post(keys_decrypt))
+        .route("/keys/{name}/{version}/wrapkey", post(keys_wrap))
+        .route("/keys/{name}/{version}/unwrapkey", post(keys_unwrap))
+        .route(
+            "/keys/{name}/{version}/securewrapkey",
+            post(keys_secure_wrap),
+        )
+        .route(
+            "/keys/{name}/{version}/secureunwrapkey",
+            post(keys_secure_unwrap),
+        )
+        .route("/rng", post(keys_rng))
         .route("/deletedkeys", get(deleted_keys_list))
         .route(
             "/deletedkeys/{name}",
@@ -105,6 +121,11 @@ pub fn crypto_error(err: CryptoError) -> ApiError {
     match err {
         CryptoError::Operation(message) => {
             ApiError::internal(format!("key operation failed: {message}"))
+        }
+        // Azure's words for a key type a vault does not hold (`oct`, `oct-HSM`, ...).
+        CryptoError::UnsupportedKeyType(kty) => {
+            ApiError::bad_parameter(format!("Invalid kty value: {kty}"))
+                .with_inner("KeyTypeNotSupported")
         }
         other => ApiError::bad_parameter(other.to_string()),
     }
@@ -671,13 +692,26 @@ struct VerifyBody {
     value: Option<String>,
 }
 
-/// The usable key for a cryptographic operation: enabled, inside its window, and granted
-/// `operation` by its `key_ops`.
+/// Whether an operation is refused outside the key's `nbf`/`exp` window. Azure documents that
+/// `exp` and `nbf` bar only what makes new protected data (encrypt, wrapKey, sign); decrypt,
+/// unwrapKey and verify keep working so that data protected earlier stays readable
+/// (<https://learn.microsoft.com/azure/key-vault/keys/about-keys-details#date-time-controlled-operations>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    Enforced,
+    Ignored,
+}
+
+/// The usable key for a cryptographic operation: enabled, granted `operation` by its
+/// `key_ops` (else 403 `KeyOperationForbidden`, as Azure answers), and, for operations that
+/// make new protected data, inside its `nbf`/`exp` window (else 403 `KeyExpired` or
+/// `KeyNotYetValid`).
 fn key_for_operation(
     ctx: &VaultCtx,
     name: &str,
     version: &str,
     operation: &str,
+    window: Window,
 ) -> Result<(String, Version, StoredKey), ApiError> {
     let t = ctx.timing();
     let (stored_name, found) = {
@@ -698,12 +732,30 @@ fn key_for_operation(
         ));
     }
     let stored = StoredKey::from_version(&found)?;
-    if !stored.key_ops.iter().any(|op| op == operation) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("Operation {operation} is not permitted by this key's key_ops."),
+    if !stored
+        .key_ops
+        .iter()
+        .any(|op| op.eq_ignore_ascii_case(operation))
+    {
+        return Err(ApiError::forbidden(
+            "KeyOperationForbidden",
+            format!("Operation {operation} is not permitted on this key."),
         ));
+    }
+    if window == Window::Enforced {
+        let now = t.now_s();
+        if found.attributes.exp.is_some_and(|exp| exp <= now) {
+            return Err(ApiError::forbidden(
+                "KeyExpired",
+                format!("Operation {operation} is not allowed on an expired key."),
+            ));
+        }
+        if found.attributes.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(ApiError::forbidden(
+                "KeyNotYetValid",
+                format!("Operation {operation} is not allowed on a key that is not yet valid."),
+            ));
+        }
     }
     Ok((stored_name, found, stored))
 }
@@ -726,7 +778,8 @@ async fn keys_sign(
 ) -> Result<Response, ApiError> {
     let alg = parse_alg(body.alg.as_deref())?;
     let digest = b64_field(body.value.as_deref(), "digest (value)")?;
-    let (stored_name, found, stored) = key_for_operation(&ctx, &name, &version, "sign")?;
+    let (stored_name, found, stored) =
+        key_for_operation(&ctx, &name, &version, "sign", Window::Enforced)?;
     let signature = stored.material.sign(alg, &digest).map_err(crypto_error)?;
     Ok(ok_json(&json!({
         "kid": ctx.object_id(KIND, &stored_name, Some(&found.id)),
@@ -742,12 +795,152 @@ async fn keys_verify(
     let alg = parse_alg(body.alg.as_deref())?;
     let digest = b64_field(body.digest.as_deref(), "digest")?;
     let signature = b64_field(body.value.as_deref(), "signature (value)")?;
-    let (_, _, stored) = key_for_operation(&ctx, &name, &version, "verify")?;
+    let (_, _, stored) = key_for_operation(&ctx, &name, &version, "verify", Window::Ignored)?;
     let valid = stored
         .material
         .verify(alg, &digest, &signature)
         .map_err(crypto_error)?;
     Ok(ok_json(&json!({ "value": valid })))
+}
+
+#[derive(Debug, Deserialize)]
+struct CipherBody {
+    alg: Option<String>,
+    // The plaintext of `encrypt`/`wrapKey` (a content key) must never reach Debug output.
+    value: Option<Redacted<String>>,
+}
+
+/// One RSA cipher operation: `operation` is the `key_ops` entry it needs, `seal` whether it
+/// encrypts (and so is barred outside the key's window) or decrypts.
+fn cipher(
+    ctx: &VaultCtx,
+    name: &str,
+    version: &str,
+    operation: &str,
+    seal: bool,
+    body: CipherBody,
+) -> Result<Response, ApiError> {
+    let alg = body
+        .alg
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_parameter("The algorithm (alg) is required."))?;
+    let alg = EncryptionAlgorithm::parse(alg).map_err(crypto_error)?;
+    let input = b64_field(body.value.as_ref().map(|v| v.0.as_str()), "value")?;
+    let window = if seal {
+        Window::Enforced
+    } else {
+        Window::Ignored
+    };
+    let (stored_name, found, stored) = key_for_operation(ctx, name, version, operation, window)?;
+    if !stored.kty.is_rsa() {
+        // Key Vault's EC keys sign and verify only; no algorithm encrypts with them.
+        return Err(ApiError::bad_parameter(format!(
+            "Operation {operation} is not supported for key type {}: only RSA keys encrypt, decrypt, wrap and unwrap.",
+            stored.kty.as_str()
+        )));
+    }
+    let output = if seal {
+        stored.material.encrypt(alg, &input)
+    } else {
+        stored.material.decrypt(alg, &input)
+    }
+    .map_err(crypto_error)?;
+    // The spec's `KeyOperationResult`: `kid` and `value` (no `iv`/`tag`/`aad`: RSA only).
+    Ok(ok_json(&json!({
+        "kid": ctx.object_id(KIND, &stored_name, Some(&found.id)),
+        "value": URL_SAFE_NO_PAD.encode(output),
+    })))
+}
+
+async fn keys_encrypt(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CipherBody>,
+) -> Result<Response, ApiError> {
+    cipher(&ctx, &name, &version, "encrypt", true, body)
+}
+
+async fn keys_decrypt(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CipherBody>,
+) -> Result<Response, ApiError> {
+    cipher(&ctx, &name, &version, "decrypt", false, body)
+}
+
+async fn keys_wrap(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CipherBody>,
+) -> Result<Response, ApiError> {
+    cipher(&ctx, &name, &version, "wrapKey", true, body)
+}
+
+async fn keys_unwrap(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CipherBody>,
+) -> Result<Response, ApiError> {
+    cipher(&ctx, &name, &version, "unwrapKey", false, body)
+}
+
+/// The answer to the 2026-04-01 TEE operations (`securewrapkey`, `secureunwrapkey`): they run
+/// inside a Managed HSM's trusted execution environment, attested through Microsoft Azure
+/// Attestation, which a vault (and so this one) does not have. The key must exist (404
+/// first, as for every key operation); then 400 `BadParameter` with inner `NotSupported`, the
+/// shape Azure gives a feature the vault type lacks (`Invalid kty value: oct` +
+/// `KeyTypeNotSupported`).
+fn secure_refusal(ctx: &VaultCtx, name: &str, version: &str, operation: &str) -> ApiError {
+    let t = ctx.timing();
+    let mut store = ctx.lock();
+    match store.object(KIND, name, t) {
+        Err(e) => ctx.store_error(KIND, name, e),
+        Ok(object) if object.version(Some(version)).is_none() => {
+            ApiError::not_found(KIND, name, Some(version))
+        }
+        Ok(_) => ApiError::bad_parameter(format!(
+            "Operation {operation} is not supported by this vault: it needs a Managed HSM with an attested trusted execution environment."
+        ))
+        .with_inner("NotSupported"),
+    }
+}
+
+async fn keys_secure_wrap(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiError {
+    secure_refusal(&ctx, &name, &version, "securewrapkey")
+}
+
+async fn keys_secure_unwrap(
+    ctx: VaultCtx,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiError {
+    secure_refusal(&ctx, &name, &version, "secureunwrapkey")
+}
+
+#[derive(Debug, Deserialize)]
+struct RngBody {
+    count: Option<i64>,
+}
+
+/// The most bytes one `POST /rng` returns (the spec's `GetRandomBytesRequest.count` maximum).
+pub const RNG_MAX_BYTES: i64 = 128;
+
+// The vault context is taken (and unused) so that `/rng` answers only behind the vault gate:
+// the challenge, the token check, faults and the budget apply to it as to every vault route.
+async fn keys_rng(_ctx: VaultCtx, JsonBody(body): JsonBody<RngBody>) -> Result<Response, ApiError> {
+    let count = body
+        .count
+        .ok_or_else(|| ApiError::bad_parameter("The number of bytes (count) is required."))?;
+    if !(1..=RNG_MAX_BYTES).contains(&count) {
+        return Err(ApiError::bad_parameter(format!(
+            "The number of bytes (count) must be 1 to {RNG_MAX_BYTES}, not {count}."
+        )));
+    }
+    let mut bytes = vec![0u8; usize::try_from(count).unwrap_or(0)];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    Ok(ok_json(&json!({ "value": URL_SAFE_NO_PAD.encode(bytes) })))
 }
 
 /// Refuses `operation` on a deleted key a certificate manages.

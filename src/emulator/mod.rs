@@ -355,6 +355,8 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(certificates::routes())
         .fallback(vault_fallback)
+        // After the merges: it applies to the routes registered so far.
+        .method_not_allowed_fallback(vault_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), http::gate));
     Router::new()
         .merge(auth::routes())
@@ -372,6 +374,16 @@ async fn vault_fallback(method: axum::http::Method, uri: axum::http::Uri) -> err
             "The route {method} {} is not served by this vault.",
             uri.path()
         ),
+    )
+}
+
+/// A served path asked with a method it does not take: 405 in Azure's JSON envelope, never
+/// an empty body (Key Vault answers its 405s with a JSON body too).
+async fn vault_method_not_allowed(method: axum::http::Method) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("The requested resource does not support http method '{method}'."),
     )
 }
 

@@ -302,6 +302,13 @@ pub struct VaultStore {
     pub secrets: KindStore,
     pub keys: KindStore,
     pub certificates: KindStore,
+    /// Certificate issuers by lower-cased name: the issuer as a client set it, without `id`
+    /// and without the password (which is never kept), plus `name` and `attributes`.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, serde_json::Value>,
+    /// The vault's certificate contacts (`{"contacts": [...]}`), if set.
+    #[serde(default)]
+    pub contacts: Option<serde_json::Value>,
 }
 
 fn key(name: &str) -> String {
@@ -321,6 +328,8 @@ impl VaultStore {
             secrets: KindStore::default(),
             keys: KindStore::default(),
             certificates: KindStore::default(),
+            issuers: BTreeMap::new(),
+            contacts: None,
         }
     }
 

@@ -357,3 +357,89 @@ def test_certificate_delete_is_visible_after_the_delay_with_its_key(
     statuses = [e["status"] for e in emulator.journal(f"/deletedcertificates/{name}", "GET")]
     assert 404 in statuses and statuses[-1] == 200
     assert key_client.get_deleted_key(name).properties.managed is True
+
+
+def test_issuer_create_get_update_list_delete(emulator, certificate_client, name):
+    from azure.keyvault.certificates import AdministratorContact
+
+    admin = AdministratorContact(first_name="Ada", last_name="L", email="ada@example.test", phone="1")
+    issuer = certificate_client.create_issuer(
+        name,
+        "Test",
+        account_id="account-1",
+        password="issuer-pwd-canary",
+        organization_id="org-1",
+        admin_contacts=[admin],
+    )
+    assert issuer.provider == "Test"
+    assert issuer.account_id == "account-1"
+    assert issuer.password is None, "the issuer password is never answered"
+    assert issuer.admin_contacts[0].email == "ada@example.test"
+    assert certificate_client.get_issuer(name).organization_id == "org-1"
+    updated = certificate_client.update_issuer(name, provider="OneCertV2-PrivateCA", enabled=False)
+    assert (updated.provider, updated.enabled, updated.organization_id) == ("OneCertV2-PrivateCA", False, "org-1")
+    assert name in [i.name for i in certificate_client.list_properties_of_issuers()]
+    assert certificate_client.delete_issuer(name).name == name
+    with pytest.raises(ResourceNotFoundError):
+        certificate_client.get_issuer(name)
+    assert "issuer-pwd-canary" not in str(emulator.journal())
+
+
+def test_contacts_set_get_delete(certificate_client):
+    from azure.keyvault.certificates import CertificateContact
+
+    with pytest.raises(ResourceNotFoundError):
+        certificate_client.get_contacts()
+    contacts = [CertificateContact(email="ops@example.test", name="Ops", phone="555")]
+    assert [c.email for c in certificate_client.set_contacts(contacts)] == ["ops@example.test"]
+    assert [c.name for c in certificate_client.get_contacts()] == ["Ops"]
+    assert [c.phone for c in certificate_client.delete_contacts()] == ["555"]
+    with pytest.raises(ResourceNotFoundError):
+        certificate_client.get_contacts()
+
+
+def test_pending_operation_cancel_and_delete_are_served(emulator, certificate_client, name):
+    # Created raw: the SDK's poller would complete the operation before the cancellation.
+    created = emulator.raw(
+        "POST",
+        "alpha",
+        f"/certificates/{name}/create",
+        token=emulator.token(),
+        body={"policy": {"x509_props": {"subject": "CN=p"}, "issuer": {"name": "Self"}}},
+    )
+    assert created.status_code == 202
+    cancelled = certificate_client.cancel_certificate_operation(name)
+    assert cancelled.cancellation_requested is True
+    assert cancelled.status == "cancelled"
+    assert certificate_client.delete_certificate_operation(name).cancellation_requested is True
+    with pytest.raises(ResourceNotFoundError):
+        certificate_client.get_certificate_operation(name)
+
+
+def test_unserved_method_is_a_json_405_never_an_empty_body(emulator):
+    response = emulator.raw("PUT", "alpha", "/certificates/x/pending", token=emulator.token(), body={})
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "MethodNotAllowed"
+
+
+def test_platform_managed_policy_round_trips(emulator, certificate_client, name):
+    platform = {"certificateUsage": "tls-server", "metadata": {"owner": "platform"}}
+    token = emulator.token()
+    created = emulator.raw(
+        "POST",
+        "alpha",
+        f"/certificates/{name}/create",
+        token=token,
+        body={"policy": {"x509_props": {"subject": "CN=pm"}, "issuer": {"name": "Self"}, "platformManaged": platform}},
+        api_version="2026-04-01",
+    )
+    assert created.status_code == 202, created.text
+    got = emulator.raw("GET", "alpha", f"/certificates/{name}/policy", token=token, api_version="2026-04-01")
+    assert got.json()["platformManaged"] == platform
+    blob = certificate_client.backup_certificate(name)
+    finish(certificate_client.begin_delete_certificate(name, **POLL))
+    certificate_client.purge_deleted_certificate(name)
+    certificate_client.restore_certificate_backup(blob)
+    got = emulator.raw("GET", "alpha", f"/certificates/{name}/policy", token=token, api_version="2026-04-01")
+    assert got.json()["platformManaged"] == platform

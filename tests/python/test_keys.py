@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from conftest import error_code
+from conftest import error_code, inner_code
 
 POLL = {"_polling_interval": 0.05}
 
@@ -294,3 +294,85 @@ def test_managed_key_cannot_be_recovered_or_purged_alone(
         assert err.value.status_code == 403
         assert error_code(err.value) == "Forbidden"
     assert key_client.get_deleted_key(name).properties.managed is True
+
+
+def test_rsa_key_decrypts_and_unwraps_what_each_algorithm_sealed(emulator, credential, key_client, name):
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm, KeyWrapAlgorithm
+
+    key = key_client.create_rsa_key(name, size=2048)
+    client = crypto_client(emulator, credential, key.id)
+    public = public_key_of(key.key)
+    paddings = {
+        "RSA1_5": padding.PKCS1v15(),
+        "RSA-OAEP": padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
+        "RSA-OAEP-256": padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+    }
+    for alg in (EncryptionAlgorithm.rsa1_5, EncryptionAlgorithm.rsa_oaep, EncryptionAlgorithm.rsa_oaep_256):
+        # Sealed with `cryptography` under the public JWK; the vault opens it.
+        sealed = public.encrypt(b"data key", paddings[alg.value])
+        assert client.decrypt(alg, sealed).plaintext == b"data key"
+        # And the SDK's own encrypt round-trips.
+        assert client.decrypt(alg, client.encrypt(alg, b"again").ciphertext).plaintext == b"again"
+    for alg in (KeyWrapAlgorithm.rsa1_5, KeyWrapAlgorithm.rsa_oaep, KeyWrapAlgorithm.rsa_oaep_256):
+        wrapped = public.encrypt(b"content key", paddings[alg.value])
+        assert client.unwrap_key(alg, wrapped).key == b"content key"
+        assert client.unwrap_key(alg, client.wrap_key(alg, b"k2").encrypted_key).key == b"k2"
+
+
+def test_key_ops_refusal_is_403_key_operation_forbidden(emulator, credential, key_client, name):
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+
+    key = key_client.create_rsa_key(name, key_operations=["sign", "verify"])
+    sealed = public_key_of(key.key).encrypt(
+        b"x", padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(emulator, credential, key.id).decrypt(EncryptionAlgorithm.rsa_oaep_256, sealed)
+    assert err.value.status_code == 403
+    assert error_code(err.value) == "Forbidden"
+    assert inner_code(err.value) == "KeyOperationForbidden"
+
+
+def test_expired_or_not_yet_valid_key_refuses_sign_but_still_decrypts(emulator, credential, key_client, name):
+    import datetime
+
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+
+    key = key_client.create_rsa_key(name)
+    client = crypto_client(emulator, credential, key.id)
+    sealed = client.encrypt(EncryptionAlgorithm.rsa_oaep_256, b"kept readable").ciphertext
+    now = datetime.datetime.fromtimestamp(emulator.clock()["now"], datetime.timezone.utc)
+    for window, inner in (
+        ({"expires_on": now - datetime.timedelta(minutes=5)}, "KeyExpired"),
+        ({"not_before": now + datetime.timedelta(hours=1), "expires_on": now + datetime.timedelta(hours=2)}, "KeyNotYetValid"),
+    ):
+        key_client.update_key_properties(name, **window)
+        with pytest.raises(HttpResponseError) as err:
+            client.sign(SignatureAlgorithm.rs256, hashlib.sha256(b"new").digest())
+        assert err.value.status_code == 403
+        assert inner_code(err.value) == inner
+        assert client.decrypt(EncryptionAlgorithm.rsa_oaep_256, sealed).plaintext == b"kept readable"
+
+
+def test_random_bytes_1_to_128(key_client):
+    assert len(key_client.get_random_bytes(128)) == 128
+    assert key_client.get_random_bytes(32) != key_client.get_random_bytes(32)
+    with pytest.raises(HttpResponseError) as err:
+        key_client.get_random_bytes(129)
+    assert err.value.status_code == 400
+    assert error_code(err.value) == "BadParameter"
+
+
+def test_secure_wrap_key_is_400_not_supported(emulator, key_client, name):
+    key = key_client.create_rsa_key(name)
+    response = emulator.raw(
+        "POST",
+        "alpha",
+        f"/keys/{name}/{key.properties.version}/securewrapkey",
+        token=emulator.token(),
+        body={"alg": "RSA-OAEP-256"},
+        api_version="2026-04-01",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "BadParameter"
+    assert response.json()["error"]["innererror"]["code"] == "NotSupported"
