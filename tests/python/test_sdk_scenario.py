@@ -147,8 +147,8 @@ def test_certificate_backup_script_operations(emulator, certificate_client, secr
     assert certificate_client.get_certificate_version(name, created.properties.version).cer == created.cer
     got_policy = certificate_client.get_certificate_policy(name)
     assert got_policy.subject == "CN=scenario.test"
-    got_policy.validity_in_months = 24
-    assert certificate_client.update_certificate_policy(name, got_policy).validity_in_months == 24
+    changed = CertificatePolicy(issuer_name="Self", subject=got_policy.subject, validity_in_months=24)
+    assert certificate_client.update_certificate_policy(name, changed).validity_in_months == 24
     updated = certificate_client.update_certificate_properties(name, tags={"tier": "gold"})
     assert updated.properties.tags == {"tier": "gold"}
     # What a backup script downloads: the managed secret holds the PFX with its key.
