@@ -7,7 +7,6 @@ that every request went out at the SDK's own default version, so a pin cannot hi
 
 import datetime
 import hashlib
-import importlib
 
 from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, WellKnownIssuerNames
 from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, KeyWrapAlgorithm, SignatureAlgorithm
@@ -20,15 +19,11 @@ from cryptography.x509.oid import NameOID
 POLL = {"_polling_interval": 0.05}
 
 
-def default_version(package):
-    base = importlib.import_module(f"{package}._shared.client_base")
-    return str(getattr(base.DEFAULT_VERSION, "value", base.DEFAULT_VERSION))
-
-
-def assert_journal_at_default(emulator, name, package, kind):
+def assert_journal_at_default(emulator, name, client, kind):
     """Every journaled request to `kind` (`secrets`, `keys`, `certificates`, their deleted lists)
-    touching `name` carried the package's default api-version."""
-    version = default_version(package)
+    touching `name` carried `client`'s api-version, which the suite never sets: the SDK's
+    default (`test_api_versions.py` checks that it is the package's `DEFAULT_VERSION`)."""
+    version = str(getattr(client.api_version, "value", client.api_version))
     entries = [
         e
         for e in emulator.journal()
@@ -62,7 +57,7 @@ def test_secret_backup_script_operations(emulator, secret_client, name):
     restored = secret_client.restore_secret_backup(blob)
     assert restored.name == name
     assert secret_client.get_secret(name, first.properties.version).value == "v1"
-    assert_journal_at_default(emulator, name, "azure.keyvault.secrets", "secrets")
+    assert_journal_at_default(emulator, name, secret_client, "secrets")
 
 
 def test_key_backup_script_operations(emulator, credential, key_client, name):
@@ -109,7 +104,7 @@ def test_key_backup_script_operations(emulator, credential, key_client, name):
     after = CryptographyClient(restored, credential, connection_verify=emulator.ca)
     signature = after.sign(SignatureAlgorithm.rs256, digest).signature
     public.verify(signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    assert_journal_at_default(emulator, name, "azure.keyvault.keys", "keys")
+    assert_journal_at_default(emulator, name, key_client, "keys")
 
 
 def pfx_for(subject):
@@ -169,4 +164,4 @@ def test_certificate_backup_script_operations(emulator, certificate_client, secr
     restored = certificate_client.restore_certificate_backup(blob)
     assert restored.properties.version == created.properties.version
     assert restored.cer == created.cer
-    assert_journal_at_default(emulator, name, "azure.keyvault.certificates", "certificates")
+    assert_journal_at_default(emulator, name, certificate_client, "certificates")
