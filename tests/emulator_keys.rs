@@ -901,3 +901,75 @@ async fn pending_certificate_operation_cancel_and_delete_are_served() {
         .unwrap_err();
     assert_eq!(http_error(&err), (404, "CertificateNotFound".to_string()));
 }
+
+#[tokio::test]
+async fn key_operations_without_a_version_use_the_current_version() {
+    // The crates send `/keys/{name}//sign` when no version is named; that was a 404.
+    let emu = TestEmulator::start().await;
+    let client = emu.key_client("alpha");
+    create_rsa(&client, "rust-current", None).await;
+    let (current, public) = create_rsa(&client, "rust-current", None).await;
+    let digest = Sha256::digest(b"no version named");
+    let mut params = SignParameters::default();
+    params.algorithm = Some(SignatureAlgorithm::Rs256);
+    params.value = Some(digest.to_vec());
+    let signed = client
+        .sign("rust-current", params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(signed.resource_id().unwrap().version.unwrap(), current);
+    public
+        .verify(
+            Pkcs1v15Sign::new::<Sha256>(),
+            &digest,
+            &signed.result.clone().unwrap(),
+        )
+        .expect("signed by the current version");
+    let mut verify = VerifyParameters::default();
+    verify.algorithm = Some(SignatureAlgorithm::Rs256);
+    verify.digest = Some(digest.to_vec());
+    verify.signature = signed.result;
+    let verified = client
+        .verify("rust-current", "", verify.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(verified.value, Some(true));
+
+    let mut params = KeyOperationParameters::default();
+    params.algorithm = Some(EncryptionAlgorithm::RsaOaep256);
+    params.value = Some(b"current".to_vec());
+    let sealed = client
+        .encrypt("rust-current", params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+        .result
+        .unwrap();
+    let mut params = KeyOperationParameters::default();
+    params.algorithm = Some(EncryptionAlgorithm::RsaOaep256);
+    params.value = Some(sealed);
+    let opened = client
+        .decrypt("rust-current", "", params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(opened, b"current");
+    let journal = emu.journal().await;
+    for op in ["sign", "verify", "encrypt", "decrypt"] {
+        let path = format!("/keys/rust-current//{op}");
+        assert!(
+            journal
+                .iter()
+                .any(|e| e["path"] == path.as_str() && e["status"] == 200),
+            "{path} answered 200"
+        );
+    }
+}

@@ -75,6 +75,7 @@ pub fn routes() -> Router<AppState> {
             "/keys/{name}/{version}/secureunwrapkey",
             post(keys_secure_unwrap),
         )
+        .route("/keys/{name}//{operation}", post(keys_operation_current))
         .route("/rng", post(keys_rng))
         .route("/deletedkeys", get(deleted_keys_list))
         .route(
@@ -776,10 +777,14 @@ async fn keys_sign(
     Path((name, version)): Path<(String, String)>,
     JsonBody(body): JsonBody<SignBody>,
 ) -> Result<Response, ApiError> {
+    sign(&ctx, &name, &version, body)
+}
+
+fn sign(ctx: &VaultCtx, name: &str, version: &str, body: SignBody) -> Result<Response, ApiError> {
     let alg = parse_alg(body.alg.as_deref())?;
     let digest = b64_field(body.value.as_deref(), "digest (value)")?;
     let (stored_name, found, stored) =
-        key_for_operation(&ctx, &name, &version, "sign", Window::Enforced)?;
+        key_for_operation(ctx, name, version, "sign", Window::Enforced)?;
     let signature = stored.material.sign(alg, &digest).map_err(crypto_error)?;
     Ok(ok_json(&json!({
         "kid": ctx.object_id(KIND, &stored_name, Some(&found.id)),
@@ -792,10 +797,19 @@ async fn keys_verify(
     Path((name, version)): Path<(String, String)>,
     JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<Response, ApiError> {
+    verify(&ctx, &name, &version, body)
+}
+
+fn verify(
+    ctx: &VaultCtx,
+    name: &str,
+    version: &str,
+    body: VerifyBody,
+) -> Result<Response, ApiError> {
     let alg = parse_alg(body.alg.as_deref())?;
     let digest = b64_field(body.digest.as_deref(), "digest")?;
     let signature = b64_field(body.value.as_deref(), "signature (value)")?;
-    let (_, _, stored) = key_for_operation(&ctx, &name, &version, "verify", Window::Ignored)?;
+    let (_, _, stored) = key_for_operation(ctx, name, version, "verify", Window::Ignored)?;
     let valid = stored
         .material
         .verify(alg, &digest, &signature)
@@ -882,6 +896,33 @@ async fn keys_unwrap(
     JsonBody(body): JsonBody<CipherBody>,
 ) -> Result<Response, ApiError> {
     cipher(&ctx, &name, &version, "unwrapKey", false, body)
+}
+
+/// `POST /keys/{name}//{operation}`: the official clients send an empty version when the
+/// caller names none (the Rust crates' `key_version: None`), and Azure then uses the current
+/// version; `StoredObject::version` reads `""` as the current one.
+async fn keys_operation_current(
+    ctx: VaultCtx,
+    Path((name, operation)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+        serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_parameter(format!("The request body is not valid: {e}")))
+    }
+    match operation.as_str() {
+        "sign" => sign(&ctx, &name, "", parse(body)?),
+        "verify" => verify(&ctx, &name, "", parse(body)?),
+        "encrypt" => cipher(&ctx, &name, "", "encrypt", true, parse(body)?),
+        "decrypt" => cipher(&ctx, &name, "", "decrypt", false, parse(body)?),
+        "wrapkey" => cipher(&ctx, &name, "", "wrapKey", true, parse(body)?),
+        "unwrapkey" => cipher(&ctx, &name, "", "unwrapKey", false, parse(body)?),
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The route POST /keys/{name}//{other} is not served by this vault."),
+        )),
+    }
 }
 
 /// The answer to the 2026-04-01 TEE operations (`securewrapkey`, `secureunwrapkey`): they run
