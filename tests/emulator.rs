@@ -1342,6 +1342,30 @@ async fn platform_managed_policy_round_trips_through_update_and_backup_restore()
         );
     }
 
+    // An import keeps the one its policy carries.
+    let pfx = raw(
+        &emu,
+        Method::GET,
+        &emu.url("alpha", &format!("/secrets/pm?{v}")),
+        Some(&token),
+        None,
+    )
+    .await
+    .json()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let imported = raw(
+        &emu,
+        Method::POST,
+        &emu.url("alpha", &format!("/certificates/pm-import/import?{v}")),
+        Some(&token),
+        Some(json!({"value": pfx, "policy": {"platformManaged": platform}})),
+    )
+    .await;
+    assert_eq!(imported.status, 200, "{}", imported.body);
+    assert_eq!(imported.json()["policy"]["platformManaged"], platform);
+
     // Through a backup blob, a purge and a restore.
     let blob = raw(
         &emu,
