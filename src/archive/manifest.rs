@@ -5,7 +5,8 @@
 //! [`SecretRecord`] is one plain secret version, the only document that holds a value; its
 //! value stays in a [`SecretString`] and its `Debug` output is redacted.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use age::secrecy::{ExposeSecret, SecretString};
@@ -562,7 +563,8 @@ impl Manifest {
     }
 
     /// Checks the manifest's own rules (format, counts, well-formed entries, canonical
-    /// paths, no duplicates). Does not look at the tar stream.
+    /// paths, no duplicates, no two names of one kind or two paths that differ only in
+    /// case). Does not look at the tar stream.
     pub fn check(&self) -> Result<(), VerifyError> {
         let bad = |reason: String| VerifyError::InvalidManifest(reason);
         if self.format != super::FORMAT_NAME {
@@ -574,7 +576,11 @@ impl Manifest {
                 supported: super::FORMAT_VERSION,
             });
         }
-        let mut paths = std::collections::HashSet::with_capacity(self.entries.len());
+        // Key Vault names are case-insensitive: one spelling per item, one path per
+        // case-folded path (else extracting on a case-insensitive file system, or keying
+        // items by name, silently keeps one of two).
+        let mut spellings: HashMap<(Kind, String), &str> = HashMap::new();
+        let mut folded_paths: HashMap<String, &str> = HashMap::with_capacity(self.entries.len());
         for entry in &self.entries {
             let expected = layout::entry_path(
                 entry.entry_type,
@@ -590,8 +596,29 @@ impl Manifest {
                     entry.path
                 )));
             }
-            if !paths.insert(entry.path.as_str()) {
-                return Err(bad(format!("entry {:?} is listed twice", entry.path)));
+            let spelling = spellings
+                .entry((entry.kind, entry.name.to_ascii_lowercase()))
+                .or_insert(entry.name.as_str());
+            if *spelling != entry.name {
+                return Err(VerifyError::NameCaseClash {
+                    kind: entry.kind.as_str(),
+                    first: (*spelling).to_owned(),
+                    second: entry.name.clone(),
+                });
+            }
+            match folded_paths.entry(entry.path.to_ascii_lowercase()) {
+                Slot::Vacant(slot) => {
+                    slot.insert(entry.path.as_str());
+                }
+                Slot::Occupied(first) if *first.get() == entry.path => {
+                    return Err(bad(format!("entry {:?} is listed twice", entry.path)));
+                }
+                Slot::Occupied(first) => {
+                    return Err(VerifyError::PathCaseClash {
+                        first: (*first.get()).to_owned(),
+                        second: entry.path.clone(),
+                    });
+                }
             }
         }
         let computed = self.computed_counts();
