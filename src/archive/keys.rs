@@ -155,8 +155,8 @@ impl RecipientSet {
     }
 
     /// Adds every recipient of a recipients file (one per line; `#` comments and blank lines
-    /// ignored), as `age -R` reads it.
-    /// A private key in the file is refused naming its line, never showing it.
+    /// ignored), as `age -R` reads it. A private key in the file is refused naming its
+    /// line, never showing it.
     pub fn add_file(&mut self, path: &Path) -> Result<(), ArchiveError> {
         refuse_key_as_path(path, "recipients file")?;
         let text = read_key_file(path)?;
@@ -545,13 +545,15 @@ fn decrypt_error(e: DecryptError) -> ArchiveError {
 /// recipient must not be echoed either.
 pub fn looks_like_private_key(text: &str) -> bool {
     let upper = text.to_ascii_uppercase();
-    upper.split_whitespace().any(|word| {
+    // AGE-PLUGIN-NAME-1DATA: a plugin's name alone (say, in a comment) is no key.
+    let identity_word = |word: &str| {
         word.starts_with("AGE-SECRET-KEY-")
-                // AGE-PLUGIN-NAME-1DATA: a plugin's name alone (in a comment) is no key.
-                || word
-                    .strip_prefix("AGE-PLUGIN-")
-                    .is_some_and(|rest| rest.contains("-1"))
-    }) || upper.contains("PRIVATE KEY-----")
+            || word
+                .strip_prefix("AGE-PLUGIN-")
+                .is_some_and(|rest| rest.contains("-1"))
+    };
+    upper.split_whitespace().any(identity_word)
+        || upper.contains("PRIVATE KEY-----")
         || upper.trim_start().starts_with("PUTTY-USER-KEY-FILE-")
 }
 
