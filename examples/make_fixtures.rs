@@ -114,6 +114,33 @@ fn main() -> Result<()> {
     // A valid layout whose secret entry was altered after the manifest was computed.
     seal("manifest-mismatch.tar.zst.age", mismatched_tar()?)?;
 
+    // Two secrets whose names differ only in case: Key Vault cannot hold both, and a
+    // reader keying items by name would keep one. Manifest and entries agree.
+    let api_key = secret_entry("api-key", "00000000000000000000000000000001", "lower");
+    let api_key_upper = secret_entry("API-KEY", "00000000000000000000000000000002", "upper");
+    let mut tar = TarBuf::default();
+    tar.file("coldvault-archive.json", marker(1).as_bytes());
+    tar.file(&api_key.0, &api_key.1);
+    tar.file(&api_key_upper.0, &api_key_upper.1);
+    tar.file("manifest.json", &manifest_for(&[&api_key, &api_key_upper])?);
+    seal("case-duplicate-names.tar.zst.age", tar.finish())?;
+
+    // The same entry twice in the tar stream (same bytes), listed once in the manifest.
+    let db = secret_entry("db", "00000000000000000000000000000001", "first");
+    let mut tar = TarBuf::default();
+    tar.file("coldvault-archive.json", marker(1).as_bytes());
+    tar.file(&db.0, &db.1);
+    tar.file(&db.0, &db.1);
+    tar.file("manifest.json", &manifest_for(&[&db])?);
+    seal("duplicate-entry.tar.zst.age", tar.finish())?;
+
+    // A complete, consistent archive whose tar stream stops without its two zero blocks.
+    let mut tar = TarBuf::default();
+    tar.file("coldvault-archive.json", marker(1).as_bytes());
+    tar.file(&db.0, &db.1);
+    tar.file("manifest.json", &manifest_for(&[&db])?);
+    seal("missing-tar-end.tar.zst.age", tar.finish_without_end())?;
+
     println!("fixtures written under {}", root.display());
     Ok(())
 }
@@ -321,6 +348,49 @@ fn mismatched_tar() -> Result<Vec<u8>> {
     Ok(tar.finish())
 }
 
+/// A secret version entry: its canonical path and content.
+fn secret_entry(name: &str, version: &str, value: &str) -> (String, Vec<u8>, String, String) {
+    let content = serde_json::json!({
+        "name": name, "version": version, "value": value, "current": true,
+    });
+    (
+        format!("secrets/{name}/versions/{version}.json"),
+        content.to_string().into_bytes(),
+        name.to_owned(),
+        version.to_owned(),
+    )
+}
+
+/// A manifest that lists exactly these secret version entries, with their sizes, digests
+/// and the counts `docs/FORMAT.md` defines (items by case-insensitive name).
+fn manifest_for(entries: &[&(String, Vec<u8>, String, String)]) -> Result<Vec<u8>> {
+    use sha2::Digest;
+    let names: std::collections::BTreeSet<String> =
+        entries.iter().map(|e| e.2.to_ascii_lowercase()).collect();
+    let listed: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(path, data, name, version)| {
+            serde_json::json!({
+                "path": path, "type": "secret-version", "kind": "secret", "name": name,
+                "version": version, "current": true,
+                "size": data.len(), "sha256": hex::encode(sha2::Sha256::digest(data)),
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "format": "coldvault-archive",
+        "format_version": 1,
+        "tool": {"name": "coldvault", "version": "0.1.0"},
+        "created": "2026-06-01T00:00:00Z",
+        "source": {"vault": "fixture-vault", "url": "https://fixture-vault.vault.azure.net/"},
+        "counts": {"secrets": names.len(), "keys": 0, "certificates": 0,
+                   "entries": listed.len(), "skipped": 0, "deleted": 0},
+        "entries": listed,
+        "skipped": [], "deleted": []
+    });
+    Ok(serde_json::to_vec(&manifest)?)
+}
+
 /// A tar stream assembled header by header, including headers `tar::Builder` refuses.
 #[derive(Default)]
 struct TarBuf(Vec<u8>);
@@ -363,6 +433,11 @@ impl TarBuf {
 
     fn finish(mut self) -> Vec<u8> {
         self.0.extend(std::iter::repeat_n(0u8, 1024));
+        self.0
+    }
+
+    /// The stream as an interrupted writer leaves it: no end-of-archive blocks.
+    fn finish_without_end(self) -> Vec<u8> {
         self.0
     }
 }

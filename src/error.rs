@@ -110,6 +110,17 @@ impl From<crate::archive::ArchiveError> for CliError {
             ),
             E::InvalidRecipient(_) | E::InvalidRecipientsFile { .. } => CliError::usage(message)
                 .with_hint("a recipient is age1…, \"ssh-ed25519 …\", \"ssh-rsa …\" or a plugin recipient (age1NAME1…)"),
+            E::PrivateKeyAsRecipient { .. } => CliError::usage(message).with_hint(
+                "`age-keygen -y IDENTITY-FILE` prints an age identity's recipient (`coldvault keygen -o FILE` prints it when it creates one); an SSH key's recipient is its .pub line",
+            ),
+            E::KeyInsteadOfFile { .. } => CliError::usage(message).with_hint(
+                "write the key to a file only you can read (chmod 600) and pass the file's path",
+            ),
+            E::ArchiveNotFound(_) => CliError::failed(message).with_hint(
+                "check the path: archives are files named VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age",
+            ),
+            E::ArchiveIsFolder(_) => CliError::failed(message)
+                .with_hint("name one archive file in the folder (VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age)"),
             E::UnsupportedSshKey(_) => CliError::usage(message)
                 .with_hint("age supports ssh-ed25519 and ssh-rsa keys (2048-4096 bits)"),
             E::EmptyPassphrase => CliError::usage(message),
@@ -143,6 +154,7 @@ impl From<crate::archive::ArchiveError> for CliError {
                         Some("the archive was written by a newer coldvault: read it with that version")
                     }
                     V::Truncated => Some("the file is incomplete: copy it again from where it is stored"),
+                    V::MissingTarEnd => Some("whatever wrote this archive stopped before finishing it: use another copy"),
                     V::Damaged { .. } | V::HeaderDamaged => {
                         Some("the file was modified or damaged: use another copy")
                     }

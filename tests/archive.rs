@@ -277,7 +277,7 @@ fn interop_with_age_zstd_and_tar_both_ways() {
 
 #[test]
 fn every_broken_fixture_fails_with_its_own_error() {
-    let cases: [(&str, i32, &str); 10] = [
+    let cases: [(&str, i32, &str); 13] = [
         ("truncated", 4, "truncated"),
         ("flipped-byte", 4, "does not authenticate"),
         ("wrong-key", 1, "no identity matches"),
@@ -288,6 +288,17 @@ fn every_broken_fixture_fails_with_its_own_error() {
         ("oversized-entry", 4, "over the limit of"),
         ("decompression-bomb", 4, "decompression bomb"),
         ("manifest-mismatch", 4, "does not match its SHA-256"),
+        (
+            "case-duplicate-names",
+            4,
+            r#"secret names "api-key" and "API-KEY" differ only in case"#,
+        ),
+        ("duplicate-entry", 4, "appears twice"),
+        (
+            "missing-tar-end",
+            4,
+            "ends without its end-of-archive blocks",
+        ),
     ];
     let mut first_lines = std::collections::HashSet::new();
     for (name, code, phrase) in cases {
@@ -460,4 +471,223 @@ fn the_first_entry_must_be_the_format_marker() {
             VerifyError::MissingFormatMarker { .. }
         ))
     ),);
+}
+
+/// Every command that reads an archive goes through `ArchiveReader`, so each refuses what
+/// `verify` refuses, with exit 4 and the same one-line reason, before it writes anything or
+/// reaches a vault. (Before: `verify` passed names that differ only in case and a tar stream
+/// without its end, `extract` kept one of the two secrets, `diff` called the other changed.)
+#[test]
+fn case_duplicates_duplicate_entries_and_missing_tar_end_are_refused_by_every_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures_and_reasons = [
+        (
+            "case-duplicate-names",
+            r#"secret names "api-key" and "API-KEY" differ only in case"#,
+        ),
+        ("duplicate-entry", "appears twice"),
+        ("missing-tar-end", "ends without its end-of-archive blocks"),
+    ];
+    for (name, reason) in fixtures_and_reasons {
+        let path = fixtures().join(format!("v1/broken/{name}.tar.zst.age"));
+        let out = dir.path().join(format!("{name}.env"));
+        let commands: [Vec<&std::ffi::OsStr>; 6] = [
+            vec!["verify".as_ref()],
+            vec!["inspect".as_ref()],
+            vec!["inspect".as_ref(), "--json".as_ref()],
+            vec![
+                "extract".as_ref(),
+                "--format".as_ref(),
+                "dotenv".as_ref(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            vec!["diff".as_ref(), "--vault".as_ref(), "alpha".as_ref()],
+            vec![
+                "restore".as_ref(),
+                "--vault".as_ref(),
+                "alpha".as_ref(),
+                "--dry-run".as_ref(),
+            ],
+        ];
+        for command in commands {
+            let output = coldvault()
+                .arg(command[0])
+                .arg(&path)
+                .arg("-i")
+                .arg(test_identity())
+                .args(&command[1..])
+                .output()
+                .expect("run");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(4),
+                "{name} {command:?}: {stderr}"
+            );
+            let first = stderr.lines().next().unwrap_or_default();
+            assert!(
+                first.starts_with("coldvault: error: archive failed verification: "),
+                "{name} {command:?}: {stderr}"
+            );
+            assert!(first.contains(reason), "{name} {command:?}: {first}");
+            assert!(output.stdout.is_empty(), "{name} {command:?}");
+        }
+        assert!(!out.exists(), "{name}: extract wrote a file");
+
+        // The library reader refuses it too, with the typed error.
+        let err = ArchiveReader::open(&path, &identities(&["test-identity.txt"], &NoPrompt)).err();
+        let expected = matches!(
+            (name, &err),
+            (
+                "case-duplicate-names",
+                Some(ArchiveError::Verify(VerifyError::NameCaseClash { .. }))
+            ) | (
+                "duplicate-entry",
+                Some(ArchiveError::Verify(VerifyError::DuplicateEntry(_)))
+            ) | (
+                "missing-tar-end",
+                Some(ArchiveError::Verify(VerifyError::MissingTarEnd))
+            )
+        );
+        assert!(expected, "{name}: {err:?}");
+    }
+}
+
+/// The end-of-archive rule takes what standard tools write (GNU tar pads to 10 KiB) and
+/// refuses a stream cut anywhere before its two zero blocks, even after one of them.
+#[test]
+fn tar_end_blocks_are_required_and_standard_padding_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let golden = fixtures().join("v1/golden.tar.zst.age");
+    sh(
+        &format!(
+            "age -d -i '{}' '{}' | zstd -d > golden.tar && mkdir x && cd x && tar -xf ../golden.tar \
+             && tar -cf ../gnu.tar coldvault-archive.json secrets keys certificates manifest.json",
+            test_identity().display(),
+            golden.display()
+        ),
+        dir.path(),
+    );
+    let tar = std::fs::read(dir.path().join("golden.tar")).expect("golden.tar");
+    let gnu = std::fs::read(dir.path().join("gnu.tar")).expect("gnu.tar");
+    // coldvault's writer ends with exactly two zero blocks.
+    assert!(tar[tar.len() - 1024..].iter().all(|&b| b == 0));
+    let mut content_end = tar.len() - 1024;
+    while content_end > 0 && tar[content_end - 1] == 0 {
+        content_end -= 1;
+    }
+    let block_end = content_end.div_ceil(512) * 512;
+    let cases: [(&str, &[u8], bool); 5] = [
+        ("coldvault's own", &tar, true),
+        ("GNU tar's, padded to 10 KiB", &gnu, true),
+        ("no end blocks", &tar[..block_end], false),
+        ("one end block", &tar[..block_end + 512], false),
+        ("a partial second block", &tar[..block_end + 1000], false),
+    ];
+    for (what, bytes, ok) in cases {
+        let path = dir.path().join("case.tar.zst.age");
+        let _ = std::fs::remove_file(&path);
+        let compressed = zstd::encode_all(bytes, 3).expect("zstd");
+        let recipient: age::x25519::Recipient = test_recipient().parse().expect("recipient");
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .expect("encryptor");
+        let mut sealed = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut sealed).expect("wrap");
+        std::io::Write::write_all(&mut writer, &compressed).expect("write");
+        writer.finish().expect("finish");
+        std::fs::write(&path, sealed).expect("write");
+        let result = ArchiveReader::open(&path, &identities(&["test-identity.txt"], &NoPrompt));
+        match (ok, result) {
+            (true, Ok(_)) => {}
+            (false, Err(ArchiveError::Verify(VerifyError::MissingTarEnd))) => {}
+            (_, other) => panic!("{what}: {:?}", other.map(|r| r.stats())),
+        }
+    }
+}
+
+/// A NUL byte cannot live in an environment variable, so no dotenv reader can give it back:
+/// `extract --format dotenv` refuses it naming the secret (never the value), writes nothing,
+/// and points to the formats that carry it.
+#[test]
+fn dotenv_refuses_a_nul_byte_naming_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut recipients = RecipientSet::new();
+    recipients.add(&test_recipient()).expect("x25519");
+    let encryption = Encryption::to_recipients(recipients).expect("enc");
+    let mut writer = ArchiveWriter::create(
+        Destination::Dir(dir.path().to_owned()),
+        &encryption,
+        source(),
+    )
+    .expect("create");
+    let value = "before\0after-nul-canary-3c9d";
+    for (name, value) in [("plain", "fine"), ("nul-secret", value)] {
+        writer
+            .add_secret_version(&SecretRecord {
+                name: name.to_owned(),
+                version: "0123456789abcdef0123456789abcdef".to_owned(),
+                value: SecretString::from(value.to_owned()),
+                content_type: None,
+                tags: BTreeMap::new(),
+                attributes: Attributes::default(),
+                current: true,
+            })
+            .expect("secret");
+    }
+    let archive = writer.finish().expect("finish").path.expect("path");
+
+    let extract = |format: &str, out: &Path| {
+        coldvault()
+            .arg("extract")
+            .arg(&archive)
+            .arg("-i")
+            .arg(test_identity())
+            .args(["--format", format, "-o"])
+            .arg(out)
+            .output()
+            .expect("run")
+    };
+    for out in [dir.path().join("secrets.env"), PathBuf::from("-")] {
+        let output = extract("dotenv", &out);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{stderr}");
+        assert!(
+            lines[0].starts_with("coldvault: error: secret nul-secret holds a NUL byte"),
+            "{stderr}"
+        );
+        assert!(
+            lines[1].contains("--format json") && lines[1].contains("--format dir"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("nul-canary") && !stderr.contains("before"),
+            "{stderr}"
+        );
+        assert!(output.stdout.is_empty(), "nothing written to stdout");
+        if out != Path::new("-") {
+            assert!(!out.exists(), "no dotenv file written");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("ls").count(),
+        1,
+        "no temporary file left beside the archive"
+    );
+
+    // JSON and dir carry the NUL exactly.
+    let json = dir.path().join("secrets.json");
+    assert_eq!(extract("json", &json).status.code(), Some(0));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    assert_eq!(doc["nul-secret"], value);
+    let folder = dir.path().join("secrets");
+    assert_eq!(extract("dir", &folder).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(folder.join("nul-secret")).expect("file"),
+        value.as_bytes()
+    );
 }

@@ -15,9 +15,25 @@ pub enum ArchiveError {
     /// Nothing to decrypt with.
     #[error("no identity given")]
     NoIdentities,
-    /// A recipient string is none of the supported kinds.
-    #[error("invalid recipient {0:?}")]
+    /// A recipient string is none of the supported kinds. Holds a description that is safe
+    /// to print (at most a short prefix of a string that starts like a public key, never the
+    /// whole argument: it may be something private pasted by mistake).
+    #[error("invalid recipient {0}")]
     InvalidRecipient(String),
+    /// A recipient (`-r`, or a line of an `-R` file) that is in fact a private key: an age
+    /// identity, a plugin identity, an SSH or PEM private key. It is never echoed.
+    #[error("{place} is a private key; give its public recipient (age1…)")]
+    PrivateKeyAsRecipient {
+        /// Where it was found ("this recipient", "recipients file F: line 3").
+        place: String,
+    },
+    /// A key was given where the name of a file holding keys was expected (`-i KEY` instead
+    /// of `-i FILE`). It is never echoed.
+    #[error("the {what} argument is a key itself, not the name of a file")]
+    KeyInsteadOfFile {
+        /// "identity file", "recipients file" or "passphrase file".
+        what: &'static str,
+    },
     /// An SSH key type age does not support (ECDSA, security keys…).
     #[error("unsupported SSH key in {0}")]
     UnsupportedSshKey(String),
@@ -62,6 +78,12 @@ pub enum ArchiveError {
     /// The same entry was added twice.
     #[error("entry {0} was already written")]
     DuplicateEntry(String),
+    /// The archive to read does not exist.
+    #[error("{0}: archive not found")]
+    ArchiveNotFound(PathBuf),
+    /// The archive to read is a folder.
+    #[error("{0} is a folder, not an archive file")]
+    ArchiveIsFolder(PathBuf),
     /// The output file exists; archives are never overwritten.
     #[error("{0} already exists")]
     OutputExists(PathBuf),
@@ -245,6 +267,33 @@ pub enum VerifyError {
         /// What is wrong (never the value).
         reason: String,
     },
+    /// Two items of one kind whose names differ only in case (`api-key`, `API-KEY`). Key
+    /// Vault names are case-insensitive, so no vault holds both: a reader would have to keep
+    /// one and silently drop the other.
+    #[error(
+        "{kind} names {first:?} and {second:?} differ only in case (Key Vault names are case-insensitive: no vault holds both)"
+    )]
+    NameCaseClash {
+        /// "secret", "key" or "certificate".
+        kind: &'static str,
+        /// The first spelling met.
+        first: String,
+        /// The other one.
+        second: String,
+    },
+    /// Two entry paths that differ only in case: extracted on a case-insensitive file
+    /// system, one would overwrite the other.
+    #[error("entries {first:?} and {second:?} differ only in case")]
+    PathCaseClash {
+        /// The first path met.
+        first: String,
+        /// The other one.
+        second: String,
+    },
+    /// The tar stream stops without the two zero blocks that end a tar archive: whatever
+    /// wrote it did not finish (`docs/FORMAT.md`, writer rule 4).
+    #[error("the tar stream ends without its end-of-archive blocks: the archive was not finished")]
+    MissingTarEnd,
     /// Non-zero bytes after the end of the tar stream.
     #[error("unexpected data after the end of the tar stream")]
     TrailingData,

@@ -93,8 +93,26 @@ impl RecipientSet {
 
     /// Adds one recipient string: `age1…`, `ssh-ed25519 …`, `ssh-rsa …` or a plugin
     /// recipient.
+    ///
+    /// A private key given by mistake (an age or plugin identity, an SSH or PEM private key)
+    /// is refused with [`ArchiveError::PrivateKeyAsRecipient`]; no error carries more of
+    /// the string than a short prefix of something that starts like a public key.
     pub fn add(&mut self, recipient: &str) -> Result<(), ArchiveError> {
+        self.add_at(recipient, || "this recipient".to_owned())
+    }
+
+    /// [`RecipientSet::add`], naming `place()` when the string is a private key.
+    fn add_at(
+        &mut self,
+        recipient: &str,
+        place: impl FnOnce() -> String,
+    ) -> Result<(), ArchiveError> {
         let recipient = recipient.trim();
+        // Checked first: age's parsers would call an identity merely "invalid", and the
+        // caller's message would then be tempted to show it.
+        if looks_like_private_key(recipient) {
+            return Err(ArchiveError::PrivateKeyAsRecipient { place: place() });
+        }
         if let Ok(pk) = recipient.parse::<x25519::Recipient>() {
             self.native.push(Box::new(pk));
             return Ok(());
@@ -105,6 +123,12 @@ impl RecipientSet {
                 return Ok(());
             }
             Err(ssh::ParseRecipientKeyError::Unsupported(kind)) => {
+                // The key type is read from the string: keep it short and printable.
+                let kind: String = kind
+                    .chars()
+                    .filter(char::is_ascii_graphic)
+                    .take(40)
+                    .collect();
                 return Err(ArchiveError::UnsupportedSshKey(format!(
                     "recipient of type {kind}"
                 )));
@@ -125,14 +149,16 @@ impl RecipientSet {
             self.plugins.push(pk);
             return Ok(());
         }
-        Err(ArchiveError::InvalidRecipient(
-            recipient.chars().take(80).collect(),
-        ))
+        Err(ArchiveError::InvalidRecipient(describe_invalid_recipient(
+            recipient,
+        )))
     }
 
     /// Adds every recipient of a recipients file (one per line; `#` comments and blank lines
-    /// ignored), as `age -R` reads it.
+    /// ignored), as `age -R` reads it. A private key in the file is refused naming its
+    /// line, never showing it.
     pub fn add_file(&mut self, path: &Path) -> Result<(), ArchiveError> {
+        refuse_key_as_path(path, "recipients file")?;
         let text = read_key_file(path)?;
         let shown = path.display().to_string();
         let mut added = 0;
@@ -141,8 +167,11 @@ impl RecipientSet {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match self.add(line) {
+            match self.add_at(line, || {
+                format!("recipients file {shown}: line {}", index + 1)
+            }) {
                 Ok(()) => added += 1,
+                Err(e @ ArchiveError::PrivateKeyAsRecipient { .. }) => return Err(e),
                 Err(ArchiveError::UnsupportedSshKey(what)) => {
                     return Err(ArchiveError::UnsupportedSshKey(format!(
                         "{what} in {shown}"
@@ -304,6 +333,7 @@ impl IdentitySet {
     /// Loads an identity file: an OpenSSH private key (asking `prompt` for its passphrase
     /// when it has one), or age identity lines (`AGE-SECRET-KEY-1…`, plugin identities).
     pub fn add_file(&mut self, path: &Path, prompt: &dyn Prompt) -> Result<(), ArchiveError> {
+        refuse_key_as_path(path, "identity file")?;
         let text = read_key_file(path)?;
         let shown = path.display().to_string();
         let invalid = |reason: &str| ArchiveError::InvalidIdentityFile {
@@ -509,6 +539,57 @@ fn decrypt_error(e: DecryptError) -> ArchiveError {
     }
 }
 
+/// True when `text` holds a private key rather than a public recipient: an age identity
+/// (`AGE-SECRET-KEY-1…`), a plugin identity (`AGE-PLUGIN-NAME-1…`), an OpenSSH, PEM or
+/// PuTTY private key. Looks anywhere in the string, in any case: a key pasted after a
+/// recipient must not be echoed either.
+pub fn looks_like_private_key(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    // AGE-PLUGIN-NAME-1DATA: a plugin's name alone (say, in a comment) is no key.
+    let identity_word = |word: &str| {
+        word.starts_with("AGE-SECRET-KEY-")
+            || word
+                .strip_prefix("AGE-PLUGIN-")
+                .is_some_and(|rest| rest.contains("-1"))
+    };
+    upper.split_whitespace().any(identity_word)
+        || upper.contains("PRIVATE KEY-----")
+        || upper.trim_start().starts_with("PUTTY-USER-KEY-FILE-")
+}
+
+/// What an invalid recipient error may show of `recipient`. A recipient is public, but a
+/// string that is not one may be anything pasted by mistake (a password, a token): only a
+/// short prefix of a string that starts like a public key is shown, otherwise its length.
+fn describe_invalid_recipient(recipient: &str) -> String {
+    const SHOWN: usize = 12;
+    let chars = recipient.chars().count();
+    let public_start = ["age1", "ssh-"]
+        .iter()
+        .any(|prefix| recipient.starts_with(prefix));
+    if public_start && recipient.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        if chars <= SHOWN {
+            return format!("{recipient:?}");
+        }
+        let prefix: String = recipient.chars().take(SHOWN).collect();
+        return format!("\"{prefix}…\" ({chars} characters)");
+    }
+    if !recipient.contains('\n') && Path::new(recipient).is_file() {
+        // A file name is not secret, and this mistake has an obvious fix.
+        return format!("{recipient:?}: that is a file; pass a recipients file with -R");
+    }
+    format!("({chars} characters, starting with neither age1 nor ssh-)")
+}
+
+/// Refuses a "file name" that is a key itself (`-i AGE-SECRET-KEY-1…`): opening it would
+/// fail with an error that shows the name, and so the key.
+fn refuse_key_as_path(path: &Path, what: &'static str) -> Result<(), ArchiveError> {
+    let name = path.as_os_str().to_string_lossy();
+    if looks_like_private_key(&name) && !path.exists() {
+        return Err(ArchiveError::KeyInsteadOfFile { what });
+    }
+    Ok(())
+}
+
 /// Reads a recipients or identity file into memory that is wiped when dropped (an identity
 /// file is a private key).
 fn read_key_file(path: &Path) -> Result<Zeroizing<String>, ArchiveError> {
@@ -553,6 +634,63 @@ mod tests {
             Err(ArchiveError::InvalidRecipient(_))
         ));
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn private_keys_given_as_recipients_are_refused_without_echo() {
+        let identity = x25519::Identity::generate();
+        let secret = identity.to_string().expose_secret().to_owned();
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        for key in [
+            secret.as_str(),
+            &secret.to_ascii_lowercase(),
+            &format!("  {secret}  "),
+            &format!("{} {secret}", identity.to_public()),
+            "AGE-PLUGIN-YUBIKEY-1QQQQQQQQQQQQQQQQQQQ",
+            pem,
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----",
+            "PuTTY-User-Key-File-3: ssh-ed25519",
+        ] {
+            let mut set = RecipientSet::new();
+            let err = set.add(key).err();
+            let text = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                matches!(err, Some(ArchiveError::PrivateKeyAsRecipient { .. })),
+                "{text}"
+            );
+            assert_eq!(
+                text,
+                "this recipient is a private key; give its public recipient (age1…)"
+            );
+            assert!(set.is_empty());
+        }
+        // A public recipient whose comment happens to mention a plugin is still one.
+        let mut set = RecipientSet::new();
+        assert!(set.add("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN age-plugin-tester").is_ok());
+    }
+
+    #[test]
+    fn invalid_recipient_errors_show_at_most_a_short_prefix() {
+        let mut set = RecipientSet::new();
+        let typo = format!("{}X", x25519::Identity::generate().to_public());
+        let text = set
+            .add(&typo)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("invalid recipient \"{}…\"", &typo[..12])),
+            "{text}"
+        );
+        assert!(!text.contains(&typo[12..]), "{text}");
+        let text = set
+            .add("correct-horse-battery-staple")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!text.contains("horse"), "{text}");
+        assert!(text.contains("28 characters"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! [`SecretRecord`] is one plain secret version, the only document that holds a value; its
 //! value stays in a [`SecretString`] and its `Debug` output is redacted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use age::secrecy::{ExposeSecret, SecretString};
@@ -539,6 +539,20 @@ pub struct FormatMarker {
     pub format_version: u64,
 }
 
+/// A case-folded string's identity in [`Manifest::check`]: 128 bits of its SHA-256.
+type FoldedKey = [u8; 16];
+
+fn folded_key(scope: &str, text: &str) -> FoldedKey {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(scope.as_bytes());
+    hasher.update([0]);
+    hasher.update(text.to_ascii_lowercase().as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hasher.finalize()[..16]);
+    key
+}
+
 impl Manifest {
     /// Counts computed from the lists, for writing and for checking.
     pub fn computed_counts(&self) -> Counts {
@@ -562,7 +576,8 @@ impl Manifest {
     }
 
     /// Checks the manifest's own rules (format, counts, well-formed entries, canonical
-    /// paths, no duplicates). Does not look at the tar stream.
+    /// paths, no duplicates, no two names of one kind or two paths that differ only in
+    /// case). Does not look at the tar stream.
     pub fn check(&self) -> Result<(), VerifyError> {
         let bad = |reason: String| VerifyError::InvalidManifest(reason);
         if self.format != super::FORMAT_NAME {
@@ -574,8 +589,15 @@ impl Manifest {
                 supported: super::FORMAT_VERSION,
             });
         }
-        let mut paths = std::collections::HashSet::with_capacity(self.entries.len());
-        for entry in &self.entries {
+        // Key Vault names are case-insensitive: one spelling per item, one path per
+        // case-folded path (else extracting on a case-insensitive file system, or keying
+        // items by name, silently keeps one of two). Keyed by digests of the folded
+        // strings, each mapped to the entry that brought it: a fraction of the memory of
+        // the strings themselves on a 100,000-entry manifest.
+        let mut spellings: HashMap<FoldedKey, usize> = HashMap::new();
+        let mut folded_paths: HashMap<FoldedKey, usize> =
+            HashMap::with_capacity(self.entries.len());
+        for (index, entry) in self.entries.iter().enumerate() {
             let expected = layout::entry_path(
                 entry.entry_type,
                 entry.kind,
@@ -590,9 +612,29 @@ impl Manifest {
                     entry.path
                 )));
             }
-            if !paths.insert(entry.path.as_str()) {
+            let first = &self.entries[*spellings
+                .entry(folded_key(entry.kind.folder(), &entry.name))
+                .or_insert(index)];
+            if first.name != entry.name {
+                return Err(VerifyError::NameCaseClash {
+                    kind: entry.kind.as_str(),
+                    first: first.name.clone(),
+                    second: entry.name.clone(),
+                });
+            }
+            let first = &self.entries[*folded_paths
+                .entry(folded_key("", &entry.path))
+                .or_insert(index)];
+            if std::ptr::eq(first, entry) {
+                continue;
+            }
+            if first.path == entry.path {
                 return Err(bad(format!("entry {:?} is listed twice", entry.path)));
             }
+            return Err(VerifyError::PathCaseClash {
+                first: first.path.clone(),
+                second: entry.path.clone(),
+            });
         }
         let computed = self.computed_counts();
         if computed != self.counts {
@@ -608,6 +650,63 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest listing secret version entries `(name, version)`, consistent otherwise.
+    fn manifest_of(entries: &[(&str, &str)]) -> Manifest {
+        let names: std::collections::HashSet<String> = entries
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        let listed: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(name, version)| {
+                serde_json::json!({
+                    "path": format!("secrets/{name}/versions/{version}.json"),
+                    "type": "secret-version", "kind": "secret", "name": name,
+                    "version": version, "size": 1, "sha256": "00".repeat(32),
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "format": "coldvault-archive", "format_version": 1,
+            "tool": {"name": "coldvault", "version": "0"},
+            "created": "2026-06-01T00:00:00Z",
+            "source": {"vault": "v", "url": "https://v.vault.azure.net/"},
+            "counts": {"secrets": names.len(), "keys": 0, "certificates": 0,
+                       "entries": listed.len(), "skipped": 0, "deleted": 0},
+            "entries": listed, "skipped": [], "deleted": []
+        }))
+        .expect("manifest")
+    }
+
+    #[test]
+    fn names_and_paths_differing_only_in_case_are_refused() {
+        assert!(
+            manifest_of(&[("api-key", "v1"), ("api-key", "v2"), ("db", "v1")])
+                .check()
+                .is_ok()
+        );
+        let err = manifest_of(&[("api-key", "v1"), ("db", "v1"), ("API-KEY", "v2")])
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with(r#"secret names "api-key" and "API-KEY" differ only in case"#),
+            "{err}"
+        );
+        let err = manifest_of(&[("db", "abc"), ("db", "ABC")]).check().err();
+        assert!(
+            matches!(err, Some(VerifyError::PathCaseClash { ref first, ref second })
+                if first == "secrets/db/versions/abc.json" && second == "secrets/db/versions/ABC.json"),
+            "{err:?}"
+        );
+        let err = manifest_of(&[("db", "v1"), ("db", "v1")]).check().err();
+        assert!(
+            matches!(err, Some(VerifyError::InvalidManifest(ref m)) if m.contains("listed twice")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn secret_record_debug_is_redacted() {

@@ -95,6 +95,23 @@ pub struct ReadStats {
 }
 
 impl ArchiveReader {
+    /// Checks that `path` names an existing file, before any key is loaded or passphrase
+    /// asked: [`ArchiveError::ArchiveNotFound`] when nothing is there (also when a folder on
+    /// the way is missing), [`ArchiveError::ArchiveIsFolder`] for a folder. Every command
+    /// that reads an archive calls this first, so a missing archive fails the same way
+    /// everywhere.
+    pub fn check_path(path: &Path) -> Result<(), ArchiveError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Err(ArchiveError::ArchiveIsFolder(path.to_owned())),
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(ArchiveError::ArchiveNotFound(path.to_owned())),
+            Err(e) => Err(ArchiveError::io(
+                format!("cannot open {}", path.display()),
+                e,
+            )),
+        }
+    }
+
     /// Opens and fully verifies the archive at `path` with the default [`ReadLimits`].
     pub fn open(path: &Path, decryption: &Decryption) -> Result<Self, ArchiveError> {
         Self::open_with_limits(path, decryption, ReadLimits::default())
@@ -231,7 +248,13 @@ fn open_stream(
     limits: &ReadLimits,
 ) -> Result<(tar::Archive<TarStream>, FailureSlot, u64), ArchiveError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|e| ArchiveError::io(format!("cannot open {shown}"), e))?;
+    let file = File::open(path).map_err(|e| {
+        if is_not_found(&e) {
+            ArchiveError::ArchiveNotFound(path.to_owned())
+        } else {
+            ArchiveError::io(format!("cannot open {shown}"), e)
+        }
+    })?;
     let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (raw, raw_state) = RawReader::new(file);
     let stream = decryption.decrypt(BufReader::new(raw))?;
@@ -256,6 +279,42 @@ fn open_stream(
         },
     };
     Ok((tar::Archive::new(bounded), failure, file_bytes))
+}
+
+/// Nothing at the path: the file, or a folder on the way to it, does not exist.
+fn is_not_found(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Where the data of `entry` ends in the tar stream, padding to the 512-byte block included.
+fn entry_end<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    entry
+        .raw_file_position()
+        .saturating_add(entry.size().div_ceil(BLOCK) * BLOCK)
+}
+
+/// The tar block size.
+const BLOCK: u64 = 512;
+
+/// Ends a pass over the tar stream whose last entry's data ended at `entries_end`: drains
+/// the rest (only zeros may follow, and reading to the end authenticates age's last chunk),
+/// then checks that the zeros include the end-of-archive marker. The tar crate stops as
+/// quietly at the end of the data as at the marker, so the check is made here: at least
+/// two zero blocks must follow the last entry (POSIX; `tar -c` writes more).
+fn finish_tar(
+    archive: tar::Archive<TarStream>,
+    failure: &FailureSlot,
+    entries_end: u64,
+) -> Result<(), ArchiveError> {
+    let mut stream = archive.into_inner();
+    drain(&mut stream, failure)?;
+    if stream.produced.saturating_sub(entries_end) < 2 * BLOCK {
+        return Err(VerifyError::MissingTarEnd.into());
+    }
+    Ok(())
 }
 
 /// A tar entry that passed the structural checks.
@@ -374,10 +433,12 @@ fn verify_pass(
     let mut seen: HashMap<PathKey, (u64, Sha256Digest)> = HashMap::new();
     let mut manifest: Option<Manifest> = None;
     let mut marker_seen = false;
+    let mut entries_end = 0;
     {
         let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| tar_error(&failure, e))?;
+            entries_end = entries_end.max(entry_end(&entry));
             stats.tar_entries += 1;
             if stats.tar_entries > limits.max_entries {
                 return Err(VerifyError::TooManyEntries {
@@ -445,7 +506,7 @@ fn verify_pass(
             seen.insert(path_key(&path), (size, digest));
         }
     }
-    drain(&mut archive.into_inner(), &failure)?;
+    finish_tar(archive, &failure, entries_end)?;
     if !marker_seen {
         return Err(VerifyError::MissingFormatMarker {
             found: String::new(),
@@ -551,10 +612,12 @@ fn entries_pass(
         .collect();
     let mut delivered = vec![false; manifest.entries.len()];
     let (mut archive, failure, _) = open_stream(path, decryption, limits)?;
+    let mut entries_end = 0;
     {
         let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| tar_error(&failure, e))?;
+            entries_end = entries_end.max(entry_end(&entry));
             let path = match check_entry(&entry)? {
                 Checked::Folder => continue,
                 Checked::File(path) => path,
@@ -608,7 +671,7 @@ fn entries_pass(
             }
         }
     }
-    drain(&mut archive.into_inner(), &failure)?;
+    finish_tar(archive, &failure, entries_end)?;
     if let Some(i) = delivered.iter().position(|d| !d) {
         return Err(VerifyError::MissingEntry(manifest.entries[i].path.clone()).into());
     }

@@ -105,12 +105,7 @@ struct DiffReport {
 /// Runs `coldvault diff`.
 pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let target = parse_vault(&args.vault)?;
-    if !args.archive.is_file() {
-        return Err(CliError::usage(format!(
-            "{}: no such archive file",
-            args.archive.display()
-        )));
-    }
+    crate::archive::ArchiveReader::check_path(&args.archive)?;
     let decryption = args.decryption.resolve()?;
     let scope = Scope::resolve(&args.scope)?;
     let options = args.connect.options();

@@ -23,7 +23,8 @@ use crate::error::{CliError, ExitCode};
 /// Output formats of `coldvault extract`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExtractFormat {
-    /// `NAME='value'` lines; names upper-cased with `-` turned into `_`.
+    /// `NAME='value'` lines; names upper-cased with `-` turned into `_`. A value holding
+    /// a NUL byte cannot be written this way (exit 1, the secret named).
     Dotenv,
     /// One JSON object: `{"name": "value", …}`.
     Json,
@@ -37,7 +38,11 @@ pub enum ExtractFormat {
   coldvault extract prod-kv-20261123T021700Z.tar.zst.age -i identity.txt --format dotenv -o prod.env
   coldvault extract prod-kv-20261123T021700Z.tar.zst.age -i identity.txt --format dir -o ./secrets
 
-Exit codes: 0 written, 1 failed, 2 usage, 3 some secrets have no plain value (named), 4 the archive failed verification.")]
+dotenv lines are sourced exactly by POSIX sh; a value holding a NUL byte has no dotenv form \
+(environment variables end at NUL): extract refuses it, naming the secret; use --format json or dir.
+
+Exit codes: 0 written, 1 failed (also: archive not found, a NUL in a dotenv value), 2 usage, \
+3 some secrets have no plain value (named), 4 the archive failed verification.")]
 pub struct ExtractArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
@@ -72,6 +77,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
                 .with_hint("pass --force to replace it, or choose another -o"),
         );
     }
+    ArchiveReader::check_path(&args.archive)?;
     let decryption = args.keys.resolve()?;
     let reader = ArchiveReader::open(&args.archive, &decryption)?;
 
@@ -146,7 +152,31 @@ fn preferred(new: &SecretRecord, old: &SecretRecord) -> bool {
 /// `NAME='value'` lines that POSIX `sh` sources exactly. Single quotes keep a value
 /// literal (newlines included); a value holding a single quote is double-quoted instead,
 /// with `\\`, `"`, `$` and `` ` `` escaped by a backslash.
+///
+/// A value holding a NUL byte is refused, naming the secret: environment variables are C
+/// strings, so no shell or dotenv reader can give that value back (`sh` drops or cuts at
+/// the NUL, and there is no escape for it that `sh`, Docker's `--env-file`, systemd's
+/// `EnvironmentFile` or python-dotenv share). JSON (`\u0000`) and `dir` (raw bytes) carry it.
 fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, CliError> {
+    let with_nul: Vec<&str> = secrets
+        .values()
+        .filter(|r| r.value.expose_secret().contains('\0'))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !with_nul.is_empty() {
+        let (noun, verb) = if with_nul.len() == 1 {
+            ("secret", "holds a NUL byte")
+        } else {
+            ("secrets", "hold NUL bytes")
+        };
+        return Err(CliError::failed(format!(
+            "{noun} {} {verb}, which a dotenv file cannot carry (environment variables end at NUL)",
+            with_nul.join(", ")
+        ))
+        .with_hint(
+            "use --format json (NUL written as \\u0000) or --format dir (one raw file per secret)",
+        ));
+    }
     let mut out = Zeroizing::new(String::new());
     for record in secrets.values() {
         let key: String = record
@@ -276,6 +306,21 @@ mod tests {
             attributes: Default::default(),
             current: true,
         }
+    }
+
+    #[test]
+    fn dotenv_refuses_nul_naming_every_such_secret() {
+        let mut map = BTreeMap::new();
+        map.insert("a".into(), record("fine", "ok"));
+        map.insert("b".into(), record("nul-one", "x\0canary-a"));
+        map.insert("c".into(), record("nul-two", "\0canary-b"));
+        let err = dotenv(&map).err();
+        let message = err.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        assert_eq!(
+            message,
+            "secrets nul-one, nul-two hold NUL bytes, which a dotenv file cannot carry (environment variables end at NUL)"
+        );
+        assert_eq!(err.map(|e| e.code), Some(ExitCode::Failed));
     }
 
     #[test]

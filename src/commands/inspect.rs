@@ -18,7 +18,7 @@ use crate::output::table::{Table, human_bytes};
   coldvault inspect prod-kv-20261123T021700Z.tar.zst.age -i identity.txt
   coldvault inspect prod-kv-20261123T021700Z.tar.zst.age -i ~/.ssh/id_ed25519 --json
 
-Exit codes: 0 listed, 1 cannot open (wrong key, unreadable file), 2 usage, 4 the archive failed verification.")]
+Exit codes: 0 listed, 1 cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed verification.")]
 pub struct InspectArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
@@ -42,6 +42,7 @@ struct InspectDocument<'a> {
 
 /// Runs `coldvault inspect`.
 pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
+    ArchiveReader::check_path(&args.archive)?;
     let decryption = args.keys.resolve()?;
     let reader = ArchiveReader::open(&args.archive, &decryption)?;
     let manifest = reader.manifest();

@@ -1,12 +1,12 @@
 //! `coldvault keygen`: a new age X25519 identity, in age-keygen's file format. With `-o
-//! FILE` the identity goes to a new file (mode 0600, never replacing one) and the recipient
-//! to stdout, ready for `-r`; without it the identity goes to stdout and the recipient to
-//! stderr, as `age-keygen` does.
+//! FILE` the identity goes to a new file (mode 0600, never replacing one; missing parent
+//! folders are created with mode 0700) and the recipient to stdout, ready for `-r`; without
+//! it the identity goes to stdout and the recipient to stderr, as `age-keygen` does.
 
-use std::fs::OpenOptions;
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 use age::secrecy::zeroize::Zeroizing;
@@ -21,8 +21,8 @@ use crate::error::{CliError, ExitCode};
 
 Exit codes: 0 written, 1 failed (an existing file is never replaced), 2 usage.")]
 pub struct KeygenArgs {
-    /// Write the identity to FILE (created with mode 0600; an existing file is refused) and
-    /// print its recipient on stdout.
+    /// Write the identity to FILE (created with mode 0600; an existing file is refused;
+    /// missing folders are created with mode 0700) and print its recipient on stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -44,6 +44,7 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
     match &args.output {
         Some(path) => {
             let shown = path.display();
+            create_parent(path)?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -71,4 +72,26 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// Creates the folders leading to `path` that do not exist yet, with mode 0700: they will
+/// hold a private key (`~/.config/coldvault/` on a fresh machine). Existing folders are
+/// left as they are.
+fn create_parent(path: &Path) -> Result<(), CliError> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(|e| {
+            CliError::failed(format!(
+                "cannot create the folder {}: {e}",
+                parent.display()
+            ))
+        })
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use age::secrecy::zeroize::Zeroizing;
 use age::secrecy::{ExposeSecret, SecretString};
 
-use crate::archive::keys::{IdentitySet, Prompt, RecipientSet};
+use crate::archive::keys::{IdentitySet, Prompt, RecipientSet, looks_like_private_key};
 use crate::archive::{ArchiveError, Decryption, Encryption};
 use crate::error::CliError;
 
@@ -29,11 +29,23 @@ pub const IDENTITY_PASSPHRASE_ENV: &str = "COLDVAULT_IDENTITY_PASSPHRASE";
 pub struct EncryptArgs {
     /// Encrypt to RECIPIENT: age1…, "ssh-ed25519 …", "ssh-rsa …" or a plugin recipient
     /// (repeatable; each one alone opens the archive).
-    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    // Hyphen values are taken as values so that a pasted PEM key (`-----BEGIN …`) reaches
+    // the private-key check instead of clap's "unexpected argument" error, which echoes it.
+    #[arg(
+        short = 'r',
+        long = "recipient",
+        value_name = "RECIPIENT",
+        allow_hyphen_values = true
+    )]
     pub recipients: Vec<String>,
 
     /// Encrypt to every recipient listed in FILE, one per line (repeatable).
-    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    #[arg(
+        short = 'R',
+        long = "recipients-file",
+        value_name = "FILE",
+        allow_hyphen_values = true
+    )]
     pub recipients_files: Vec<PathBuf>,
 
     /// Encrypt with a passphrase instead: from --passphrase-file, COLDVAULT_PASSPHRASE, or a
@@ -55,8 +67,17 @@ impl EncryptArgs {
             return Err(ArchiveError::MixedRecipientAndPassphrase.into());
         }
         let mut set = RecipientSet::new();
-        for recipient in &self.recipients {
-            set.add(recipient)?;
+        let several = self.recipients.len() > 1;
+        for (index, recipient) in self.recipients.iter().enumerate() {
+            set.add(recipient).map_err(|e| match e {
+                // Which -r it was, since the key itself is never shown.
+                ArchiveError::PrivateKeyAsRecipient { .. } if several => {
+                    ArchiveError::PrivateKeyAsRecipient {
+                        place: format!("recipient {} (-r)", index + 1),
+                    }
+                }
+                other => other,
+            })?;
         }
         for file in &self.recipients_files {
             set.add_file(file)?;
@@ -75,7 +96,13 @@ impl EncryptArgs {
 pub struct DecryptArgs {
     /// Decrypt with the identities in FILE: an age identity file or an SSH private key
     /// (repeatable).
-    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    // Hyphen values: see `EncryptArgs::recipients`.
+    #[arg(
+        short = 'i',
+        long = "identity",
+        value_name = "FILE",
+        allow_hyphen_values = true
+    )]
     pub identities: Vec<PathBuf>,
 
     /// The archive is passphrase-encrypted: read the passphrase from --passphrase-file,
@@ -137,6 +164,13 @@ impl Prompt for TerminalPrompt {
 /// terminal (asked twice when `confirm`).
 fn read_passphrase(file: Option<&Path>, confirm: bool) -> Result<SecretString, CliError> {
     if let Some(path) = file {
+        if looks_like_private_key(&path.to_string_lossy()) && !path.exists() {
+            // Its name would be echoed in "cannot read the passphrase file …".
+            return Err(ArchiveError::KeyInsteadOfFile {
+                what: "passphrase file",
+            }
+            .into());
+        }
         let shown = path.display();
         let mut text = Zeroizing::new(String::new());
         std::fs::File::open(path)

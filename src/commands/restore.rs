@@ -119,12 +119,7 @@ impl RestorePlan {
     /// Checks the arguments and reads what they point at (identities, passphrase).
     pub fn resolve(args: &RestoreArgs) -> Result<Self, CliError> {
         let target = parse_vault(&args.vault)?;
-        if !args.archive.is_file() {
-            return Err(CliError::usage(format!(
-                "{}: no such archive file",
-                args.archive.display()
-            )));
-        }
+        crate::archive::ArchiveReader::check_path(&args.archive)?;
         Ok(Self {
             archive: args.archive.clone(),
             target,

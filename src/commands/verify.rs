@@ -17,7 +17,7 @@ use crate::output::table::human_bytes;
   coldvault verify prod-kv-20261123T021700Z.tar.zst.age -i identity.txt
   COLDVAULT_PASSPHRASE=... coldvault verify archive.tar.zst.age --passphrase
 
-Exit codes: 0 every rule of the format holds, 1 cannot open (wrong key, unreadable file), 2 usage, 4 the archive failed verification (the first problem is named).")]
+Exit codes: 0 every rule of the format holds, 1 cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed verification (the first problem is named).")]
 pub struct VerifyArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
@@ -44,6 +44,7 @@ struct VerifyDocument {
 
 /// Runs `coldvault verify`.
 pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    ArchiveReader::check_path(&args.archive)?;
     let decryption = args.keys.resolve()?;
     let reader = ArchiveReader::open(&args.archive, &decryption)?;
     let manifest = reader.manifest();
