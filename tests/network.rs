@@ -128,6 +128,45 @@ async fn connection_refused_warns_at_once_and_fails_within_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_silent_host_times_out_within_the_timeout() {
+    // Accepts connections and never says a word: the TLS handshake never completes.
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let host = format!("kv1.vault.localhost:{port}");
+    let (output, took) = backup(
+        &format!("https://{host}/"),
+        &["--timeout", "4s"],
+        &principal_env(),
+    )
+    .await;
+    silent.abort();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(took < WELL_WITHIN, "took {took:?}");
+    assert!(
+        stderr.contains(&format!(
+            "coldvault: warning: {host}: timed out; retrying until "
+        )),
+        "{stderr}"
+    );
+    let (error, hint) = error_and_hint(&output);
+    assert_eq!(
+        error,
+        format!("coldvault: error: {host}: timed out (gave up after 4 s)")
+    );
+    assert!(hint.contains("no answer in time"), "{hint}");
+    assert_no_canary(&output);
+}
+
+#[tokio::test]
 async fn each_attempt_and_its_wait_is_logged_at_verbose() {
     let port = closed_port();
     let url = format!("https://kv1.vault.localhost:{port}/");

@@ -24,7 +24,7 @@ pub struct ConnectArgs {
     pub auth: Option<AuthMethod>,
 
     /// Give up on a request, its retries included, after this long (e.g. 30s, 2m, 1m30s)
-    /// [default: 2m]. Connecting never waits more than 10s per attempt.
+    /// [default: 2m]. A connection attempt waits at most 10s (or half of this).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 }

@@ -141,13 +141,15 @@ pub fn build_http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, Vaul
 
 /// Builds the HTTP client: platform roots plus `ca_cert`'s certificates, `*.localhost` on
 /// loopback, no redirects (Key Vault never redirects; following one would leak the token), a
-/// connect timeout of [`DEFAULT_CONNECT_TIMEOUT`] or `timeout` if shorter.
+/// connect timeout of [`DEFAULT_CONNECT_TIMEOUT`] or half of `timeout` if shorter.
 pub fn build_http_client_with(
     ca_cert: Option<&Path>,
     timeout: Duration,
 ) -> Result<reqwest::Client, VaultError> {
+    // Half the deadline at most, so even a short `--timeout` leaves room for a second attempt
+    // (a host that swallowed one SYN) and the warning comes before the final error.
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout))
+        .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout / 2))
         .read_timeout(READ_TIMEOUT.min(timeout))
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(LoopbackAwareResolver);
