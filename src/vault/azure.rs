@@ -57,8 +57,8 @@ pub struct ConnectOptions {
     pub ca_cert: Option<PathBuf>,
     /// `--auth`: try only this method instead of the chain.
     pub auth: Option<AuthMethod>,
-    /// `--timeout`: how long one request may take, retries and waits included (the connect
-    /// timeout is never longer).
+    /// `--timeout`: how long one request may take, retries and waits included (a connection
+    /// attempt gets half of it at most, and never more than 10 s).
     pub timeout: Duration,
     /// Told once per host when a request first gets no answer and will be retried.
     pub network_warning: Option<NetworkWarning>,
