@@ -10,7 +10,8 @@ use age::secrecy::{ExposeSecret, SecretString};
 use azure_security_keyvault_keys::models::{CreateKeyParameters, CurveName, KeyType};
 use coldvault::vault::{
     Attributes, AuthMethod, AzureVault, CertificateImport, ConflictReason, ConnectOptions,
-    EnvSnapshot, ItemKind, NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
+    EnvSnapshot, ItemKind, NetworkCause, NewSecretVersion, VaultError, VaultReader, VaultUrl,
+    VaultWriter,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
@@ -621,11 +622,16 @@ async fn without_the_emulator_root_the_certificate_is_refused() {
         "{:?}",
         started.elapsed()
     );
-    assert!(err.to_string().contains("--ca-cert"), "{err}");
-    let text = err.to_string().to_ascii_lowercase();
+    let VaultError::Network(failure) = &err else {
+        panic!("expected a network failure, got {err:?}");
+    };
     assert!(
-        text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls"),
-        "{text}"
+        matches!(failure.cause, NetworkCause::UntrustedCertificate(_)),
+        "{failure:?}"
+    );
+    assert!(
+        err.to_string().contains("TLS certificate is not trusted"),
+        "{err}"
     );
 }
 

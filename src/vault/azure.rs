@@ -33,7 +33,10 @@ use super::credentials::{
     AuthAttempt, AuthError, AuthMethod, CredentialChain, EnvSnapshot, SelectedCredential,
 };
 use super::pacing::{Pacer, PacingPolicy, RequestStats, retry_after};
-use super::transport::{azure_transport, build_http_client};
+use super::transport::{
+    DEFAULT_TIMEOUT, DeadlinePolicy, NetworkWarning, azure_transport_with, build_http_client_with,
+    find_network_failure,
+};
 use super::{
     Attributes, BackupBlob, CertificateBundle, CertificateImport, CertificateProperties,
     DeletedItem, ItemKind, KeyBundle, KeyProperties, NewSecretVersion, SecretProperties,
@@ -54,6 +57,11 @@ pub struct ConnectOptions {
     pub ca_cert: Option<PathBuf>,
     /// `--auth`: try only this method instead of the chain.
     pub auth: Option<AuthMethod>,
+    /// `--timeout`: how long one request may take, retries and waits included (a connection
+    /// attempt gets half of it at most, and never more than 10 s).
+    pub timeout: Duration,
+    /// Told once per host when a request first gets no answer and will be retried.
+    pub network_warning: Option<NetworkWarning>,
     /// The environment the credentials read (`AZURE_*`, `COLDVAULT_CA_CERT`).
     pub env: EnvSnapshot,
     /// Learn a request rate from throttling (see [`super::pacing`]); the shared gate on 429 is
@@ -69,12 +77,14 @@ pub struct ConnectOptions {
 }
 
 impl Default for ConnectOptions {
-    /// No extra root, the whole chain, an empty environment, adaptive pacing, 10 retries, pages
-    /// of 25, sign-in at connect.
+    /// No extra root, the whole chain, a 2-minute request deadline, no warning hook, an empty
+    /// environment, adaptive pacing, 10 retries, pages of 25, sign-in at connect.
     fn default() -> Self {
         Self {
             ca_cert: None,
             auth: None,
+            timeout: DEFAULT_TIMEOUT,
+            network_warning: None,
             env: EnvSnapshot::default(),
             adaptive_rate: true,
             max_retries: 10,
@@ -128,8 +138,8 @@ impl AzureVault {
             .ca_cert
             .clone()
             .or_else(|| options.env.get("COLDVAULT_CA_CERT").map(PathBuf::from));
-        let http = build_http_client(ca_cert.as_deref())?;
-        let transport = azure_transport(http);
+        let http = build_http_client_with(ca_cert.as_deref(), options.timeout)?;
+        let transport = azure_transport_with(http, options.network_warning.clone());
         let chain = Arc::new(CredentialChain::new(
             &options.env,
             options.auth,
@@ -139,10 +149,14 @@ impl AzureVault {
         let pacer = Arc::new(Pacer::new(options.adaptive_rate));
         let client_options = ClientOptions {
             transport: Some(transport),
+            per_call_policies: vec![
+                Arc::new(DeadlinePolicy::new(options.timeout)) as Arc<dyn Policy>
+            ],
             per_try_policies: vec![Arc::new(PacingPolicy::new(pacer.clone())) as Arc<dyn Policy>],
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 max_retries: options.max_retries,
-                max_total_elapsed: azure_core::time::Duration::minutes(5),
+                max_total_elapsed: azure_core::time::Duration::try_from(options.timeout)
+                    .unwrap_or(azure_core::time::Duration::minutes(5)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -251,6 +265,13 @@ impl AzureVault {
 
 /// Turns an azure_core error into a classified [`VaultError`].
 fn map_error(err: azure_core::Error, chain: &CredentialChain) -> VaultError {
+    // A request that got no answer, wherever in the pipeline it was wrapped; a credential's
+    // own network failure stays with the credential that met it.
+    if !matches!(err.kind(), ErrorKind::Credential)
+        && let Some(failure) = find_network_failure(&err)
+    {
+        return VaultError::Network(failure.clone());
+    }
     match err.kind() {
         ErrorKind::HttpResponse {
             status,
@@ -285,12 +306,14 @@ fn map_error(err: azure_core::Error, chain: &CredentialChain) -> VaultError {
         }
         ErrorKind::Credential => {
             VaultError::Authentication(chain.last_failure().unwrap_or_else(|| AuthError {
-                attempts: vec![AuthAttempt {
-                    method: chain
+                attempts: vec![AuthAttempt::new(
+                    chain
                         .selected()
                         .map_or(AuthMethod::Env, |selected| selected.method),
-                    reason: error_text(&err),
-                }],
+                    error_text(&err),
+                )],
+                fallback_hint:
+                    "pin the method you mean with --auth to see only its failure".to_owned(),
             }))
         }
         ErrorKind::Io | ErrorKind::Connection => VaultError::Transient {

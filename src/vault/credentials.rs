@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertion, ClientAssertionCredential,
@@ -173,22 +174,52 @@ impl fmt::Debug for EnvSnapshot {
 pub struct AuthAttempt {
     /// The method.
     pub method: AuthMethod,
-    /// Why it failed or was skipped, in one line.
+    /// Why it failed or was skipped, in one line: which variable is missing, or which
+    /// credential answered what. Never a secret or a token.
     pub reason: String,
+    /// What would fix it, when the attempt shows what (a variable to set, a secret the issuer
+    /// refused); `None` for a method that simply is not configured.
+    pub hint: Option<String>,
 }
 
-/// No method produced a token; each attempt says why.
+impl AuthAttempt {
+    /// A method that was skipped or failed without pointing at a fix.
+    pub fn new(method: AuthMethod, reason: impl Into<String>) -> Self {
+        Self {
+            method,
+            reason: reason.into(),
+            hint: None,
+        }
+    }
+}
+
+/// No method produced a token; each attempt says why, and [`AuthError::hint`] what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct AuthError {
     /// The methods tried, in order.
     pub attempts: Vec<AuthAttempt>,
+    /// What to do when no attempt points at a fix; never names a variable that is set.
+    pub fallback_hint: String,
+}
+
+impl AuthError {
+    /// The hint of the first attempt that has one (a missing variable, a refused secret),
+    /// otherwise the fallback.
+    pub fn hint(&self) -> &str {
+        self.attempts
+            .iter()
+            .find_map(|a| a.hint.as_deref())
+            .unwrap_or(&self.fallback_hint)
+    }
 }
 
 impl fmt::Display for AuthError {
+    /// One line: `cannot sign in to Azure: env: …; azure-cli: …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no credential could sign in to Azure")?;
-        for attempt in &self.attempts {
-            write!(f, "\n  {}: {}", attempt.method, attempt.reason)?;
+        f.write_str("cannot sign in to Azure")?;
+        for (i, attempt) in self.attempts.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { "; " };
+            write!(f, "{sep}{}: {}", attempt.method, attempt.reason)?;
         }
         Ok(())
     }
@@ -218,6 +249,14 @@ struct Candidate {
     credential: Arc<dyn TokenCredential>,
     /// How long to wait for it before moving on (`None`: as long as it takes).
     timeout: Option<Duration>,
+    /// Who was refused, for the reason when the issuer refuses (`service principal
+    /// (AZURE_CLIENT_ID=…, AZURE_TENANT_ID=…): the issuer refused the client secret`).
+    refused: String,
+    /// What to check when the issuer refuses.
+    hint_refused: String,
+    /// Who answered, for any other refusal (`the issuer refused the sign-in`, `the identity
+    /// endpoint answered`).
+    answered: String,
 }
 
 /// Runs the Azure CLI on tokio's process support instead of blocking a runtime thread.
@@ -348,6 +387,8 @@ pub struct CredentialChain {
     candidates: Vec<Candidate>,
     /// Methods skipped at construction (variables missing), reported with the failures.
     skipped: Vec<AuthAttempt>,
+    /// The hint when no attempt points at a fix (see [`AuthError::hint`]).
+    fallback_hint: String,
     /// Index of the chosen candidate once one produced a token.
     selected: Mutex<Option<usize>>,
     /// Serialises the first sign-in, so concurrent first requests do not all probe the chain.
@@ -401,6 +442,136 @@ fn missing(env: &EnvSnapshot, names: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// `A`, `A and B`, `A, B and C`.
+fn and_list<S: AsRef<str>>(names: &[S]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.as_ref().to_owned(),
+        [init @ .., last] => format!(
+            "{} and {}",
+            init.iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(", "),
+            last.as_ref()
+        ),
+    }
+}
+
+/// `AZURE_TENANT_ID is set but AZURE_CLIENT_ID is not`: a method configured halfway.
+fn incomplete(method: AuthMethod, set: &[&str], unset: &[String]) -> AuthAttempt {
+    let verb = |n: usize| if n == 1 { "is" } else { "are" };
+    AuthAttempt {
+        method,
+        reason: format!(
+            "{} {} set but {} {} not",
+            and_list(set),
+            verb(set.len()),
+            and_list(unset),
+            verb(unset.len())
+        ),
+        hint: Some(format!("set {} too", and_list(unset))),
+    }
+}
+
+/// What to do when no attempt points at a fix: the variables of the pinned method (or of a
+/// service principal) that are not set, or `az login`. Never names a variable that is set.
+fn fallback_hint(env: &EnvSnapshot, pinned: Option<AuthMethod>) -> String {
+    let service_principal = || {
+        let unset = missing(
+            env,
+            &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"],
+        );
+        (!unset.is_empty()).then(|| format!("set {}", and_list(&unset)))
+    };
+    match pinned {
+        Some(AuthMethod::Env) => service_principal()
+            .unwrap_or_else(|| "check the service principal's variables".to_owned()),
+        Some(AuthMethod::WorkloadIdentity) => {
+            let unset = missing(
+                env,
+                &[
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "AZURE_TENANT_ID",
+                    "AZURE_CLIENT_ID",
+                ],
+            );
+            if unset.is_empty() {
+                "check the federated credential of AZURE_CLIENT_ID and its token file".to_owned()
+            } else {
+                format!("set {}", and_list(&unset))
+            }
+        }
+        Some(AuthMethod::ManagedIdentity) => {
+            "managed identity works on Azure hosts with an identity assigned (App Service, \
+             Functions, VMs, AKS): pick another --auth elsewhere"
+                .to_owned()
+        }
+        Some(AuthMethod::AzureCli) => "run `az login` (the Azure CLI must be on PATH)".to_owned(),
+        None => match service_principal() {
+            Some(set) => format!("{set} (or run `az login`), or pin one method with --auth"),
+            None => "pin the method you mean with --auth to see only its failure".to_owned(),
+        },
+    }
+}
+
+/// What a credential's failure says: which issuer refused what (parsed from the OAuth error
+/// response azure_identity keeps), or which host did not answer, or the SDK's text.
+fn describe_failure(err: &azure_core::Error, candidate: &Candidate) -> (String, Option<String>) {
+    let (refused, hint_refused) = (&candidate.refused, &candidate.hint_refused);
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(failure) = super::transport::find_network_failure(e) {
+            return (
+                format!("the token endpoint did not answer: {failure}"),
+                Some(
+                    "check the network path to the identity endpoint (proxy, firewall) and \
+                     AZURE_AUTHORITY_HOST if set"
+                        .to_owned(),
+                ),
+            );
+        }
+        if let Some(inner) = e.downcast_ref::<azure_core::Error>()
+            && let ErrorKind::HttpResponse {
+                status,
+                raw_response: Some(raw),
+                ..
+            } = inner.kind()
+        {
+            let body: serde_json::Value = serde_json::from_slice(raw.body()).unwrap_or_default();
+            let code = body["error"].as_str().unwrap_or("");
+            // Entra's descriptions continue with trace and correlation ids on later lines.
+            let description = body["error_description"]
+                .as_str()
+                .and_then(|d| d.lines().next())
+                .unwrap_or("")
+                .trim();
+            let answer = match (code, description) {
+                ("", "") => format!("HTTP {}", u16::from(*status)),
+                (code, "") => code.to_owned(),
+                ("", d) => d.to_owned(),
+                (code, d) => format!("{code} ({d})"),
+            };
+            let hint = match code {
+                "invalid_client" => Some(hint_refused.to_owned()),
+                "unauthorized_client" => Some(
+                    "check AZURE_CLIENT_ID: the tenant knows no application with this id"
+                        .to_owned(),
+                ),
+                _ => Some("check AZURE_TENANT_ID and AZURE_CLIENT_ID".to_owned()),
+            };
+            let what = if code == "invalid_client" {
+                refused.to_owned()
+            } else {
+                candidate.answered.clone()
+            };
+            return (format!("{what}: {answer}"), hint);
+        }
+        current = e.source();
+    }
+    (one_line(&err.to_string()), None)
+}
+
 impl CredentialChain {
     /// Builds the chain for a vault (its host picks the sovereign cloud when
     /// `AZURE_AUTHORITY_HOST` is not set). With `pinned`, only that method is tried, without
@@ -427,15 +598,20 @@ impl CredentialChain {
                 authority.as_deref(),
             ) {
                 Ok(candidate) => candidates.push(candidate),
-                Err(reason) => skipped.push(AuthAttempt { method, reason }),
+                Err(attempt) => skipped.push(attempt),
             }
         }
+        let fallback_hint = fallback_hint(env, pinned);
         if candidates.is_empty() {
-            return Err(AuthError { attempts: skipped });
+            return Err(AuthError {
+                attempts: skipped,
+                fallback_hint,
+            });
         }
         Ok(Self {
             candidates,
             skipped,
+            fallback_hint,
             selected: Mutex::new(None),
             first_sign_in: tokio::sync::Mutex::new(()),
             last_failure: Mutex::new(None),
@@ -448,23 +624,53 @@ impl CredentialChain {
         pinned: bool,
         transport: &Transport,
         authority: Option<&str>,
-    ) -> Result<Candidate, String> {
+    ) -> Result<Candidate, AuthAttempt> {
         let tenant = env.get("AZURE_TENANT_ID");
         let client = env.get("AZURE_CLIENT_ID");
+        let setup_failed =
+            |e: azure_core::Error| AuthAttempt::new(method, one_line(&e.to_string()));
         match method {
             AuthMethod::Env => {
-                let (Some(tenant), Some(client)) = (tenant, client) else {
-                    return Err(format!(
-                        "not configured: {} not set",
-                        missing(env, &["AZURE_TENANT_ID", "AZURE_CLIENT_ID"]).join(" and ")
+                let secret = env.get("AZURE_CLIENT_SECRET");
+                let certificate = env.get("AZURE_CLIENT_CERTIFICATE_PATH");
+                let federated = env.get("AZURE_FEDERATED_TOKEN_FILE").is_some();
+                let credential_set = secret.is_some() || certificate.is_some();
+                // AZURE_CLIENT_ID alone names a user-assigned managed identity, and with
+                // AZURE_FEDERATED_TOKEN_FILE a workload identity: not a service principal
+                // half configured.
+                if !credential_set && (tenant.is_none() || federated) {
+                    return Err(AuthAttempt::new(
+                        method,
+                        format!(
+                            "not configured: {} not set",
+                            and_list(&missing(
+                                env,
+                                &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]
+                            ))
+                        ),
                     ));
+                }
+                let mut set = Vec::new();
+                let mut unset = Vec::new();
+                for (name, value) in [("AZURE_TENANT_ID", tenant), ("AZURE_CLIENT_ID", client)] {
+                    if value.is_some() {
+                        set.push(name);
+                    } else {
+                        unset.push(name.to_owned());
+                    }
+                }
+                match (secret, certificate) {
+                    (Some(_), _) => set.push("AZURE_CLIENT_SECRET"),
+                    (None, Some(_)) => set.push("AZURE_CLIENT_CERTIFICATE_PATH"),
+                    (None, None) => unset
+                        .push("AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH)".to_owned()),
+                }
+                let (Some(tenant), Some(client)) = (tenant, client) else {
+                    return Err(incomplete(method, &set, &unset));
                 };
-                let Some(secret) = env.get("AZURE_CLIENT_SECRET") else {
-                    let Some(path) = env.get("AZURE_CLIENT_CERTIFICATE_PATH") else {
-                        return Err(
-                            "not configured: neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set"
-                                .to_owned(),
-                        );
+                let Some(secret) = secret else {
+                    let Some(path) = certificate else {
+                        return Err(incomplete(method, &set, &unset));
                     };
                     let audience = format!(
                         "{}/{tenant}/oauth2/v2.0/token",
@@ -473,7 +679,16 @@ impl CredentialChain {
                             .trim_end_matches('/')
                     );
                     let assertion =
-                        CertificateAssertion::from_pem_file(Path::new(path), client, audience)?;
+                        CertificateAssertion::from_pem_file(Path::new(path), client, audience)
+                            .map_err(|reason| AuthAttempt {
+                                method,
+                                reason,
+                                hint: Some(
+                                    "AZURE_CLIENT_CERTIFICATE_PATH must name a PEM file with \
+                                     the certificate and its RSA private key"
+                                        .to_owned(),
+                                ),
+                            })?;
                     let credential = ClientAssertionCredential::new(
                         tenant.to_owned(),
                         client.to_owned(),
@@ -482,7 +697,7 @@ impl CredentialChain {
                             client_options: client_options(transport, authority, 3),
                         }),
                     )
-                    .map_err(|e| one_line(&e.to_string()))?;
+                    .map_err(setup_failed)?;
                     return Ok(Candidate {
                         method,
                         detail: format!(
@@ -490,6 +705,18 @@ impl CredentialChain {
                         ),
                         credential,
                         timeout: None,
+                        refused: format!(
+                            "service principal (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                             the issuer refused the client certificate"
+                        ),
+                        hint_refused: "check AZURE_CLIENT_CERTIFICATE_PATH: the issuer did not \
+                                       accept this certificate for AZURE_CLIENT_ID (uploaded to \
+                                       the app registration? expired?)"
+                            .to_owned(),
+                        answered: format!(
+                            "service principal (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                             the issuer refused the sign-in"
+                        ),
                     });
                 };
                 let credential = ClientSecretCredential::new(
@@ -500,30 +727,42 @@ impl CredentialChain {
                         client_options: client_options(transport, authority, 3),
                     }),
                 )
-                .map_err(|e| one_line(&e.to_string()))?;
+                .map_err(setup_failed)?;
                 Ok(Candidate {
                     method,
                     detail: format!("service principal {client} in tenant {tenant}"),
                     credential,
                     timeout: None,
+                    refused: format!(
+                        "service principal (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                         the issuer refused the client secret"
+                    ),
+                    hint_refused: "check AZURE_CLIENT_SECRET: the issuer did not accept it for \
+                                   AZURE_CLIENT_ID (the secret's value, not its id; expired and \
+                                   rotated secrets are refused)"
+                        .to_owned(),
+                    answered: format!(
+                        "service principal (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                         the issuer refused the sign-in"
+                    ),
                 })
             }
             AuthMethod::WorkloadIdentity => {
-                let (Some(tenant), Some(client), Some(file)) =
-                    (tenant, client, env.get("AZURE_FEDERATED_TOKEN_FILE"))
-                else {
-                    return Err(format!(
-                        "not configured: {} not set",
-                        missing(
-                            env,
-                            &[
-                                "AZURE_FEDERATED_TOKEN_FILE",
-                                "AZURE_TENANT_ID",
-                                "AZURE_CLIENT_ID"
-                            ]
-                        )
-                        .join(", ")
+                let Some(file) = env.get("AZURE_FEDERATED_TOKEN_FILE") else {
+                    return Err(AuthAttempt::new(
+                        method,
+                        "not configured: AZURE_FEDERATED_TOKEN_FILE not set",
                     ));
+                };
+                let (Some(tenant), Some(client)) = (tenant, client) else {
+                    let mut set = vec!["AZURE_FEDERATED_TOKEN_FILE"];
+                    set.extend(
+                        [("AZURE_TENANT_ID", tenant), ("AZURE_CLIENT_ID", client)]
+                            .into_iter()
+                            .filter_map(|(name, value)| value.map(|_| name)),
+                    );
+                    let unset = missing(env, &["AZURE_TENANT_ID", "AZURE_CLIENT_ID"]);
+                    return Err(incomplete(method, &set, &unset));
                 };
                 let credential =
                     WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
@@ -534,12 +773,29 @@ impl CredentialChain {
                         tenant_id: Some(tenant.to_owned()),
                         token_file_path: Some(PathBuf::from(file)),
                     }))
-                    .map_err(|e| one_line(&e.to_string()))?;
+                    .map_err(|e| AuthAttempt {
+                        method,
+                        reason: one_line(&e.to_string()),
+                        hint: Some(
+                            "AZURE_FEDERATED_TOKEN_FILE must name a readable token file".to_owned(),
+                        ),
+                    })?;
                 Ok(Candidate {
                     method,
                     detail: format!("workload identity {client} in tenant {tenant}"),
                     credential,
                     timeout: None,
+                    refused: format!(
+                        "workload identity (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                         the issuer refused the federated token"
+                    ),
+                    hint_refused: "check the federated credential of AZURE_CLIENT_ID: its issuer \
+                                   and subject must match the token in AZURE_FEDERATED_TOKEN_FILE"
+                        .to_owned(),
+                    answered: format!(
+                        "workload identity (AZURE_CLIENT_ID={client}, AZURE_TENANT_ID={tenant}): \
+                         the issuer refused the sign-in"
+                    ),
                 })
             }
             AuthMethod::ManagedIdentity => {
@@ -554,9 +810,12 @@ impl CredentialChain {
                         user_assigned_id,
                         client_options: client_options(transport, None, if pinned { 5 } else { 0 }),
                     }))
-                    .map_err(|e| one_line(&e.to_string()))?;
+                    .map_err(setup_failed)?;
                 Ok(Candidate {
                     method,
+                    refused: format!("{detail}: the identity endpoint refused the request"),
+                    hint_refused: "check that the identity is assigned to this host".to_owned(),
+                    answered: format!("{detail}: the identity endpoint answered"),
                     detail,
                     credential,
                     timeout: (!pinned).then_some(MANAGED_IDENTITY_PROBE),
@@ -567,12 +826,15 @@ impl CredentialChain {
                     executor: Some(Arc::new(TokioExecutor)),
                     ..Default::default()
                 }))
-                .map_err(|e| one_line(&e.to_string()))?;
+                .map_err(setup_failed)?;
                 Ok(Candidate {
                     method,
                     detail: "the Azure CLI's signed-in account".to_owned(),
                     credential,
                     timeout: Some(AZURE_CLI_TIMEOUT),
+                    refused: "the Azure CLI's account was refused".to_owned(),
+                    hint_refused: "run `az login` again".to_owned(),
+                    answered: "the Azure CLI's account was refused".to_owned(),
                 })
             }
         }
@@ -610,16 +872,34 @@ impl CredentialChain {
         candidate: &Candidate,
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
-    ) -> Result<AccessToken, String> {
+    ) -> Result<AccessToken, AuthAttempt> {
         let attempt = candidate.credential.get_token(scopes, options);
         let result = match candidate.timeout {
             Some(limit) => match tokio::time::timeout(limit, attempt).await {
                 Ok(result) => result,
-                Err(_) => return Err(format!("no answer within {} s", limit.as_secs())),
+                Err(_) => {
+                    return Err(AuthAttempt::new(
+                        candidate.method,
+                        format!("no answer within {} s", limit.as_secs()),
+                    ));
+                }
             },
             None => attempt.await,
         };
-        result.map_err(|e| one_line(&e.to_string()))
+        result.map_err(|e| {
+            let (reason, hint) = describe_failure(&e, candidate);
+            // Managed identity and the Azure CLI fail wherever they are not set up: their
+            // failure is no pointer to a fix unless the fallback says so.
+            let configured = matches!(
+                candidate.method,
+                AuthMethod::Env | AuthMethod::WorkloadIdentity
+            );
+            AuthAttempt {
+                method: candidate.method,
+                reason,
+                hint: hint.filter(|_| configured),
+            }
+        })
     }
 }
 
@@ -665,14 +945,14 @@ impl TokenCredential for CredentialChain {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                     return Ok(token);
                 }
-                Err(reason) => attempts.push(AuthAttempt {
-                    method: candidate.method,
-                    reason,
-                }),
+                Err(attempt) => attempts.push(attempt),
             }
         }
         attempts.sort_by_key(|a| a.method);
-        let error = AuthError { attempts };
+        let error = AuthError {
+            attempts,
+            fallback_hint: self.fallback_hint.clone(),
+        };
         let message = error.to_string();
         *self
             .last_failure
@@ -896,12 +1176,16 @@ mod tests {
                     detail: method.to_string(),
                     credential: Arc::new(credential),
                     timeout: Some(Duration::from_secs(1)),
+                    refused: format!("{method}: refused"),
+                    hint_refused: "check it".into(),
+                    answered: format!("{method}: answered"),
                 })
                 .collect(),
-            skipped: vec![AuthAttempt {
-                method: AuthMethod::WorkloadIdentity,
-                reason: "not configured".into(),
-            }],
+            skipped: vec![AuthAttempt::new(
+                AuthMethod::WorkloadIdentity,
+                "not configured",
+            )],
+            fallback_hint: "run `az login`".into(),
             selected: Mutex::new(None),
             first_sign_in: tokio::sync::Mutex::new(()),
             last_failure: Mutex::new(None),
@@ -1004,18 +1288,78 @@ mod tests {
     fn auth_errors_list_every_attempt() {
         let err = AuthError {
             attempts: vec![
-                AuthAttempt {
-                    method: AuthMethod::Env,
-                    reason: "not configured".into(),
-                },
-                AuthAttempt {
-                    method: AuthMethod::AzureCli,
-                    reason: "az not found".into(),
-                },
+                AuthAttempt::new(AuthMethod::Env, "not configured"),
+                AuthAttempt::new(AuthMethod::AzureCli, "az not found"),
             ],
+            fallback_hint: "run `az login`".into(),
         };
         let text = err.to_string();
         assert!(text.contains("env: not configured"));
         assert!(text.contains("azure-cli: az not found"));
+    }
+
+    #[test]
+    fn a_half_configured_service_principal_names_the_missing_variable() {
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+            ("AZURE_CLIENT_SECRET", "canary-secret-91"),
+        ]);
+        let err = CredentialChain::new(
+            &env,
+            Some(AuthMethod::Env),
+            &transport(),
+            "kv.vault.azure.net",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.attempts[0].reason,
+            "AZURE_TENANT_ID and AZURE_CLIENT_SECRET are set but AZURE_CLIENT_ID is not"
+        );
+        assert_eq!(err.hint(), "set AZURE_CLIENT_ID too");
+        assert!(!format!("{err} {err:?}").contains("canary-secret-91"));
+        // AZURE_CLIENT_ID alone is a user-assigned managed identity, not half a principal.
+        let env = EnvSnapshot::from_pairs([("AZURE_CLIENT_ID", "mi-client")]);
+        let chain = CredentialChain::new(&env, None, &transport(), "kv.vault.azure.net").unwrap();
+        assert!(chain.skipped[0].reason.starts_with("not configured"));
+        assert!(chain.skipped[0].hint.is_none());
+    }
+
+    #[test]
+    fn fallback_hints_never_name_a_variable_that_is_set() {
+        let env = EnvSnapshot::from_pairs([("AZURE_TENANT_ID", "t")]);
+        let hint = fallback_hint(&env, None);
+        assert!(
+            hint.contains("AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"),
+            "{hint}"
+        );
+        assert!(!hint.contains("AZURE_TENANT_ID"), "{hint}");
+        let env = EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ]);
+        assert!(!fallback_hint(&env, None).contains("set AZURE"));
+        assert!(!fallback_hint(&env, Some(AuthMethod::Env)).contains("set AZURE"));
+    }
+
+    #[test]
+    fn the_first_pointed_hint_wins() {
+        let err = AuthError {
+            attempts: vec![
+                AuthAttempt::new(AuthMethod::Env, "not configured"),
+                AuthAttempt {
+                    method: AuthMethod::WorkloadIdentity,
+                    reason: "AZURE_FEDERATED_TOKEN_FILE is set but AZURE_CLIENT_ID is not".into(),
+                    hint: Some("set AZURE_CLIENT_ID too".into()),
+                },
+            ],
+            fallback_hint: "run `az login`".into(),
+        };
+        assert_eq!(err.hint(), "set AZURE_CLIENT_ID too");
+        assert_eq!(
+            err.to_string(),
+            "cannot sign in to Azure: env: not configured; workload-identity: \
+             AZURE_FEDERATED_TOKEN_FILE is set but AZURE_CLIENT_ID is not"
+        );
     }
 }

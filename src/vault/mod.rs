@@ -29,6 +29,7 @@ pub use credentials::{
     AuthAttempt, AuthError, AuthMethod, EnvSnapshot, SelectedCredential, UnknownAuthMethod,
 };
 pub use pacing::RequestStats;
+pub use transport::{NetworkCause, NetworkFailure, NetworkWarning};
 
 /// The DNS suffix of Managed HSM pools in every cloud; their keys-only API is not supported.
 const MANAGED_HSM_SUFFIXES: &[&str] = &[
@@ -585,6 +586,10 @@ pub enum VaultError {
     /// No credential produced a token.
     #[error(transparent)]
     Authentication(#[from] AuthError),
+    /// The request got no answer: the host does not resolve, refuses connections, does not
+    /// answer in time, or presents an untrusted certificate.
+    #[error(transparent)]
+    Network(#[from] transport::NetworkFailure),
     /// A name or version that cannot be put in a request.
     #[error("'{name}' is not a valid {what}")]
     InvalidName { what: &'static str, name: String },
@@ -722,6 +727,7 @@ impl VaultError {
     pub fn is_retryable(&self) -> bool {
         match self {
             VaultError::Throttled { .. } | VaultError::Transient { .. } => true,
+            VaultError::Network(failure) => !failure.cause.is_final(),
             VaultError::Conflict { reason, .. } => reason.is_transient(),
             _ => false,
         }
