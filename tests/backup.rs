@@ -806,52 +806,10 @@ async fn several_vaults_fail_independently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_backup_exits_130_and_leaves_no_file() {
-    let ws = Workspace::new();
-    let (emulator, _) = seeded_emulator(&ws).await;
-    // Slow enough that the interrupt lands mid-run.
-    emulator.settings(json!({"latency_ms": 200})).await;
-    let out_dir = ws.path("out");
-    std::fs::create_dir_all(&out_dir).expect("out dir");
-    let ready = emulator.ready();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
-        .args(["backup", "--vault", &emulator.vault_url("main")])
-        .args(["-r", &ws.recipient, "--concurrency", "4", "-o"])
-        .arg(&out_dir)
-        .env("AZURE_TENANT_ID", &ready.tenant_id)
-        .env("AZURE_CLIENT_ID", &ready.client_id)
-        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
-        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
-        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("coldvault starts");
-    let pid = child.id().expect("pid").to_string();
-    // Wait until the run is writing: its temporary file exists in the output folder.
-    for _ in 0..200 {
-        let started = std::fs::read_dir(&out_dir)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false);
-        if started {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let output = child.wait_with_output().await.expect("coldvault ends");
+    let (output, left) = backup_stopped_by("INT").await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(130), "{shown}");
-    assert!(shown.contains("interrupted"), "{shown}");
-    let left: Vec<_> = std::fs::read_dir(&out_dir)
-        .expect("out dir")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    assert!(shown.contains("interrupted (SIGINT)"), "{shown}");
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
 

@@ -561,12 +561,13 @@ fn persist_free(mut tmp: tempfile::NamedTempFile, path: &Path) -> Result<PathBuf
 
 /// Checks that a new archive can be created in `dir` by creating (and deleting) a temporary
 /// file there, as the writer will: a missing, read-only or full folder fails now, before a
-/// backup does any work, rather than when its archive is first written.
+/// backup does any work, rather than when its archive is first written. The probe is named
+/// `.coldvault-PID-RANDOM.probe`: a `.partial` file always means an archive being written.
 pub fn check_folder_writable(dir: &Path) -> Result<(), ArchiveError> {
     let prefix = format!("{PARTIAL_PREFIX}{}-", std::process::id());
     tempfile::Builder::new()
         .prefix(&prefix)
-        .suffix(PARTIAL_SUFFIX)
+        .suffix(PROBE_SUFFIX)
         .tempfile_in(dir)
         .map(drop)
         .map_err(|e| ArchiveError::io(format!("cannot create a file in {}", dir.display()), e))
@@ -575,9 +576,12 @@ pub fn check_folder_writable(dir: &Path) -> Result<(), ArchiveError> {
 /// Temporary archives are named `.coldvault-PID-RANDOM.partial` in the target folder.
 const PARTIAL_PREFIX: &str = ".coldvault-";
 const PARTIAL_SUFFIX: &str = ".partial";
+/// The folder check's file (`check_folder_writable`), removed as stale like a partial file.
+const PROBE_SUFFIX: &str = ".probe";
 
-/// Removes the temporary files (`.coldvault-*.partial`) that killed runs (SIGKILL, power
-/// loss) left in `dir`, and returns their names. A file is stale only when both hold: it was
+/// Removes the temporary files (`.coldvault-*.partial`, and the folder check's
+/// `.coldvault-*.probe`) that killed runs (SIGKILL, power loss) left in `dir`, and returns
+/// their names. A file is stale only when both hold: it was
 /// last written more than `older_than` ago (a live run writes its file as items arrive; no
 /// run goes that long without a write), and the process that wrote it — its id is in the
 /// name — no longer runs on this machine. A file whose writer may still run is never
@@ -590,10 +594,10 @@ pub fn remove_stale_partials(dir: &Path, older_than: std::time::Duration) -> Vec
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(middle) = name
-            .strip_prefix(PARTIAL_PREFIX)
-            .and_then(|rest| rest.strip_suffix(PARTIAL_SUFFIX))
-        else {
+        let Some(middle) = name.strip_prefix(PARTIAL_PREFIX).and_then(|rest| {
+            rest.strip_suffix(PARTIAL_SUFFIX)
+                .or_else(|| rest.strip_suffix(PROBE_SUFFIX))
+        }) else {
             continue;
         };
         let Ok(meta) = entry.path().symlink_metadata() else {
@@ -795,9 +799,17 @@ mod tests {
         let live = partial(dir.path(), std::process::id(), "live01", 2 * day);
         let other = dir.path().join("notes.partial");
         std::fs::write(&other, b"not ours").expect("write");
+        let probe = dir
+            .path()
+            .join(format!("{PARTIAL_PREFIX}{dead}-probe1{PROBE_SUFFIX}"));
+        std::fs::File::create(&probe)
+            .and_then(|f| f.set_modified(SystemTime::now() - 2 * day))
+            .expect("probe");
         let removed = remove_stale_partials(dir.path(), day);
-        assert_eq!(removed, vec![stale.clone()]);
-        assert!(!stale.exists());
+        let mut expected = vec![stale.clone(), probe.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!stale.exists() && !probe.exists());
         assert!(
             fresh.exists(),
             "a recent file may belong to a run elsewhere"

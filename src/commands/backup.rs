@@ -321,9 +321,10 @@ impl BackupPlan {
 
 /// Runs `coldvault backup`.
 pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
-    // Listening starts before anything is written, so no signal can leave a file behind.
-    let mut interrupts = Interrupts::listen()?;
     let plan = BackupPlan::resolve(&args)?;
+    // Listening starts once the arguments are resolved (a passphrase prompt stays
+    // interruptible) and before any archive file is created, so no signal can leave one.
+    let mut interrupts = Interrupts::listen()?;
     // Items not captured are printed once, in the summary with their reason; during the run
     // the bar and the periodic line count them.
     let progress = Progress::new(ProgressStyle::detect(plan.json)).without_problem_lines();
