@@ -1509,6 +1509,60 @@ mod tests {
     }
 
     #[test]
+    fn output_paths_mean_what_they_say() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let file = base.join("taken.tar.zst.age");
+        std::fs::write(&file, b"x").expect("file");
+        let choose = |p: PathBuf, mkdir: bool| choose_output(Some(&p), mkdir);
+        assert_eq!(
+            choose_output(None, false).ok(),
+            Some(OutputChoice::Dir(".".into()))
+        );
+        assert_eq!(
+            choose_output(Some(Path::new("-")), false).ok(),
+            Some(OutputChoice::Stdout)
+        );
+        assert_eq!(
+            choose(base.to_owned(), false).ok(),
+            Some(OutputChoice::Dir(base.to_owned()))
+        );
+        // An existing file is a file (the writer refuses it before any work).
+        assert_eq!(
+            choose(file.clone(), false).ok(),
+            Some(OutputChoice::File(file.clone()))
+        );
+        // A new name: a file when it ends in .age, otherwise a folder that must exist.
+        let new_file = base.join("kv.tar.zst.age");
+        assert_eq!(
+            choose(new_file.clone(), false).ok(),
+            Some(OutputChoice::File(new_file))
+        );
+        let missing = base.join("backups");
+        assert!(choose(missing.clone(), false).is_err());
+        assert_eq!(
+            choose(missing.clone(), true).ok(),
+            Some(OutputChoice::NewDir(missing.clone()))
+        );
+        // A trailing slash is a folder, also over a file's name.
+        let slash = |p: &Path| PathBuf::from(format!("{}/", p.display()));
+        assert!(choose(slash(&missing), false).is_err());
+        assert!(matches!(
+            choose(slash(&missing), true),
+            Ok(OutputChoice::NewDir(_))
+        ));
+        let err = choose(slash(&file), true).expect_err("not a folder");
+        assert!(err.message.contains("not a folder"), "{}", err.message);
+        // A file in a missing folder: an error, or the folder is created with --mkdir.
+        let nested = base.join("nowhere").join("kv.tar.zst.age");
+        assert!(choose(nested.clone(), false).is_err());
+        assert_eq!(
+            choose(nested.clone(), true).ok(),
+            Some(OutputChoice::FileInNewDir(nested))
+        );
+    }
+
+    #[test]
     fn recapture_is_reported_only_for_a_new_version() {
         let a = Some("a".to_owned());
         let b = Some("b".to_owned());
