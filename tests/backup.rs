@@ -963,6 +963,12 @@ async fn an_empty_vault_that_was_listed_succeeds_with_a_note() {
 /// writing (its temporary file exists: the handlers are installed before it is created), and
 /// answers the output and what the output folder holds afterwards.
 async fn backup_stopped_by(signal: &str) -> (Output, Vec<String>) {
+    backup_signalled(None, &[signal]).await
+}
+
+/// As [`backup_stopped_by`], started through `wrapper` (e.g. `nohup`) when given, sending
+/// each of `signals` in turn, half a second apart.
+async fn backup_signalled(wrapper: Option<&str>, signals: &[&str]) -> (Output, Vec<String>) {
     let ws = Workspace::new();
     let emulator = small_emulator(&ws, 5).await;
     let (status, body) = emulator
@@ -979,7 +985,16 @@ async fn backup_stopped_by(signal: &str) -> (Output, Vec<String>) {
     let out_dir = ws.path("out");
     std::fs::create_dir_all(&out_dir).expect("out dir");
     let ready = emulator.ready();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+    let binary = env!("CARGO_BIN_EXE_coldvault");
+    let mut command = match wrapper {
+        Some(wrapper) => {
+            let mut command = tokio::process::Command::new(wrapper);
+            command.arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    let child = command
         .args(["backup", "--vault", &emulator.vault_url("main")])
         .args(["-r", &ws.recipient, "-o"])
         .arg(&out_dir)
@@ -1002,11 +1017,16 @@ async fn backup_stopped_by(signal: &str) -> (Output, Vec<String>) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(writing, "the run started writing");
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    for (i, signal) in signals.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
     let output = child.wait_with_output().await.expect("coldvault ends");
     (output, names_in(&out_dir))
 }
@@ -1026,6 +1046,17 @@ async fn sighup_exits_129_and_leaves_no_file() {
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(129), "{shown}");
     assert!(shown.contains("interrupted (SIGHUP)"), "{shown}");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_nohup_survives_sighup() {
+    // nohup starts the run with SIGHUP ignored (and execs it: same process id). The hangup
+    // must not stop it; the SIGTERM that follows does, so the exit code says which one did.
+    let (output, left) = backup_signalled(Some("nohup"), &["HUP", "TERM"]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(143), "{shown}");
+    assert!(shown.contains("interrupted (SIGTERM)"), "{shown}");
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
 

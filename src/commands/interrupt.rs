@@ -44,14 +44,27 @@ impl StopSignal {
             hint: None,
         }
     }
+
+    /// The signal's number (POSIX).
+    pub fn number(self) -> u32 {
+        match self {
+            StopSignal::HangUp => 1,
+            StopSignal::Interrupt => 2,
+            StopSignal::Terminate => 15,
+        }
+    }
 }
 
 /// The stop signals, listened for from the moment [`Interrupts::listen`] returns: from then
-/// on they no longer kill the process, and the run decides how to end.
+/// on they no longer kill the process, and the run decides how to end. SIGHUP stays ignored
+/// when the process was started with it ignored: `nohup coldvault backup …` asks for the run
+/// to survive the end of the session. (SIGINT and SIGTERM are always caught, as Ctrl-C always
+/// was: a shell ignores SIGINT in background jobs, and a run should still clean up after
+/// `kill -INT`.)
 #[derive(Debug)]
 pub struct Interrupts {
     #[cfg(unix)]
-    signals: [(StopSignal, tokio::signal::unix::Signal); 3],
+    signals: Vec<(StopSignal, tokio::signal::unix::Signal)>,
 }
 
 impl Interrupts {
@@ -65,13 +78,20 @@ impl Interrupts {
                     CliError::failed(format!("cannot listen for {}: {e}", stop.name()))
                 })
             };
-            Ok(Self {
-                signals: [
-                    listen(SignalKind::interrupt(), StopSignal::Interrupt)?,
-                    listen(SignalKind::terminate(), StopSignal::Terminate)?,
-                    listen(SignalKind::hangup(), StopSignal::HangUp)?,
-                ],
-            })
+            let ignored = ignored_at_start();
+            let mut signals = Vec::new();
+            for (kind, stop) in [
+                (SignalKind::interrupt(), StopSignal::Interrupt),
+                (SignalKind::terminate(), StopSignal::Terminate),
+                (SignalKind::hangup(), StopSignal::HangUp),
+            ] {
+                let left_ignored =
+                    stop == StopSignal::HangUp && ignored & (1u64 << (stop.number() - 1)) != 0;
+                if !left_ignored {
+                    signals.push(listen(kind, stop)?);
+                }
+            }
+            Ok(Self { signals })
         }
         #[cfg(not(unix))]
         {
@@ -79,16 +99,21 @@ impl Interrupts {
         }
     }
 
-    /// Waits for the next stop signal.
+    /// Waits for the next stop signal (forever when every one is ignored).
     pub async fn recv(&mut self) -> StopSignal {
         #[cfg(unix)]
         {
-            let [(a, int), (b, term), (c, hup)] = &mut self.signals;
-            tokio::select! {
-                _ = int.recv() => *a,
-                _ = term.recv() => *b,
-                _ = hup.recv() => *c,
+            let waits = self.signals.iter_mut().map(|(stop, signal)| {
+                Box::pin(async move {
+                    signal.recv().await;
+                    *stop
+                })
+            });
+            let waits: Vec<_> = waits.collect();
+            if waits.is_empty() {
+                return std::future::pending().await;
             }
+            futures::future::select_all(waits).await.0
         }
         #[cfg(not(unix))]
         {
@@ -96,6 +121,21 @@ impl Interrupts {
             StopSignal::Interrupt
         }
     }
+}
+
+/// The signals this process was started with ignored, as a mask (bit N-1 for signal N), read
+/// from Linux's `/proc/self/status` (`SigIgn`); none elsewhere. Read before any handler is
+/// installed, so it is the disposition inherited from whoever started us.
+fn ignored_at_start() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
