@@ -19,8 +19,12 @@ pub enum ExitCode {
     Partial = 3,
     /// An archive failed verification.
     Verification = 4,
-    /// Interrupted (Ctrl-C).
+    /// Interrupted (Ctrl-C, SIGINT).
     Interrupted = 130,
+    /// Stopped by SIGTERM (128 + 15).
+    Terminated = 143,
+    /// Stopped by SIGHUP (128 + 1).
+    HungUp = 129,
 }
 
 /// A failure the user sees: one line of what failed, and a hint when there is one to give.

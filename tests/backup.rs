@@ -806,16 +806,197 @@ async fn several_vaults_fail_independently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_backup_exits_130_and_leaves_no_file() {
+    let (output, left) = backup_stopped_by("INT").await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(130), "{shown}");
+    assert!(shown.contains("interrupted (SIGINT)"), "{shown}");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+/// An emulator with one vault `main` holding `count` small secrets.
+async fn small_emulator(ws: &Workspace, count: usize) -> TestEmulator {
+    let seed = ws.path("small-seed.json");
+    let secrets: Vec<Value> = (0..count)
+        .map(|i| json!({"name": format!("s-{i:03}"), "value": format!("v-{i}")}))
+        .collect();
+    std::fs::write(
+        &seed,
+        serde_json::to_vec(&json!({ "secrets": secrets })).expect("seed"),
+    )
+    .expect("seed written");
+    TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+/// The names in a folder.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Requests the vault received (the journal), whatever they were.
+async fn vault_requests(emulator: &TestEmulator) -> usize {
+    emulator
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["vault"].is_string())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_without_list_permission_fails_with_exit_1_and_no_archive() {
     let ws = Workspace::new();
-    let (emulator, _) = seeded_emulator(&ws).await;
-    // Slow enough that the interrupt lands mid-run.
-    emulator.settings(json!({"latency_ms": 200})).await;
+    let emulator = small_emulator(&ws, 3).await;
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::PUT,
+            "/permissions",
+            Some(json!({"vault": "main", "secrets": ["get", "backup"],
+                        "keys": ["get", "backup"], "certificates": ["get", "backup"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failure, not partial: {stderr}"
+    );
+    assert!(
+        stderr.contains("coldvault: error: main: nothing could be listed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ForbiddenByPolicy"), "says why: {stderr}");
+    assert!(
+        stderr.contains(
+            "hint: grant the identity the List permission on secrets, keys, certificates"
+        ),
+        "names the permission to grant: {stderr}"
+    );
+    assert!(
+        names_in(&out_dir).is_empty(),
+        "no archive: {:?}",
+        names_in(&out_dir)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_that_does_not_exist_fails_with_exit_1_naming_404() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 2).await;
+    let missing = emulator
+        .vault_url("main")
+        .replacen("main.", "nosuchvault.", 1);
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &["--vault", &missing]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nosuchvault: vault not found") && stderr.contains("404"),
+        "names the vault and why: {stderr}"
+    );
+    // Judged independently: `main` still has its archive, `nosuchvault` none.
+    let names = names_in(&out_dir);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("main-"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_vault_that_was_listed_succeeds_with_a_note() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 0).await;
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("vault main is empty: nothing to back up"),
+        "{stderr}"
+    );
+    // The archive of an empty vault is kept: a true copy, which verify warns about.
+    let archive = only_archive(&out_dir);
+    let verify = coldvault(
+        &emulator,
+        &[
+            "verify",
+            &archive.to_string_lossy(),
+            "-i",
+            &ws.identity_file.to_string_lossy(),
+        ],
+    )
+    .await;
+    let shown = text(&verify);
+    assert_eq!(verify.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("warning") && shown.contains("no item"),
+        "{shown}"
+    );
+    let verify = coldvault(
+        &emulator,
+        &[
+            "verify",
+            &archive.to_string_lossy(),
+            "-i",
+            &ws.identity_file.to_string_lossy(),
+            "--expect-items",
+            "1",
+        ],
+    )
+    .await;
+    let shown = text(&verify);
+    assert_eq!(verify.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("fewer than --expect-items 1"), "{shown}");
+}
+
+/// Starts a backup whose secrets list is held up for a minute, sends `signal` once the run is
+/// writing (its temporary file exists: the handlers are installed before it is created), and
+/// answers the output and what the output folder holds afterwards.
+async fn backup_stopped_by(signal: &str) -> (Output, Vec<String>) {
+    backup_signalled(None, &[signal]).await
+}
+
+/// As [`backup_stopped_by`], started through `wrapper` (e.g. `nohup`) when given, sending
+/// each of `signals` in turn, half a second apart.
+async fn backup_signalled(wrapper: Option<&str>, signals: &[&str]) -> (Output, Vec<String>) {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 5).await;
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(
+                json!([{"kind": "delay", "method": "GET", "path": "/secrets",
+                         "delay_ms": 60_000, "count": 100}]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let out_dir = ws.path("out");
     std::fs::create_dir_all(&out_dir).expect("out dir");
     let ready = emulator.ready();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+    let binary = env!("CARGO_BIN_EXE_coldvault");
+    let mut command = match wrapper {
+        Some(wrapper) => {
+            let mut command = tokio::process::Command::new(wrapper);
+            command.arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    let child = command
         .args(["backup", "--vault", &emulator.vault_url("main")])
-        .args(["-r", &ws.recipient, "--concurrency", "4", "-o"])
+        .args(["-r", &ws.recipient, "-o"])
         .arg(&out_dir)
         .env("AZURE_TENANT_ID", &ready.tenant_id)
         .env("AZURE_CLIENT_ID", &ready.client_id)
@@ -827,30 +1008,240 @@ async fn an_interrupted_backup_exits_130_and_leaves_no_file() {
         .spawn()
         .expect("coldvault starts");
     let pid = child.id().expect("pid").to_string();
-    // Wait until the run is writing: its temporary file exists in the output folder.
-    for _ in 0..200 {
-        let started = std::fs::read_dir(&out_dir)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false);
-        if started {
+    let mut writing = false;
+    for _ in 0..600 {
+        if names_in(&out_dir).iter().any(|n| n.ends_with(".partial")) {
+            writing = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    assert!(writing, "the run started writing");
+    for (i, signal) in signals.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
     let output = child.wait_with_output().await.expect("coldvault ends");
+    (output, names_in(&out_dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_143_and_leaves_no_file() {
+    let (output, left) = backup_stopped_by("TERM").await;
     let shown = text(&output);
-    assert_eq!(output.status.code(), Some(130), "{shown}");
-    assert!(shown.contains("interrupted"), "{shown}");
-    let left: Vec<_> = std::fs::read_dir(&out_dir)
-        .expect("out dir")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    assert_eq!(output.status.code(), Some(143), "{shown}");
+    assert!(shown.contains("interrupted (SIGTERM)"), "{shown}");
     assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_exits_129_and_leaves_no_file() {
+    let (output, left) = backup_stopped_by("HUP").await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(129), "{shown}");
+    assert!(shown.contains("interrupted (SIGHUP)"), "{shown}");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_nohup_survives_sighup() {
+    // nohup starts the run with SIGHUP ignored (and execs it: same process id). The hangup
+    // must not stop it; the SIGTERM that follows does, so the exit code says which one did.
+    let (output, left) = backup_signalled(Some("nohup"), &["HUP", "TERM"]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(143), "{shown}");
+    assert!(shown.contains("interrupted (SIGTERM)"), "{shown}");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+/// A temporary archive as a run with process id `pid` names it, last written `age` ago.
+fn plant_partial(dir: &Path, pid: u32, tag: &str, age: std::time::Duration) -> PathBuf {
+    let path = dir.join(format!(".coldvault-{pid}-{tag}.partial"));
+    let file = std::fs::File::create(&path).expect("partial file");
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("mtime");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_partial_files_of_killed_runs_are_removed_at_start() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 2).await;
+    let out_dir = ws.path("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let mut gone = std::process::Command::new("true").spawn().expect("true");
+    let dead = gone.id();
+    gone.wait().expect("true ends");
+    let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+    let stale_a = plant_partial(&out_dir, dead, "aaaaaa", two_days);
+    let stale_b = plant_partial(&out_dir, dead, "bbbbbb", two_days);
+    // A run that still lives (this test process) and a recent file are never touched.
+    let live = plant_partial(&out_dir, std::process::id(), "cccccc", two_days);
+    let recent = plant_partial(&out_dir, dead, "dddddd", std::time::Duration::ZERO);
+    let (output, _) = backup_into(&emulator, &ws, "main", &[]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("removed 2 stale partial files from an interrupted run"),
+        "{shown}"
+    );
+    assert!(!stale_a.exists() && !stale_b.exists());
+    assert!(live.exists(), "a live run's file is kept");
+    assert!(recent.exists(), "a recent file is kept");
+    only_archive(&out_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_to_a_missing_folder_fails_before_any_request_with_a_mkdir_hint() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 1).await;
+    let vault = emulator.vault_url("main");
+    let missing = ws.path("backups");
+    let run = |output: PathBuf, extra: &'static [&'static str]| {
+        let vault = vault.clone();
+        let recipient = ws.recipient.clone();
+        let emulator = &emulator;
+        async move {
+            let output = output.to_string_lossy().into_owned();
+            let mut args = vec!["backup", "--vault", &vault, "-r", &recipient, "-o", &output];
+            args.extend_from_slice(extra);
+            coldvault(emulator, &args).await
+        }
+    };
+
+    let output = run(missing.clone(), &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no such folder"), "{stderr}");
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--mkdir"),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "no file named like the folder");
+
+    // A trailing slash always means a folder, also when a file holds the name.
+    let output = run(PathBuf::from(format!("{}/", missing.display())), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no such folder"));
+    let a_file = ws.path("a-file");
+    std::fs::write(&a_file, b"x").expect("file");
+    let output = run(PathBuf::from(format!("{}/", a_file.display())), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a folder"));
+
+    // A file name whose folder does not exist.
+    let output = run(ws.path("nowhere").join("kv.tar.zst.age"), &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    // A folder nobody may create files in (even root cannot in /proc).
+    let output = run(PathBuf::from("/proc"), &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot create a file in /proc"), "{stderr}");
+
+    assert_eq!(vault_requests(&emulator).await, 0, "no work was done");
+
+    // --mkdir creates the folder, private, and the archive goes inside.
+    let nested = ws.path("new").join("nightly");
+    let output = run(nested.clone(), &["--mkdir"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&nested)
+        .expect("created")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    only_archive(&nested);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_permission_is_reported_once_per_item() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 3).await;
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::PUT,
+            "/permissions",
+            Some(json!({"vault": "main", "secrets": ["list", "backup"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (output, _) = backup_into(&emulator, &ws, "main", &["--include", "secrets"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    for name in ["s-000", "s-001", "s-002"] {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(name) && l.contains("get permission"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name} reported once: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_a_file_carry_no_colour_codes() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 1).await;
+    let (output, _) = backup_into(&emulator, &ws, "main", &["-vv"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.lines().count() > 3, "logs were written: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes: {stderr:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_in_a_log_prints_periodic_progress_lines() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 6).await;
+    // One value read held up for 3 s: the run lasts that long whatever the machine.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(
+                json!([{"kind": "delay", "method": "GET", "path": "/secrets/s-003",
+                         "delay_ms": 3000, "count": 2}]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (output, _) = backup_into(&emulator, &ws, "main", &["--progress-interval", "0.2"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect();
+    assert!(!lines.is_empty(), "progress lines: {stderr}");
+    for line in &lines {
+        let rest = line.strip_prefix("progress: main: ").expect("vault named");
+        let (items, rest) = rest.split_once(" items, ").expect("items");
+        let (done, listed) = items.split_once('/').expect("done/listed");
+        assert!(done.parse::<u64>().is_ok(), "{line}");
+        assert!(
+            listed.trim_end_matches('+').parse::<u64>().is_ok(),
+            "{line}"
+        );
+        let (rate, rest) = rest.split_once(" req/s, ").expect("rate");
+        assert!(rate.parse::<f64>().is_ok(), "{line}");
+        assert!(rest.ends_with(" throttled (429)"), "{line}");
+    }
+    // Not under --json: stdout is events, stderr has no progress line.
+    let (output, _) = backup_into(
+        &emulator,
+        &ws,
+        "main",
+        &["--progress-interval", "0.2", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("progress:"));
 }

@@ -471,3 +471,42 @@ fn missing_archive_exits_1_not_found_in_every_command() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_of(&output).contains("is a folder, not an archive file"));
 }
+
+#[test]
+fn verify_expect_items_fails_below_n_with_exit_4() {
+    let golden = fixture("v1/golden.tar.zst.age");
+    let identity = fixture("test-identity.txt");
+    // The golden archive holds 4 items: 2 secrets, 1 key, 1 certificate.
+    let output = coldvault()
+        .arg("verify")
+        .arg(&golden)
+        .arg("-i")
+        .arg(&identity)
+        .args(["--expect-items", "4"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert!(
+        !stderr_of(&output).contains("warning"),
+        "no warning for an archive with items"
+    );
+    let output = coldvault()
+        .arg("verify")
+        .arg(&golden)
+        .arg("-i")
+        .arg(&identity)
+        .args(["--expect-items", "5", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(4));
+    assert!(output.stdout.is_empty(), "no success document");
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with("coldvault: error: ")
+            && stderr.contains(
+                "holds 4 items (2 secrets, 1 key, 1 certificate), fewer than --expect-items 5"
+            ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\nhint: "), "{stderr}");
+}

@@ -21,7 +21,10 @@ pub use manifest::{
     RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
 };
 pub use reader::{ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats};
-pub use writer::{ArchiveSummary, ArchiveWriter, Destination, ItemInfo};
+pub use writer::{
+    ArchiveSummary, ArchiveWriter, Destination, ItemInfo, check_folder_writable,
+    remove_stale_partials,
+};
 
 /// The format name written in `coldvault-archive.json` and `manifest.json`.
 pub const FORMAT_NAME: &str = "coldvault-archive";

@@ -146,7 +146,12 @@ impl ArchiveWriter {
     ) -> Result<Self, ArchiveError> {
         let created = now();
         let final_path = match &destination {
-            Destination::Dir(dir) => Some(dir.join(file_name(&source.vault, created)?)),
+            // A folder gets the first free name: a second backup of the vault in the same
+            // second takes `-1`, `-2`… instead of failing (now or, worse, after the work).
+            Destination::Dir(dir) => {
+                let first = dir.join(file_name(&source.vault, created)?);
+                Some(free_name(&first).ok_or(ArchiveError::OutputExists(first))?)
+            }
             Destination::File(path) => Some(path.clone()),
             Destination::Stdout => None,
         };
@@ -163,10 +168,13 @@ impl ArchiveWriter {
                     return Err(ArchiveError::OutputExists(path.clone()));
                 }
                 let dir = parent_dir(path);
-                // tempfile creates with mode 0600 and O_EXCL; the rename keeps the mode.
+                // tempfile creates with mode 0600 and O_EXCL; the rename keeps the mode. The
+                // writing process's id is part of the name, so a later run can tell a file
+                // left by a killed run from a live one (`remove_stale_partials`).
+                let prefix = format!("{PARTIAL_PREFIX}{}-", std::process::id());
                 let tmp = tempfile::Builder::new()
-                    .prefix(".coldvault-")
-                    .suffix(".partial")
+                    .prefix(&prefix)
+                    .suffix(PARTIAL_SUFFIX)
                     .tempfile_in(dir)
                     .map_err(|e| {
                         ArchiveError::io(format!("cannot create a file in {}", dir.display()), e)
@@ -355,15 +363,13 @@ impl ArchiveWriter {
         let mut counting = stream.finish().map_err(io_err)?;
         counting.flush().map_err(io_err)?;
         let bytes = counting.written;
-        match (counting.inner, &self.final_path) {
+        let mut final_path = self.final_path.take();
+        match (counting.inner, &mut final_path) {
             (Sink::File(tmp), Some(path)) => {
                 tmp.as_file().sync_all().map_err(io_err)?;
-                tmp.persist_noclobber(path).map_err(|e| {
-                    if e.error.kind() == io::ErrorKind::AlreadyExists {
-                        ArchiveError::OutputExists(path.clone())
-                    } else {
-                        io_err(e.error)
-                    }
+                *path = persist_free(tmp, path).map_err(|e| match e {
+                    Persist::Taken(first) => ArchiveError::OutputExists(first),
+                    Persist::Io(e) => io_err(e),
                 })?;
                 // The rename is durable only once the folder itself is synced.
                 if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
@@ -373,7 +379,7 @@ impl ArchiveWriter {
             (Sink::Stdout(_), _) | (Sink::File(_), None) => {}
         }
         Ok(ArchiveSummary {
-            path: self.final_path,
+            path: final_path,
             bytes,
             counts,
             created: self.created,
@@ -505,6 +511,133 @@ fn name_error(e: layout::NameError) -> ArchiveError {
     }
 }
 
+/// How many numbered alternatives (`-1` … `-99`) a taken archive name is tried with.
+const MAX_NAME_SUFFIX: u32 = 99;
+
+/// The first of `path`, `NAME-1.tar.zst.age`, `NAME-2.tar.zst.age`… that does not exist.
+fn free_name(path: &Path) -> Option<PathBuf> {
+    (0..=MAX_NAME_SUFFIX)
+        .map(|n| numbered(path, n))
+        .find(|p| p.symlink_metadata().is_err())
+}
+
+/// `path` itself for 0, else the name with `-N` before the archive suffix (or at the end
+/// when the name has no archive suffix).
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return path.to_owned();
+    }
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let renamed = match name.strip_suffix(FILE_SUFFIX) {
+        Some(stem) => format!("{stem}-{n}{FILE_SUFFIX}"),
+        None => format!("{name}-{n}"),
+    };
+    path.with_file_name(renamed)
+}
+
+enum Persist {
+    /// Every numbered alternative of this name was taken.
+    Taken(PathBuf),
+    Io(io::Error),
+}
+
+/// Renames the finished temporary file to `path`, never replacing a file: when another run
+/// took the name meanwhile (two backups of one vault in the same second), the next numbered
+/// name is used, so the finished work is never thrown away. Returns the name used.
+fn persist_free(mut tmp: tempfile::NamedTempFile, path: &Path) -> Result<PathBuf, Persist> {
+    for n in 0..=MAX_NAME_SUFFIX {
+        let candidate = numbered(path, n);
+        match tmp.persist_noclobber(&candidate) {
+            Ok(_) => return Ok(candidate),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => tmp = e.file,
+            Err(e) => return Err(Persist::Io(e.error)),
+        }
+    }
+    Err(Persist::Taken(path.to_owned()))
+}
+
+/// Checks that a new archive can be created in `dir` by creating (and deleting) a temporary
+/// file there, as the writer will: a missing, read-only or full folder fails now, before a
+/// backup does any work, rather than when its archive is first written. The probe is named
+/// `.coldvault-PID-RANDOM.probe`: a `.partial` file always means an archive being written.
+pub fn check_folder_writable(dir: &Path) -> Result<(), ArchiveError> {
+    let prefix = format!("{PARTIAL_PREFIX}{}-", std::process::id());
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(PROBE_SUFFIX)
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| ArchiveError::io(format!("cannot create a file in {}", dir.display()), e))
+}
+
+/// Temporary archives are named `.coldvault-PID-RANDOM.partial` in the target folder.
+const PARTIAL_PREFIX: &str = ".coldvault-";
+const PARTIAL_SUFFIX: &str = ".partial";
+/// The folder check's file (`check_folder_writable`), removed as stale like a partial file.
+const PROBE_SUFFIX: &str = ".probe";
+
+/// Removes the temporary files (`.coldvault-*.partial`, and the folder check's
+/// `.coldvault-*.probe`) that killed runs (SIGKILL, power loss) left in `dir`, and returns
+/// their names. A file is stale only when both hold: it was
+/// last written more than `older_than` ago (a live run writes its file as items arrive; no
+/// run goes that long without a write), and the process that wrote it — its id is in the
+/// name — no longer runs on this machine. A file whose writer may still run is never
+/// removed; where process ids cannot be checked (no `/proc`), the age alone decides. Files
+/// that cannot be read or removed are left alone: cleanup never fails a backup.
+pub fn remove_stale_partials(dir: &Path, older_than: std::time::Duration) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(middle) = name.strip_prefix(PARTIAL_PREFIX).and_then(|rest| {
+            rest.strip_suffix(PARTIAL_SUFFIX)
+                .or_else(|| rest.strip_suffix(PROBE_SUFFIX))
+        }) else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let old_enough = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > older_than);
+        if !old_enough || writer_may_run(middle) {
+            continue;
+        }
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed.sort();
+    removed
+}
+
+/// Whether the process named in a temporary file's name (`PID-RANDOM`) may still be
+/// running here. Names without a process id (older versions) have only their age to go by.
+fn writer_may_run(middle: &str) -> bool {
+    let Some(pid) = middle
+        .split_once('-')
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    proc_root.join("self").exists() && proc_root.join(pid.to_string()).exists()
+}
+
 /// `VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age`.
 fn file_name(vault: &str, created: OffsetDateTime) -> Result<String, ArchiveError> {
     layout::check_name("name", vault).map_err(name_error)?;
@@ -536,4 +669,152 @@ fn shown_path(path: Option<&Path>) -> String {
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::keys::RecipientSet;
+    use std::time::{Duration, SystemTime};
+
+    fn encryption() -> Encryption {
+        let identity = age::x25519::Identity::generate();
+        let mut recipients = RecipientSet::new();
+        recipients
+            .add(&identity.to_public().to_string())
+            .expect("recipient");
+        Encryption::to_recipients(recipients).expect("encryption")
+    }
+
+    fn source() -> Source {
+        Source {
+            vault: "unit".to_owned(),
+            url: "https://unit.vault.azure.net/".to_owned(),
+        }
+    }
+
+    #[test]
+    fn numbered_names_keep_the_archive_suffix() {
+        let path = Path::new("/b/kv-20261130T021700Z.tar.zst.age");
+        assert_eq!(numbered(path, 0), path);
+        assert_eq!(
+            numbered(path, 2),
+            Path::new("/b/kv-20261130T021700Z-2.tar.zst.age")
+        );
+        assert_eq!(
+            numbered(Path::new("/b/out.bin"), 1),
+            Path::new("/b/out.bin-1")
+        );
+    }
+
+    #[test]
+    fn same_second_clash_at_finish_keeps_the_work_under_the_next_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = ArchiveWriter::create(
+            Destination::Dir(dir.path().to_owned()),
+            &encryption(),
+            source(),
+        )
+        .expect("create");
+        writer
+            .add_blob(&ItemInfo::new(Kind::Key, "k"), b"blob")
+            .expect("blob");
+        // Another run of the same vault, started in the same second, finished first.
+        let taken = writer.path().expect("a path").to_owned();
+        std::fs::write(&taken, b"the other run's archive").expect("write");
+        let summary = writer.finish().expect("finished despite the clash");
+        let path = summary.path.expect("path");
+        assert_eq!(path, numbered(&taken, 1));
+        assert!(path.is_file());
+        assert_eq!(
+            std::fs::read(&taken).expect("read"),
+            b"the other run's archive"
+        );
+    }
+
+    #[test]
+    fn a_taken_name_in_a_folder_is_numbered_at_create() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = ArchiveWriter::create(
+            Destination::Dir(dir.path().to_owned()),
+            &encryption(),
+            source(),
+        )
+        .expect("create")
+        .finish()
+        .expect("finish")
+        .path
+        .expect("path");
+        // The same second again (the writer rounds to seconds): take every name it may pick.
+        let created = now();
+        for second in 0..3 {
+            let at = created + time::Duration::seconds(second);
+            let name = dir.path().join(file_name("unit", at).expect("name"));
+            if name != first {
+                std::fs::write(&name, b"x").expect("placeholder");
+            }
+        }
+        let second = ArchiveWriter::create(
+            Destination::Dir(dir.path().to_owned()),
+            &encryption(),
+            source(),
+        )
+        .expect("a free name is chosen before any work")
+        .finish()
+        .expect("finish")
+        .path
+        .expect("path");
+        assert!(
+            second
+                .to_string_lossy()
+                .ends_with(&format!("-1{FILE_SUFFIX}")),
+            "{second:?}"
+        );
+    }
+
+    /// A process id that ran and is gone.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
+        let pid = child.id();
+        child.wait().expect("true ends");
+        pid
+    }
+
+    fn partial(dir: &Path, pid: u32, tag: &str, age: Duration) -> PathBuf {
+        let path = dir.join(format!("{PARTIAL_PREFIX}{pid}-{tag}{PARTIAL_SUFFIX}"));
+        let file = std::fs::File::create(&path).expect("partial");
+        file.set_modified(SystemTime::now() - age).expect("mtime");
+        path
+    }
+
+    #[test]
+    fn stale_partials_of_dead_runs_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = Duration::from_secs(24 * 3600);
+        let dead = dead_pid();
+        let stale = partial(dir.path(), dead, "stale1", 2 * day);
+        let fresh = partial(dir.path(), dead, "fresh1", Duration::ZERO);
+        let live = partial(dir.path(), std::process::id(), "live01", 2 * day);
+        let other = dir.path().join("notes.partial");
+        std::fs::write(&other, b"not ours").expect("write");
+        let probe = dir
+            .path()
+            .join(format!("{PARTIAL_PREFIX}{dead}-probe1{PROBE_SUFFIX}"));
+        std::fs::File::create(&probe)
+            .and_then(|f| f.set_modified(SystemTime::now() - 2 * day))
+            .expect("probe");
+        let removed = remove_stale_partials(dir.path(), day);
+        let mut expected = vec![stale.clone(), probe.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!stale.exists() && !probe.exists());
+        assert!(
+            fresh.exists(),
+            "a recent file may belong to a run elsewhere"
+        );
+        assert!(live.exists(), "a running writer's file is never removed");
+        assert!(other.exists());
+    }
 }

@@ -8,7 +8,9 @@
 //! in the manifest with their reason and the run exits 3.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use age::secrecy::zeroize::Zeroizing;
 use age::secrecy::{ExposeSecret, SecretString};
@@ -20,15 +22,18 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault};
+use super::interrupt::Interrupts;
 use super::keys_args::EncryptArgs;
 use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
 use crate::archive::manifest::{DeletedItem as ArchivedDeleted, RecapturedItem};
 use crate::archive::{
     ArchiveSummary, ArchiveWriter, Attributes as ArchivedAttributes, Destination, Encryption,
-    ItemInfo, Kind, SecretRecord, Source,
+    FILE_SUFFIX, ItemInfo, Kind, SecretRecord, Source,
 };
 use crate::error::{CliError, ExitCode};
-use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json, human_bytes};
+use crate::output::progress::{
+    ItemEvent, PeriodicReport, Progress, ProgressStyle, emit_json, human_bytes,
+};
 use crate::vault::azure::{AzureVault, ConnectOptions};
 use crate::vault::pacing::RequestStats;
 use crate::vault::{
@@ -46,8 +51,9 @@ const DEFAULT_CONCURRENCY: u16 = 64;
   coldvault backup --vault prod-kv -r age1... -o /backups
   coldvault backup --vault https://kv.vault.azure.cn/ -R team.keys --all-versions --json
 
-Exit codes: 0 complete, 1 failed (no archive), 2 usage, 3 partial (some items not captured, \
-each named in the manifest and the summary), 130 interrupted.")]
+Exit codes: 0 complete (an empty vault too), 1 failed (no archive; also a vault that could not be \
+listed at all), 2 usage, 3 partial (some items not captured, each named in the manifest and the \
+summary), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (no archive).")]
 pub struct BackupArgs {
     /// The vault to back up: a name (NAME.vault.azure.net) or a full URL. Repeat for several
     /// vaults: one archive each, independent failures.
@@ -58,9 +64,14 @@ pub struct BackupArgs {
     pub encryption: EncryptArgs,
 
     /// Where the archive goes: a folder (default: the current one) for
-    /// NAME-YYYYMMDDTHHMMSSZ.tar.zst.age, a file name (one vault), or - for stdout.
+    /// NAME-YYYYMMDDTHHMMSSZ.tar.zst.age, a file name ending in .age (one vault), or - for
+    /// stdout. A trailing / always means a folder. The folder must exist (see --mkdir).
     #[arg(short = 'o', long = "output", value_name = "DIR|FILE|-")]
     pub output: Option<PathBuf>,
+
+    /// Create the -o folder (or the folder of -o FILE) when it does not exist, mode 0700.
+    #[arg(long)]
+    pub mkdir: bool,
 
     #[command(flatten)]
     pub scope: ScopeArgs,
@@ -83,9 +94,30 @@ pub struct BackupArgs {
     #[arg(long)]
     pub fail_fast: bool,
 
+    /// Seconds between the one-line progress reports on stderr when stderr is not a terminal
+    /// (a log file, a pipe); 0 turns them off. Never under --json.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PROGRESS_INTERVAL,
+          value_parser = parse_interval)]
+    pub progress_interval: f64,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
+
+/// How often a long run reports progress in a log (`--progress-interval`).
+const DEFAULT_PROGRESS_INTERVAL: f64 = 10.0;
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=86_400.0).contains(&seconds) => Ok(seconds),
+        _ => Err("expected a number of seconds from 0 to 86400".to_owned()),
+    }
+}
+
+/// A `.coldvault-*.partial` file untouched for this long, whose writer is gone, was left by
+/// a killed run: a live run writes its file as items arrive, and none waits a day between
+/// two writes.
+const STALE_PARTIAL_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Where archives go, resolved.
 #[derive(Debug, Clone)]
@@ -93,6 +125,134 @@ enum Output {
     Dir(PathBuf),
     File(PathBuf),
     Stdout,
+}
+
+/// What `-o` names, decided from the path alone (and whether it exists), before anything is
+/// created: the rules of `docs/SCRIPTING.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OutputChoice {
+    Stdout,
+    /// An existing folder.
+    Dir(PathBuf),
+    /// A folder to create (`--mkdir`).
+    NewDir(PathBuf),
+    /// A file in an existing folder.
+    File(PathBuf),
+    /// A file whose folder is to be created (`--mkdir`).
+    FileInNewDir(PathBuf),
+}
+
+/// Decides what `-o` means. A trailing `/` always means a folder; an existing folder is a
+/// folder; an existing file is a file (refused later as existing, before any work); a new
+/// name ending in `.age` is a file; any other new name is a folder, which must exist unless
+/// `--mkdir` — so that `-o /backups` never quietly becomes a file named `/backups`.
+fn choose_output(output: Option<&Path>, mkdir: bool) -> Result<OutputChoice, CliError> {
+    let Some(path) = output else {
+        return Ok(OutputChoice::Dir(PathBuf::from(".")));
+    };
+    if path == Path::new("-") {
+        return Ok(OutputChoice::Stdout);
+    }
+    let shown = path.display();
+    let says_folder = path.as_os_str().to_string_lossy().ends_with('/');
+    let mkdir_hint = "create the folder first, or pass --mkdir to create it (mode 0700)";
+    if path.is_dir() {
+        return Ok(OutputChoice::Dir(path.to_owned()));
+    }
+    // `stat("file/")` fails with ENOTDIR: look at the name without its trailing slashes.
+    let text = path.as_os_str().to_string_lossy();
+    let bare = Path::new(text.trim_end_matches('/'));
+    let exists = bare.symlink_metadata().is_ok();
+    if says_folder {
+        if exists {
+            return Err(
+                CliError::failed(format!("-o {shown}: not a folder")).with_hint(
+                    "a trailing / names a folder: remove the file or choose another folder",
+                ),
+            );
+        }
+        return if mkdir {
+            Ok(OutputChoice::NewDir(path.to_owned()))
+        } else {
+            Err(CliError::failed(format!("-o {shown}: no such folder")).with_hint(mkdir_hint))
+        };
+    }
+    if exists {
+        return Ok(OutputChoice::File(path.to_owned()));
+    }
+    let names_a_file = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().ends_with(".age"));
+    if !names_a_file {
+        return if mkdir {
+            Ok(OutputChoice::NewDir(path.to_owned()))
+        } else {
+            Err(
+                CliError::failed(format!("-o {shown}: no such folder")).with_hint(format!(
+                    "{mkdir_hint}; to write one file instead, give a name ending in {FILE_SUFFIX}"
+                )),
+            )
+        };
+    }
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        Ok(OutputChoice::File(path.to_owned()))
+    } else if mkdir && parent.symlink_metadata().is_err() {
+        Ok(OutputChoice::FileInNewDir(path.to_owned()))
+    } else {
+        Err(CliError::failed(format!(
+            "-o {shown}: folder {} does not exist",
+            parent.display()
+        ))
+        .with_hint(mkdir_hint))
+    }
+}
+
+/// Carries out an [`OutputChoice`]: creates the folder it needs (`--mkdir`, mode 0700) and
+/// checks that a file can be created there, so a wrong folder fails before any work.
+fn prepare_output(choice: OutputChoice) -> Result<Output, CliError> {
+    let (output, folder, create) = match choice {
+        OutputChoice::Stdout => return Ok(Output::Stdout),
+        OutputChoice::Dir(dir) => (Output::Dir(dir.clone()), dir, false),
+        OutputChoice::NewDir(dir) => (Output::Dir(dir.clone()), dir, true),
+        OutputChoice::File(file) => {
+            let dir = archive_folder(&file);
+            (Output::File(file), dir, false)
+        }
+        OutputChoice::FileInNewDir(file) => {
+            let dir = archive_folder(&file);
+            (Output::File(file), dir, true)
+        }
+    };
+    if create {
+        create_private_dir(&folder).map_err(|e| {
+            CliError::failed(format!("cannot create folder {}: {e}", folder.display()))
+        })?;
+    }
+    crate::archive::check_folder_writable(&folder).map_err(|e| {
+        CliError::failed(e.to_string()).with_hint("choose a folder this user can write to (-o DIR)")
+    })?;
+    Ok(output)
+}
+
+/// The folder an archive file goes into.
+fn archive_folder(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates a folder (and its missing parents) readable by this user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// The resolved command: everything read, parsed and checked before any request is sent.
@@ -107,6 +267,10 @@ pub struct BackupPlan {
     json: bool,
     fail_fast: bool,
     connect: ConnectOptions,
+    /// `--include`, `--name` or `--exclude` narrowed the scope (an empty result then means
+    /// "nothing matched", not "the vault is empty").
+    narrowed: bool,
+    progress_interval: Option<Duration>,
 }
 
 impl BackupPlan {
@@ -117,33 +281,40 @@ impl BackupPlan {
             .iter()
             .map(|v| parse_vault(v))
             .collect::<Result<Vec<_>, _>>()?;
-        let output = match args.output.as_deref() {
-            None => Output::Dir(PathBuf::from(".")),
-            Some(p) if p == Path::new("-") => Output::Stdout,
-            Some(p) if p.is_dir() => Output::Dir(p.to_owned()),
-            Some(p) => Output::File(p.to_owned()),
-        };
-        if vaults.len() > 1 && !matches!(output, Output::Dir(_)) {
+        let choice = choose_output(args.output.as_deref(), args.mkdir)?;
+        if vaults.len() > 1 && !matches!(choice, OutputChoice::Dir(_) | OutputChoice::NewDir(_)) {
             return Err(CliError::usage(
                 "several --vault values need a folder for -o (one archive per vault)",
             )
             .with_hint("give -o an existing folder, or run one backup per vault"));
         }
-        if matches!(output, Output::Stdout) && args.json {
+        if matches!(choice, OutputChoice::Stdout) && args.json {
             return Err(CliError::usage("-o - and --json both want stdout")
                 .with_hint("write the archive to a file or folder when using --json"));
         }
         let encryption = args.encryption.resolve()?;
+        let scope = Scope::resolve(&args.scope)?;
+        // Last, once every argument is known good: the folder is created only for a run
+        // that will use it.
+        let output = prepare_output(choice)?;
+        let narrowed = !args.scope.names.is_empty()
+            || !args.scope.excludes.is_empty()
+            || ![ScopeKind::Secrets, ScopeKind::Keys, ScopeKind::Certificates]
+                .iter()
+                .all(|kind| scope.includes_kind(*kind));
         Ok(Self {
             vaults,
             encryption,
             output,
-            scope: Scope::resolve(&args.scope)?,
+            scope,
             all_versions: args.all_versions,
             concurrency: usize::from(args.concurrency),
             json: args.json,
             fail_fast: args.fail_fast,
             connect: args.connect.options(),
+            narrowed,
+            progress_interval: (args.progress_interval > 0.0)
+                .then(|| Duration::from_secs_f64(args.progress_interval)),
         })
     }
 }
@@ -151,19 +322,21 @@ impl BackupPlan {
 /// Runs `coldvault backup`.
 pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     let plan = BackupPlan::resolve(&args)?;
-    let progress = Progress::new(ProgressStyle::detect(plan.json));
+    // Listening starts once the arguments are resolved (a passphrase prompt stays
+    // interruptible) and before any archive file is created, so no signal can leave one.
+    let mut interrupts = Interrupts::listen()?;
+    // Items not captured are printed once, in the summary with their reason; during the run
+    // the bar and the periodic line count them.
+    let progress = Progress::new(ProgressStyle::detect(plan.json)).without_problem_lines();
+    remove_stale_partials(&plan, &progress);
     let mut worst = ExitCode::Ok;
     let mut last_error = None;
     for url in &plan.vaults {
         let outcome = tokio::select! {
             outcome = backup_vault(&plan, url, &progress) => outcome,
-            _ = tokio::signal::ctrl_c() => {
+            stop = interrupts.recv() => {
                 progress.finish_vault();
-                return Err(CliError {
-                    code: ExitCode::Interrupted,
-                    message: format!("{}: interrupted; no archive was written", url.name()),
-                    hint: None,
-                });
+                return Err(stop.error(url.name(), "no archive was written"));
             }
         };
         progress.finish_vault();
@@ -207,6 +380,31 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Removes the temporary files killed runs left in the output folder, and says so.
+fn remove_stale_partials(plan: &BackupPlan, progress: &Progress) {
+    let folder = match &plan.output {
+        Output::Dir(dir) => dir.clone(),
+        Output::File(file) => archive_folder(file),
+        Output::Stdout => return,
+    };
+    let removed = crate::archive::remove_stale_partials(&folder, STALE_PARTIAL_AGE);
+    if removed.is_empty() {
+        return;
+    }
+    let files = if removed.len() == 1 { "file" } else { "files" };
+    let text = format!(
+        "removed {} stale partial {files} from an interrupted run in {} \
+         (untouched for over 24 h, their process gone)",
+        removed.len(),
+        folder.display()
+    );
+    if plan.json {
+        emit_json("note", &serde_json::json!({ "message": text }));
+    } else {
+        progress.note(&text);
+    }
+}
+
 /// One piece of an item, in the order it goes into the archive.
 enum Piece {
     Secret(SecretRecord),
@@ -237,6 +435,8 @@ struct Captured {
     /// Known limits that lose nothing Azure lets anyone have (a disabled secret's value).
     notes: Vec<String>,
     recaptured: Option<RecapturedItem>,
+    /// Set on the stand-in item (`*`) of a list that failed: why it failed.
+    list_failure: Option<VaultError>,
 }
 
 impl Captured {
@@ -248,6 +448,7 @@ impl Captured {
             problems: Vec::new(),
             notes: Vec::new(),
             recaptured: None,
+            list_failure: None,
         }
     }
 }
@@ -278,6 +479,14 @@ struct VaultReport {
     requests: u64,
     throttled: u64,
     signed_in_with: Option<String>,
+    /// The vault was listed and holds no item in scope: the archive is a true copy of
+    /// nothing, and the run succeeds with a note.
+    empty: bool,
+    /// Set when `-o FILE` was taken while the run worked: the archive went to `path`.
+    #[serde(skip)]
+    renamed_from: Option<PathBuf>,
+    #[serde(skip)]
+    narrowed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -341,12 +550,25 @@ impl VaultReport {
                 self.skipped.len()
             );
         }
-        if c.secrets + c.keys + c.certificates == 0 && self.skipped.is_empty() {
+        if let Some(asked) = &self.renamed_from {
             eprintln!(
-                "{}: nothing to back up: the vault holds no items in scope \
-                 (or the identity may list none: does it have list permission?)",
-                self.vault
+                "  note: {} appeared while the backup ran: the archive was written as {shown}",
+                asked.display()
             );
+        }
+        if self.empty {
+            if self.narrowed {
+                eprintln!(
+                    "{}: no item matches --include/--name/--exclude: nothing to back up \
+                     (the archive records an empty selection)",
+                    self.vault
+                );
+            } else {
+                eprintln!(
+                    "vault {} is empty: nothing to back up (the archive is kept as its record)",
+                    self.vault
+                );
+            }
         }
     }
 }
@@ -383,18 +605,55 @@ async fn backup_vault(
     let mut notes = Vec::new();
     let mut recaptured = Vec::new();
     let mut failure = None;
+    // Lists that failed, and whether any item got into the archive: a vault that could not
+    // be listed and yielded nothing is a failure, not an empty archive.
+    let mut list_failures: Vec<(Kind, VaultError)> = Vec::new();
+    let mut captured_any = false;
 
     // Each item is its own task, so capture work (TLS, JSON, the request pipeline) spreads
     // over every core; the stream keeps at most `concurrency` of them in flight.
     let all_versions = plan.all_versions;
-    let mut captures = work_stream(&vault, &plan.scope)
+    let listing = Arc::new(ListingProgress::default());
+    let mut captures = work_stream(&vault, &plan.scope, &listing)
         .map(|work| {
             let vault = vault.clone();
             tokio::spawn(async move { capture(&vault, work, all_versions).await })
         })
         .buffer_unordered(plan.concurrency);
-    while let Some(joined) = captures.next().await {
-        let captured = match joined {
+    // The periodic progress line, for logs: a terminal has the bar, --json has events.
+    let periodic = plan
+        .progress_interval
+        .filter(|_| progress.style() == ProgressStyle::Lines);
+    let every = periodic.unwrap_or(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = (Instant::now(), 0u64);
+    loop {
+        let next = loop {
+            tokio::select! {
+                next = captures.next() => break next,
+                _ = ticker.tick(), if periodic.is_some() => {
+                    let stats = vault.stats();
+                    let (at, requests) = last_tick;
+                    let seconds = at.elapsed().as_secs_f64();
+                    let rate = if seconds > 0.0 {
+                        stats.requests.saturating_sub(requests) as f64 / seconds
+                    } else {
+                        0.0
+                    };
+                    last_tick = (Instant::now(), stats.requests);
+                    progress.periodic(&PeriodicReport {
+                        vault: url.name(),
+                        listed: listing.items(),
+                        listing_done: listing.done(),
+                        requests_per_second: rate,
+                        throttled: stats.throttled,
+                    });
+                }
+            }
+        };
+        let Some(joined) = next else { break };
+        let mut captured = match joined {
             Ok(captured) => captured,
             Err(err) => {
                 failure = Some(CliError::failed(format!(
@@ -408,6 +667,11 @@ async fn backup_vault(
         let kind = captured.kind;
         let reason = (!captured.problems.is_empty()).then(|| captured.problems.join("; "));
         let bytes = captured.pieces.iter().map(piece_size).sum::<u64>();
+        captured_any |= !captured.pieces.is_empty();
+        if let Some(err) = captured.list_failure.take() {
+            list_failures.push((kind, err));
+        }
+        progress.set_total(listing.items());
         progress.item(&ItemEvent {
             vault: url.name(),
             kind: kind.as_str(),
@@ -449,6 +713,10 @@ async fn backup_vault(
         }
     }
     drop(captures);
+
+    if failure.is_none() && !captured_any && !list_failures.is_empty() {
+        failure = Some(unlistable(url.name(), &list_failures));
+    }
 
     if failure.is_none() {
         for kind in [Kind::Secret, Kind::Key, Kind::Certificate] {
@@ -512,6 +780,14 @@ async fn backup_vault(
         Err(err) => return Err(err.into()),
     };
     let stats: RequestStats = vault.stats();
+    let renamed_from = match &plan.output {
+        Output::File(asked) if summary.path.as_deref() != Some(asked.as_path()) => {
+            Some(asked.clone())
+        }
+        _ => None,
+    };
+    let empty = summary.counts.secrets + summary.counts.keys + summary.counts.certificates == 0
+        && skipped.is_empty();
     Ok(VaultReport {
         vault: url.name().to_owned(),
         url: url.as_str().to_owned(),
@@ -525,6 +801,9 @@ async fn backup_vault(
         requests: stats.requests,
         throttled: stats.throttled,
         signed_in_with,
+        empty,
+        renamed_from,
+        narrowed: plan.narrowed,
     })
 }
 
@@ -609,34 +888,76 @@ enum Work {
 /// captures; this bounds the memory it may use meanwhile (properties only, no values).
 const LISTED_AHEAD: usize = 10_000;
 
+/// How far listing has come: items in scope listed so far, and lists still running. Read by
+/// the periodic progress line.
+#[derive(Debug, Default)]
+struct ListingProgress {
+    items: AtomicU64,
+    running: AtomicUsize,
+}
+
+impl ListingProgress {
+    fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    fn done(&self) -> bool {
+        self.running.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// Every item in scope, streamed as list pages arrive. The three kinds are listed at the same
 /// time, each by a task of its own that follows its `nextLink` chain at full speed. Managed
 /// keys and secrets are left out: the certificate's blob carries them.
-fn work_stream(vault: &AzureVault, scope: &Scope) -> BoxStream<'static, Work> {
+fn work_stream(
+    vault: &AzureVault,
+    scope: &Scope,
+    listing: &Arc<ListingProgress>,
+) -> BoxStream<'static, Work> {
     let (tx, rx) = mpsc::channel::<Work>(LISTED_AHEAD);
+    // Each list counts as running from before its task starts, so "done" is never early.
+    let track = || {
+        listing.running.fetch_add(1, Ordering::Relaxed);
+        Arc::clone(listing)
+    };
     if scope.includes_kind(ScopeKind::Secrets) {
         let s = scope.clone();
-        spawn_listing(vault.list_secrets(), tx.clone(), move |item| match item {
-            Ok(p) if p.managed || !s.includes(ScopeKind::Secrets, &p.name) => None,
-            Ok(p) => Some(Work::Secret(p)),
-            Err(e) => Some(Work::ListFailed(Kind::Secret, e)),
-        });
+        spawn_listing(
+            vault.list_secrets(),
+            tx.clone(),
+            track(),
+            move |item| match item {
+                Ok(p) if p.managed || !s.includes(ScopeKind::Secrets, &p.name) => None,
+                Ok(p) => Some(Work::Secret(p)),
+                Err(e) => Some(Work::ListFailed(Kind::Secret, e)),
+            },
+        );
     }
     if scope.includes_kind(ScopeKind::Keys) {
         let s = scope.clone();
-        spawn_listing(vault.list_keys(), tx.clone(), move |item| match item {
-            Ok(p) if p.managed || !s.includes(ScopeKind::Keys, &p.name) => None,
-            Ok(p) => Some(Work::Key(p)),
-            Err(e) => Some(Work::ListFailed(Kind::Key, e)),
-        });
+        spawn_listing(
+            vault.list_keys(),
+            tx.clone(),
+            track(),
+            move |item| match item {
+                Ok(p) if p.managed || !s.includes(ScopeKind::Keys, &p.name) => None,
+                Ok(p) => Some(Work::Key(p)),
+                Err(e) => Some(Work::ListFailed(Kind::Key, e)),
+            },
+        );
     }
     if scope.includes_kind(ScopeKind::Certificates) {
         let s = scope.clone();
-        spawn_listing(vault.list_certificates(), tx, move |item| match item {
-            Ok(p) if !s.includes(ScopeKind::Certificates, &p.name) => None,
-            Ok(p) => Some(Work::Certificate(p)),
-            Err(e) => Some(Work::ListFailed(Kind::Certificate, e)),
-        });
+        spawn_listing(
+            vault.list_certificates(),
+            tx,
+            track(),
+            move |item| match item {
+                Ok(p) if !s.includes(ScopeKind::Certificates, &p.name) => None,
+                Ok(p) => Some(Work::Certificate(p)),
+                Err(e) => Some(Work::ListFailed(Kind::Certificate, e)),
+            },
+        );
     }
     futures::stream::unfold(rx, |mut rx| async move {
         let work = rx.recv().await?;
@@ -650,20 +971,25 @@ fn work_stream(vault: &AzureVault, scope: &Scope) -> BoxStream<'static, Work> {
 fn spawn_listing<T: Send + 'static>(
     mut list: BoxStream<'static, Result<T, VaultError>>,
     tx: mpsc::Sender<Work>,
+    listing: Arc<ListingProgress>,
     select: impl Fn(Result<T, VaultError>) -> Option<Work> + Send + 'static,
 ) {
     tokio::spawn(async move {
         while let Some(item) = list.next().await {
             let failed = item.is_err();
-            if let Some(work) = select(item)
-                && tx.send(work).await.is_err()
-            {
-                return;
+            if let Some(work) = select(item) {
+                if !failed {
+                    listing.items.fetch_add(1, Ordering::Relaxed);
+                }
+                if tx.send(work).await.is_err() {
+                    break;
+                }
             }
             if failed {
-                return;
+                break;
             }
         }
+        listing.running.fetch_sub(1, Ordering::Relaxed);
     });
 }
 
@@ -675,6 +1001,7 @@ async fn capture(vault: &AzureVault, work: Work, all_versions: bool) -> Captured
         Work::ListFailed(kind, err) => {
             let mut captured = Captured::new(kind, "*");
             captured.problems.push(list_failure(kind, &err));
+            captured.list_failure = Some(err);
             captured
         }
     }
@@ -689,6 +1016,57 @@ fn list_failure(kind: Kind, err: &VaultError) -> String {
     } else {
         format!("{}s could not be listed completely: {err}", kind.as_str())
     }
+}
+
+/// The failure of a vault none of whose lists could be read and that yielded no item: why
+/// (the vault does not exist, the identity may not list), and what to do. No archive is
+/// written for it: an empty archive would pass for a backup.
+fn unlistable(vault: &str, failures: &[(Kind, VaultError)]) -> CliError {
+    // The lists run concurrently and fail in any order; the message names them in one.
+    let kinds = |pick: &dyn Fn(&VaultError) -> bool| {
+        let mut kinds: Vec<Kind> = failures
+            .iter()
+            .filter(|(_, e)| pick(e))
+            .map(|(kind, _)| *kind)
+            .collect();
+        kinds.sort();
+        kinds
+            .iter()
+            .map(|kind| format!("{}s", kind.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let (_, first) = &failures[0];
+    if let Some((_, VaultError::NotFound { code, message })) =
+        failures.iter().find(|(_, e)| e.is_not_found())
+    {
+        // A list never answers 404 in a vault that exists.
+        return CliError::failed(format!(
+            "{vault}: vault not found (404 {code}): {message}; no archive written"
+        ))
+        .with_hint(
+            "check the vault's name or URL (and the cloud: vault.azure.net, vault.azure.cn, \
+             vault.usgovcloudapi.net); `az keyvault list` shows the vaults you can see",
+        );
+    }
+    let denied = kinds(&|e: &VaultError| e.is_forbidden());
+    if !denied.is_empty() {
+        let (_, err) = failures
+            .iter()
+            .find(|(_, e)| e.is_forbidden())
+            .unwrap_or(&failures[0]);
+        let what = denied.join(", ");
+        return CliError::failed(format!(
+            "{vault}: nothing could be listed ({what}): {err}; no archive written"
+        ))
+        .with_hint(format!(
+            "grant the identity the List permission on {what} (access policy: List, with Get and \
+             Backup to capture them; Azure RBAC: a role such as Key Vault Administrator), \
+             or narrow the run with --include"
+        ));
+    }
+    CliError::failed(format!(
+        "{vault}: the vault could not be listed: {first}; no archive written"
+    ))
 }
 
 /// Why a piece could not be taken, for the manifest and the summary.
@@ -1128,6 +1506,60 @@ mod tests {
         );
         assert!(export_bytes("text/plain", &pem).is_none());
         assert!(export_bytes(PKCS12, &SecretString::from("!!".to_owned())).is_none());
+    }
+
+    #[test]
+    fn output_paths_mean_what_they_say() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let file = base.join("taken.tar.zst.age");
+        std::fs::write(&file, b"x").expect("file");
+        let choose = |p: PathBuf, mkdir: bool| choose_output(Some(&p), mkdir);
+        assert_eq!(
+            choose_output(None, false).ok(),
+            Some(OutputChoice::Dir(".".into()))
+        );
+        assert_eq!(
+            choose_output(Some(Path::new("-")), false).ok(),
+            Some(OutputChoice::Stdout)
+        );
+        assert_eq!(
+            choose(base.to_owned(), false).ok(),
+            Some(OutputChoice::Dir(base.to_owned()))
+        );
+        // An existing file is a file (the writer refuses it before any work).
+        assert_eq!(
+            choose(file.clone(), false).ok(),
+            Some(OutputChoice::File(file.clone()))
+        );
+        // A new name: a file when it ends in .age, otherwise a folder that must exist.
+        let new_file = base.join("kv.tar.zst.age");
+        assert_eq!(
+            choose(new_file.clone(), false).ok(),
+            Some(OutputChoice::File(new_file))
+        );
+        let missing = base.join("backups");
+        assert!(choose(missing.clone(), false).is_err());
+        assert_eq!(
+            choose(missing.clone(), true).ok(),
+            Some(OutputChoice::NewDir(missing.clone()))
+        );
+        // A trailing slash is a folder, also over a file's name.
+        let slash = |p: &Path| PathBuf::from(format!("{}/", p.display()));
+        assert!(choose(slash(&missing), false).is_err());
+        assert!(matches!(
+            choose(slash(&missing), true),
+            Ok(OutputChoice::NewDir(_))
+        ));
+        let err = choose(slash(&file), true).expect_err("not a folder");
+        assert!(err.message.contains("not a folder"), "{}", err.message);
+        // A file in a missing folder: an error, or the folder is created with --mkdir.
+        let nested = base.join("nowhere").join("kv.tar.zst.age");
+        assert!(choose(nested.clone(), false).is_err());
+        assert_eq!(
+            choose(nested.clone(), true).ok(),
+            Some(OutputChoice::FileInNewDir(nested))
+        );
     }
 
     #[test]

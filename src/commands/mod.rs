@@ -8,6 +8,7 @@ pub mod diff;
 pub mod emulator;
 pub mod extract;
 pub mod inspect;
+pub mod interrupt;
 pub mod keygen;
 pub mod keys_args;
 pub mod restore;

@@ -1,6 +1,9 @@
 //! `coldvault verify`: decrypts the whole archive offline and checks every rule of
-//! `docs/FORMAT.md`. Exit 0 when all hold; exit 4 naming the first broken one; exit 1 when
-//! the archive cannot be checked at all (no matching identity, unreadable file).
+//! `docs/FORMAT.md`. Exit 0 when all hold; exit 4 naming the first broken one, or when the
+//! archive holds fewer items than `--expect-items`; exit 1 when the archive cannot be checked
+//! at all (no matching identity, unreadable file). An archive without a single item is
+//! valid (an empty vault's true copy) but is warned about on stderr: a nightly job that
+//! stores nothing must not pass unnoticed.
 
 use std::path::PathBuf;
 
@@ -17,7 +20,9 @@ use crate::output::table::human_bytes;
   coldvault verify prod-kv-20261123T021700Z.tar.zst.age -i identity.txt
   COLDVAULT_PASSPHRASE=... coldvault verify archive.tar.zst.age --passphrase
 
-Exit codes: 0 every rule of the format holds, 1 cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed verification (the first problem is named).")]
+Exit codes: 0 every rule of the format holds (an archive of 0 items is warned about on stderr), 1 \
+cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed \
+verification (the first problem is named) or holds fewer items than --expect-items.")]
 pub struct VerifyArgs {
     /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
@@ -29,6 +34,11 @@ pub struct VerifyArgs {
     /// Print one JSON document on success (failures stay on stderr with exit code 4).
     #[arg(long)]
     pub json: bool,
+
+    /// Fail (exit 4) when the archive holds fewer than N items (secrets, keys and
+    /// certificates captured), e.g. the count the vault is known to hold.
+    #[arg(long, value_name = "N")]
+    pub expect_items: Option<u64>,
 }
 
 /// The `--json` document's body.
@@ -49,6 +59,35 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let reader = ArchiveReader::open(&args.archive, &decryption)?;
     let manifest = reader.manifest();
     let stats = reader.stats();
+    let c = manifest.counts;
+    let items = c.secrets + c.keys + c.certificates;
+    if let Some(expected) = args.expect_items
+        && items < expected
+    {
+        return Err(CliError::verification(format!(
+            "{}: holds {} ({}, {}, {}), fewer than --expect-items {expected}",
+            args.archive.display(),
+            plural(items, "item"),
+            plural(c.secrets, "secret"),
+            plural(c.keys, "key"),
+            plural(c.certificates, "certificate"),
+        ))
+        .with_hint(
+            "the backup captured less than expected: read its summary, or \
+             `coldvault inspect` the archive for the items not captured and why",
+        ));
+    }
+    if items == 0 {
+        eprintln!(
+            "coldvault: warning: {}: the archive holds no item (0 secrets, 0 keys, 0 certificates{})",
+            args.archive.display(),
+            if c.skipped > 0 {
+                format!("; {} not captured, named in the manifest", c.skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
     if args.json {
         let body = VerifyDocument {
             archive: args.archive.display().to_string(),
@@ -61,7 +100,6 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
         crate::output::print_json("verify", &body)
             .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
     } else {
-        let c = manifest.counts;
         println!(
             "ok: {}: {} entries ({}, {}, {}), {} of entry data checked against format v{}",
             args.archive.display(),

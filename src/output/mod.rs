@@ -6,6 +6,8 @@
 pub mod progress;
 pub mod table;
 
+use std::io::IsTerminal;
+
 use serde::Serialize;
 
 /// The version of every `--json` document and JSON Lines event (`docs/SCRIPTING.md`).
@@ -24,8 +26,18 @@ pub fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_target(false)
         .try_init();
+}
+
+/// Whether stderr gets colour codes: only on a terminal (in a log file they are noise), and
+/// never when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Prints one JSON document on stdout, with `schema_version` as its first field.
@@ -44,4 +56,21 @@ pub fn json_document<T: Serialize>(kind: &str, body: &T) -> std::io::Result<Stri
         map.extend(fields);
     }
     Ok(serde_json::to_string(&value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a log file gets no colour codes");
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+    }
 }

@@ -55,10 +55,27 @@ pub struct ItemEvent<'a> {
     pub bytes: Option<u64>,
 }
 
+/// What the periodic progress line of a long run says (`docs/SCRIPTING.md`, "Progress
+/// lines"): `progress: VAULT: DONE/LISTED items, RATE req/s, THROTTLED throttled (429)`.
+#[derive(Debug, Clone)]
+pub struct PeriodicReport<'a> {
+    /// The vault's name.
+    pub vault: &'a str,
+    /// Items in scope listed so far.
+    pub listed: u64,
+    /// Every list has been read to its end (`LISTED` is the final count).
+    pub listing_done: bool,
+    /// Requests per second since the previous line.
+    pub requests_per_second: f64,
+    /// 429 answers received since the run began.
+    pub throttled: u64,
+}
+
 /// The progress reporter of one run; shared by every worker (`Sync`).
 #[derive(Debug)]
 pub struct Progress {
     style: ProgressStyle,
+    problem_lines: bool,
     state: Mutex<State>,
 }
 
@@ -80,6 +97,7 @@ impl Progress {
     pub fn new(style: ProgressStyle) -> Self {
         Self {
             style,
+            problem_lines: true,
             state: Mutex::new(State {
                 vault: String::new(),
                 total: 0,
@@ -91,9 +109,35 @@ impl Progress {
         }
     }
 
+    /// A reporter that counts items with a problem but does not print them on stderr as
+    /// they happen: for commands whose summary names each of them with its reason, so a
+    /// reason is printed once. `--json` events are unaffected.
+    pub fn without_problem_lines(mut self) -> Self {
+        self.problem_lines = false;
+        self
+    }
+
     /// The style in use.
     pub fn style(&self) -> ProgressStyle {
         self.style
+    }
+
+    /// The number of items known to be coming so far (replaces the count).
+    pub fn set_total(&self, items: u64) {
+        let mut state = self.lock();
+        state.total = items;
+    }
+
+    /// The periodic one-line report for logs: printed on stderr in the `Lines` style only
+    /// (a terminal has the bar; `--json` has its events).
+    pub fn periodic(&self, report: &PeriodicReport<'_>) {
+        if self.style != ProgressStyle::Lines {
+            return;
+        }
+        let state = self.lock();
+        let line = periodic_line(report, state.done, state.problems);
+        drop(state);
+        eprintln!("{line}");
     }
 
     /// A new vault's run begins; counters start again.
@@ -129,8 +173,10 @@ impl Progress {
         }
         match self.style {
             ProgressStyle::JsonLines => emit_json("item", event),
-            ProgressStyle::Lines if notable => eprintln!("{}", describe(event)),
-            ProgressStyle::Bar if notable => {
+            ProgressStyle::Lines if notable && self.problem_lines => {
+                eprintln!("{}", describe(event))
+            }
+            ProgressStyle::Bar if notable && self.problem_lines => {
                 clear_line();
                 eprintln!("{}", describe(event));
                 self.draw(&mut state, true);
@@ -196,6 +242,19 @@ fn clear_line() {
     let _ = err.flush();
 }
 
+fn periodic_line(report: &PeriodicReport<'_>, done: u64, problems: u64) -> String {
+    let more = if report.listing_done { "" } else { "+" };
+    let problems = if problems > 0 {
+        format!(" ({problems} not captured)")
+    } else {
+        String::new()
+    };
+    format!(
+        "progress: {}: {done}/{}{more} items{problems}, {:.0} req/s, {} throttled (429)",
+        report.vault, report.listed, report.requests_per_second, report.throttled
+    )
+}
+
 fn describe(event: &ItemEvent<'_>) -> String {
     match event.reason {
         Some(reason) => format!(
@@ -243,6 +302,26 @@ mod tests {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500), "1.5 kB");
         assert_eq!(human_bytes(2_000_000), "2.0 MB");
+    }
+
+    #[test]
+    fn periodic_line_format() {
+        let mut report = PeriodicReport {
+            vault: "prod",
+            listed: 2000,
+            listing_done: true,
+            requests_per_second: 211.6,
+            throttled: 3,
+        };
+        assert_eq!(
+            periodic_line(&report, 1520, 0),
+            "progress: prod: 1520/2000 items, 212 req/s, 3 throttled (429)"
+        );
+        report.listing_done = false;
+        assert_eq!(
+            periodic_line(&report, 1520, 2),
+            "progress: prod: 1520/2000+ items (2 not captured), 212 req/s, 3 throttled (429)"
+        );
     }
 
     #[test]
