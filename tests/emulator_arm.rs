@@ -37,6 +37,13 @@ async fn two_tenants() -> TestEmulator {
     .await
 }
 
+/// An `application/x-www-form-urlencoded` body.
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 /// A token from the issuer's token endpoint (client credentials) for `scope`.
 async fn token_for(emu: &TestEmulator, tenant: &str, scope: &str) -> String {
     let client = &emu.ready().tenants[tenant];
@@ -44,12 +51,13 @@ async fn token_for(emu: &TestEmulator, tenant: &str, scope: &str) -> String {
     let response = emu
         .http
         .post(url)
-        .form(&[
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
             ("grant_type", "client_credentials"),
             ("client_id", client.client_id.as_str()),
             ("client_secret", client.client_secret.as_str()),
             ("scope", scope),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -532,12 +540,13 @@ async fn issuer_serves_every_tenant_and_keeps_clients_in_their_tenant() {
             "{}/{}/oauth2/v2.0/token",
             ready.authority_host, ready.tenant_id
         ))
-        .form(&[
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
             ("grant_type", "client_credentials"),
             ("client_id", b.client_id.as_str()),
             ("client_secret", b.client_secret.as_str()),
             ("scope", "https://vault.azure.net/.default"),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -746,12 +755,13 @@ fn print_env_exports_credentials_ca_endpoints_and_hosts_lines() {
                 "{}/{}/oauth2/v2.0/token",
                 env["AZURE_AUTHORITY_HOST"], env["AZURE_TENANT_ID"]
             ))
-            .form(&[
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", env["AZURE_CLIENT_ID"].as_str()),
                 ("client_secret", env["AZURE_CLIENT_SECRET"].as_str()),
                 ("scope", "https://vault.azure.net/.default"),
-            ])
+            ]))
             .send()
             .await
             .unwrap()

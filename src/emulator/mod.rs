@@ -734,6 +734,17 @@ mod tests {
         assert_eq!(spec.sku, Sku::Premium);
         assert!(spec.purge_protection);
         assert_eq!(spec.retention_days, 7);
+        let arm = VaultSpec::parse(
+            "eu,resource-group=rg-eu,location=northeurope,tenant=contoso.example,subscription=s2",
+        )
+        .unwrap();
+        assert_eq!(arm.resource_group, "rg-eu");
+        assert_eq!(arm.geo, "northeurope");
+        assert_eq!(arm.tenant.as_deref(), Some("contoso.example"));
+        assert_eq!(VaultSpec::new("x").resource_group, DEFAULT_RESOURCE_GROUP);
+        assert!(VaultSpec::parse("prod,tenant=a/b").is_err());
+        assert!(VaultSpec::parse("prod,resource-group=rg.").is_err());
+        assert!(VaultSpec::parse("prod,subscription=a b").is_err());
         assert!(VaultSpec::parse("prod,colour=blue").is_err());
         assert!(VaultSpec::parse("prod,retention-days=3").is_err());
         assert!(VaultSpec::parse("bad_name").is_err());
