@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use base64::Engine;
@@ -152,14 +152,16 @@ async fn metadata_endpoints(State(state): State<AppState>, request: Request) -> 
                     "The api-version '{v}' is invalid. The supported versions are '{}'.",
                     METADATA_API_VERSIONS.join(",")
                 ),
-            );
+            )
+            .into_response();
         }
         None => {
             return arm_error(
                 StatusCode::BAD_REQUEST,
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
-            );
+            )
+            .into_response();
         }
     }
     let authority = auth::authority(&state);
@@ -197,28 +199,23 @@ struct Subscription {
     tenant: String,
 }
 
-fn arm_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    ApiError::new(status, code, message).into_response()
+fn arm_error(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
 }
 
 /// 401 with ARM's `WWW-Authenticate` (`authorization_uri` names where to get a token).
-fn unauthorized(state: &AppState, tenant: &str, code: &str, message: String) -> Response {
-    let mut response = arm_error(StatusCode::UNAUTHORIZED, code, message.clone());
+fn unauthorized(state: &AppState, tenant: &str, code: &str, message: String) -> ApiError {
     let description = message
         .split(". ")
         .next()
         .unwrap_or_default()
         .replace('"', "'");
-    let challenge = format!(
+    let mut err = arm_error(StatusCode::UNAUTHORIZED, code, message);
+    err.challenge = Some(format!(
         "Bearer authorization_uri=\"{}/{tenant}\", error=\"invalid_token\", error_description=\"{description}.\"",
         auth::authority(state)
-    );
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
+    ));
+    err
 }
 
 async fn arm_request(State(state): State<AppState>, request: Request) -> Response {
@@ -236,12 +233,13 @@ async fn arm_request(State(state): State<AppState>, request: Request) -> Respons
                 "The route {} {path} is not served by this vault.",
                 parts.method
             ),
-        );
+        )
+        .into_response();
     }
     let first = state.issuer.tenant_id.clone();
     let tenant = match authenticate(&state, &parts.headers).await {
         Ok(tenant) => tenant,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     if parts.method != Method::GET {
         return arm_error(
@@ -251,7 +249,8 @@ async fn arm_request(State(state): State<AppState>, request: Request) -> Respons
                 "The local Azure Resource Manager serves reads only; {} {path} is not served.",
                 parts.method
             ),
-        );
+        )
+        .into_response();
     }
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
@@ -264,13 +263,11 @@ async fn arm_request(State(state): State<AppState>, request: Request) -> Respons
         path,
         query,
     };
-    match route(&ctx) {
-        Ok(response) | Err(response) => response,
-    }
+    route(&ctx).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The bearer token's tenant, or ARM's 401.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let first = state.issuer.tenant_id.clone();
     let token = headers
         .get(header::AUTHORIZATION)
@@ -361,7 +358,7 @@ fn utc(unix_s: i64) -> String {
     )
 }
 
-fn route(ctx: &ArmCtx) -> Result<Response, Response> {
+fn route(ctx: &ArmCtx) -> Result<Response, ApiError> {
     let segments: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
@@ -421,7 +418,7 @@ fn route(ctx: &ArmCtx) -> Result<Response, Response> {
     }
 }
 
-fn not_served(ctx: &ArmCtx) -> Response {
+fn not_served(ctx: &ArmCtx) -> ApiError {
     arm_error(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -432,7 +429,7 @@ fn not_served(ctx: &ArmCtx) -> Response {
     )
 }
 
-fn unknown_type(ctx: &ArmCtx, kind: &str) -> Response {
+fn unknown_type(ctx: &ArmCtx, kind: &str) -> ApiError {
     arm_error(
         StatusCode::NOT_FOUND,
         "InvalidResourceType",
@@ -445,7 +442,7 @@ fn unknown_type(ctx: &ArmCtx, kind: &str) -> Response {
 
 impl ArmCtx {
     /// The request's `api-version` if it is one of `accepted`; else ARM's 400.
-    fn api_version(&self, accepted: &[&str], code: &str) -> Result<(), Response> {
+    fn api_version(&self, accepted: &[&str], code: &str) -> Result<(), ApiError> {
         match self.query.get("api-version") {
             None => Err(arm_error(
                 StatusCode::BAD_REQUEST,
@@ -480,7 +477,7 @@ impl ArmCtx {
     /// The subscription `id` if it exists and belongs to the token's tenant: 404
     /// `SubscriptionNotFound`, or 401 `InvalidAuthenticationTokenTenant` as Azure answers a
     /// token of another tenant.
-    fn subscription(&self, id: &str) -> Result<Subscription, Response> {
+    fn subscription(&self, id: &str) -> Result<Subscription, ApiError> {
         let Some(found) = self
             .subscriptions()
             .into_iter()
@@ -510,7 +507,7 @@ impl ArmCtx {
     }
 
     /// 404 `ResourceGroupNotFound` unless a vault of `subscription` is in `group`.
-    fn resource_group(&self, subscription: &Subscription, group: &str) -> Result<(), Response> {
+    fn resource_group(&self, subscription: &Subscription, group: &str) -> Result<(), ApiError> {
         let known = self
             .vaults_of(subscription)
             .iter()
@@ -539,7 +536,7 @@ impl ArmCtx {
     /// One page of `items`: `$top` items (the emulator's page size when absent) after the
     /// `$skiptoken`, and a `nextLink` that keeps `api-version`, `$filter` and `$top` while
     /// more follow.
-    fn list(&self, items: Vec<Value>) -> Result<Response, Response> {
+    fn list(&self, items: Vec<Value>) -> Result<Response, ApiError> {
         let top = match self.query.get("$top") {
             Some(text) => match text.parse::<usize>() {
                 Ok(n) if (1..=MAX_TOP).contains(&n) => Some(n),
@@ -629,7 +626,7 @@ fn subscription_json(subscription: &Subscription) -> Value {
     })
 }
 
-fn subscriptions_list(ctx: &ArmCtx) -> Result<Response, Response> {
+fn subscriptions_list(ctx: &ArmCtx) -> Result<Response, ApiError> {
     let items: Vec<Value> = ctx
         .subscriptions()
         .iter()
@@ -692,7 +689,7 @@ fn vault_json(ctx: &ArmCtx, vault: &Vault) -> Value {
     })
 }
 
-fn resources_list(ctx: &ArmCtx, subscription: &Subscription) -> Result<Response, Response> {
+fn resources_list(ctx: &ArmCtx, subscription: &Subscription) -> Result<Response, ApiError> {
     let clauses = match ctx.query.get("$filter") {
         None => Vec::new(),
         Some(filter) => parse_filter(filter).ok_or_else(|| {
@@ -775,7 +772,7 @@ fn vaults_list(
     ctx: &ArmCtx,
     subscription: &Subscription,
     group: Option<&str>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let items = ctx
         .vaults_of(subscription)
         .into_iter()
@@ -790,7 +787,7 @@ fn vaults_get(
     subscription: &Subscription,
     group: &str,
     name: &str,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     ctx.vaults_of(subscription)
         .into_iter()
         .find(|v| {
