@@ -755,6 +755,10 @@ mod tests {
         let canary = "canary-3f9d2b7e";
         let config = EmulatorConfig {
             client_secret: Some(store::Redacted(canary.to_string())),
+            vaults: vec![
+                VaultSpec::new("a"),
+                VaultSpec::parse("b,tenant=other.example").unwrap(),
+            ],
             ..EmulatorConfig::default()
         };
         assert!(!format!("{config:?}").contains(canary));
@@ -762,6 +766,12 @@ mod tests {
         assert_eq!(running.ready().client_secret, canary);
         assert!(!format!("{:?}", running.ready()).contains(canary));
         assert!(!format!("{:?}", running.state()).contains(canary));
+        // The other tenant's client secret is hidden the same way.
+        let other = running.ready().tenants["other.example"]
+            .client_secret
+            .clone();
+        assert!(!format!("{:?}", running.ready()).contains(&other));
+        assert!(!format!("{:?}", running.state()).contains(&other));
         running.shutdown().await;
     }
 }
