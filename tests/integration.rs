@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod docs;
 mod emulator;
+mod emulator_arm;
 mod emulator_keys;
 mod network;
 mod restore;

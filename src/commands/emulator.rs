@@ -1,5 +1,6 @@
 //! `coldvault emulator`: runs the local Key Vault until SIGINT or SIGTERM. When it is ready it
-//! prints one JSON line on stdout (the [`crate::emulator::Ready`] line); logs go to stderr.
+//! prints one JSON line on stdout (the [`crate::emulator::Ready`] line), or with `--print-env`
+//! the same as shell `export` lines ([`shell_env`]); logs go to stderr.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,11 +15,12 @@ use crate::error::{CliError, ExitCode};
 #[command(after_help = "Examples:
   coldvault emulator --vault prod --vault dr --vault other,subscription=sub-b --port 8443
   coldvault emulator --vault prod --latency 20 --budget 4000 --state-dir ./kv-state
+  coldvault emulator --vault prod --vault other,tenant=contoso.example --print-env > kv.env &
 
 Exit codes: 0 stopped cleanly (SIGINT or SIGTERM), 1 could not start, 2 usage.")]
 pub struct EmulatorArgs {
     /// A vault to serve (repeatable; the first is the default for `localhost`):
-    /// NAME[,subscription=ID][,geo=REGION][,sku=standard|premium][,purge-protection][,retention-days=N]
+    /// NAME[,subscription=ID][,resource-group=RG][,location=REGION][,tenant=T][,sku=standard|premium][,purge-protection][,retention-days=N]
     #[arg(long = "vault", value_name = "SPEC")]
     pub vaults: Vec<String>,
 
@@ -82,6 +84,11 @@ pub struct EmulatorArgs {
     /// COLDVAULT_EMULATOR_CLIENT_SECRET, never from the command line.
     #[arg(long)]
     pub client_id: Option<String>,
+
+    /// When ready, print shell `export` lines (AZURE_*, COLDVAULT_CA_CERT, the endpoints) and
+    /// the /etc/hosts lines of the vaults instead of the JSON ready line; the last line is `#ready`.
+    #[arg(long)]
+    pub print_env: bool,
 }
 
 /// `--auth` values.
@@ -144,8 +151,12 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
         }
         other => CliError::failed(other.to_string()),
     })?;
-    let line = serde_json::to_string(running.ready())
-        .map_err(|e| CliError::failed(format!("cannot render the ready line: {e}")))?;
+    let line = if args.print_env {
+        shell_env(running.ready())
+    } else {
+        serde_json::to_string(running.ready())
+            .map_err(|e| CliError::failed(format!("cannot render the ready line: {e}")))?
+    };
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")
@@ -161,6 +172,61 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::Ok)
+}
+
+/// `'text'` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The ready line as POSIX shell lines: `export` lines a script sources (the first tenant's
+/// credentials under Azure's variable names, the CA under `COLDVAULT_CA_CERT` and
+/// `REQUESTS_CA_BUNDLE`, the endpoints, one `COLDVAULT_EMULATOR_VAULT_NAME` per vault), the
+/// other tenants' clients and the `/etc/hosts` lines as comments (`#hosts 127.0.0.1 NAME…`),
+/// and `#ready` last, so a reader of a file being written knows it is complete.
+pub fn shell_env(ready: &emulator::Ready) -> String {
+    let mut out = String::from(
+        "# coldvault emulator: source these lines (. ./FILE) to point Azure clients at it.\n",
+    );
+    let mut export = |name: &str, value: &str| {
+        out.push_str(&format!("export {name}={}\n", shell_quote(value)));
+    };
+    export("AZURE_TENANT_ID", &ready.tenant_id);
+    export("AZURE_CLIENT_ID", &ready.client_id);
+    export("AZURE_CLIENT_SECRET", &ready.client_secret);
+    export("AZURE_AUTHORITY_HOST", &ready.authority_host);
+    export("COLDVAULT_CA_CERT", &ready.ca_cert);
+    // Python's requests (the Azure CLI, azure-identity) reads its CA bundle from here.
+    export("REQUESTS_CA_BUNDLE", &ready.ca_cert);
+    export("COLDVAULT_EMULATOR_ARM_ENDPOINT", &ready.arm_endpoint);
+    export("COLDVAULT_EMULATOR_ADMIN", &ready.admin);
+    for (name, url) in &ready.vaults {
+        let var = name.to_ascii_uppercase().replace('-', "_");
+        export(&format!("COLDVAULT_EMULATOR_VAULT_{var}"), url);
+    }
+    out.push_str(&format!(
+        "# Programs that take no CA option: SSL_CERT_FILE={} replaces OpenSSL's trust store; NODE_EXTRA_CA_CERTS={} adds to Node's.\n",
+        shell_quote(&ready.ca_cert),
+        shell_quote(&ready.ca_cert)
+    ));
+    for (tenant, client) in &ready.tenants {
+        if *tenant != ready.tenant_id {
+            out.push_str(&format!(
+                "# tenant {tenant}: AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET={}\n",
+                shell_quote(tenant),
+                shell_quote(&client.client_id),
+                shell_quote(&client.client_secret)
+            ));
+        }
+    }
+    out.push_str(
+        "# /etc/hosts lines: glibc programs (Python, curl) do not resolve *.localhost without them.\n# Add them with: sed -n 's/^#hosts //p' FILE | sudo tee -a /etc/hosts\n",
+    );
+    for name in ready.vaults.keys() {
+        out.push_str(&format!("#hosts 127.0.0.1 {name}.vault.localhost\n"));
+    }
+    out.push_str("#ready");
+    out
 }
 
 /// A future that completes on SIGINT or SIGTERM; the handlers are installed when it is made.

@@ -47,6 +47,7 @@ async fn admin_info(State(state): State<AppState>) -> Response {
         "tenant_id": state.issuer.tenant_id,
         "client_id": state.issuer.client_id,
         "managed_identity_client_id": state.issuer.managed_identity_client_id,
+        "tenants": state.issuer.tenants().iter().map(|t| json!({"tenant_id": t.tenant_id, "client_id": t.client_id})).collect::<Vec<_>>(),
         "default_vault": state.default_vault,
         "vaults": vaults,
     }))
@@ -215,19 +216,31 @@ async fn permissions_clear(State(state): State<AppState>) -> Response {
 struct ClientIn {
     client_id: Option<String>,
     client_secret: Option<String>,
+    /// The tenant the client is registered in (default: the first).
+    tenant: Option<String>,
 }
 
 /// Registers another client of the issuer; answers its id and secret.
 async fn clients_add(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ClientIn>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let client_id = body.client_id.unwrap_or_else(new_guid);
     let secret = body
         .client_secret
         .unwrap_or_else(|| format!("cv~{:032x}", rand::random::<u128>()));
-    state.issuer.add_client(&client_id, &secret);
-    ok_json(&json!({ "client_id": client_id, "client_secret": secret }))
+    let tenant = match body.tenant {
+        Some(t) => state
+            .issuer
+            .tenant(&t)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::bad_parameter(format!("tenant '{t}' is not served")))?,
+        None => state.issuer.tenant_id.clone(),
+    };
+    state.issuer.add_client_in(&tenant, &client_id, &secret);
+    Ok(ok_json(
+        &json!({ "client_id": client_id, "client_secret": secret, "tenant_id": tenant }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +248,8 @@ struct TokenIn {
     client_id: Option<String>,
     audience: Option<String>,
     lifetime_seconds: Option<i64>,
+    /// The token's tenant (default: the client's, else the first).
+    tenant: Option<String>,
 }
 
 /// Mints a token directly (for raw HTTP tests): any client id, audience and lifetime
@@ -249,9 +264,14 @@ async fn tokens_mint(
     let audience = body
         .audience
         .unwrap_or_else(|| format!("https://vault.localhost:{}", state.port()));
+    let tenant = body
+        .tenant
+        .or_else(|| state.issuer.tenant_of(&client_id))
+        .unwrap_or_else(|| state.issuer.tenant_id.clone());
     let token = state
         .issuer
-        .issue(
+        .issue_in(
+            &tenant,
             &auth::authority(&state),
             &client_id,
             &audience,

@@ -1,5 +1,9 @@
 //! The built-in token issuer and the token check of the vault routes.
 //!
+//! The issuer serves several tenants: each has its own built-in client, its own issuer URL
+//! (`{authority}/{tenant}/v2.0`, the token's `iss`) and `tid`; a vault accepts only tokens of
+//! its own tenant (401 `AKV10032`), and Azure Resource Manager lists only the token's tenant.
+//!
 //! Issuer routes (on `https://localhost:PORT`): the client-credentials token endpoint
 //! `POST /{tenant}/oauth2/v2.0/token`, the OpenID configuration
 //! `GET /{tenant}/v2.0/.well-known/openid-configuration`, the JWKS `GET /{tenant}/discovery/v2.0/keys`,
@@ -121,15 +125,43 @@ impl TokenError {
     }
 }
 
-/// The issuer: the tenant, its registered clients, the managed identity, the signing key.
-/// Its `Debug` shows identities only (no secrets, no tokens).
-pub struct Issuer {
+/// A registered client: the tenant it belongs to and its secret.
+#[derive(Debug, Clone)]
+struct Client {
+    tenant: String,
+    secret: Redacted<String>,
+}
+
+/// One tenant's built-in client, as the ready line lists it.
+#[derive(Clone)]
+pub struct TenantClient {
     pub tenant_id: String,
     pub client_id: String,
+    pub client_secret: Redacted<String>,
+}
+
+impl std::fmt::Debug for TenantClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantClient")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The issuer: its tenants (the first is the default one), their registered clients, the
+/// managed identity, the signing key. Its `Debug` shows identities only (no secrets, no tokens).
+pub struct Issuer {
+    /// The first tenant: vaults that name none belong to it.
+    pub tenant_id: String,
+    /// The first tenant's built-in client.
+    pub client_id: String,
     client_secret: Redacted<String>,
-    /// The client id the managed-identity endpoints issue tokens for.
+    /// The client id the managed-identity endpoints issue tokens for (first tenant).
     pub managed_identity_client_id: String,
-    clients: Mutex<BTreeMap<String, Redacted<String>>>,
+    /// Every tenant's built-in client, the first tenant's first.
+    tenants: Vec<TenantClient>,
+    clients: Mutex<BTreeMap<String, Client>>,
     /// Tokens whose signature was already verified: a client sends the same token on every
     /// request, and RSA verification would otherwise dominate a GET.
     verified: Mutex<HashSet<String>>,
@@ -175,13 +207,26 @@ impl Issuer {
         let client_id = client_id.unwrap_or_else(new_guid);
         let client_secret =
             client_secret.unwrap_or_else(|| format!("cv~{:032x}", rand::random::<u128>()));
+        let tenant_id = tenant_id.unwrap_or_else(new_guid);
         let mut clients = BTreeMap::new();
-        clients.insert(client_id.clone(), Redacted(client_secret.clone()));
+        clients.insert(
+            client_id.clone(),
+            Client {
+                tenant: tenant_id.clone(),
+                secret: Redacted(client_secret.clone()),
+            },
+        );
+        let first = TenantClient {
+            tenant_id: tenant_id.clone(),
+            client_id: client_id.clone(),
+            client_secret: Redacted(client_secret.clone()),
+        };
         Self {
-            tenant_id: tenant_id.unwrap_or_else(new_guid),
+            tenant_id,
             client_id,
             client_secret: Redacted(client_secret),
             managed_identity_client_id: new_guid(),
+            tenants: vec![first],
             clients: Mutex::new(clients),
             verified: Mutex::new(HashSet::new()),
             key: tokio::sync::OnceCell::new(),
@@ -194,12 +239,74 @@ impl Issuer {
         &self.client_secret.0
     }
 
-    /// Registers another client (for tests of partial permissions).
+    /// Adds a tenant with a fresh built-in client (no-op for a tenant already served, compared
+    /// case-insensitively as Entra ID compares tenant ids).
+    pub fn add_tenant(&mut self, tenant_id: &str) {
+        if self.serves(tenant_id) {
+            return;
+        }
+        let client = TenantClient {
+            tenant_id: tenant_id.to_string(),
+            client_id: new_guid(),
+            client_secret: Redacted(format!("cv~{:032x}", rand::random::<u128>())),
+        };
+        self.clients
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                client.client_id.clone(),
+                Client {
+                    tenant: client.tenant_id.clone(),
+                    secret: client.client_secret.clone(),
+                },
+            );
+        self.tenants.push(client);
+    }
+
+    /// Every tenant's built-in client, the first tenant's first.
+    pub fn tenants(&self) -> &[TenantClient] {
+        &self.tenants
+    }
+
+    /// The served tenant spelled `tenant` (any case), in its declared spelling.
+    pub fn tenant(&self, tenant: &str) -> Option<&str> {
+        self.tenants
+            .iter()
+            .find(|t| t.tenant_id.eq_ignore_ascii_case(tenant))
+            .map(|t| t.tenant_id.as_str())
+    }
+
+    /// True when `tenant` is one of the issuer's tenants.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.tenant(tenant).is_some()
+    }
+
+    /// Registers another client in the first tenant (for tests of partial permissions).
     pub fn add_client(&self, client_id: &str, secret: &str) {
+        self.add_client_in(&self.tenant_id, client_id, secret);
+    }
+
+    /// Registers another client in `tenant`.
+    pub fn add_client_in(&self, tenant: &str, client_id: &str, secret: &str) {
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(client_id.to_string(), Redacted(secret.to_string()));
+            .insert(
+                client_id.to_string(),
+                Client {
+                    tenant: tenant.to_string(),
+                    secret: Redacted(secret.to_string()),
+                },
+            );
+    }
+
+    /// The tenant a registered client belongs to.
+    pub fn tenant_of(&self, client_id: &str) -> Option<String> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client_id)
+            .map(|c| c.tenant.clone())
     }
 
     fn client_ok(&self, client_id: &str, secret: &str) -> bool {
@@ -207,7 +314,7 @@ impl Issuer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(client_id)
-            .is_some_and(|s| s.0 == secret)
+            .is_some_and(|c| c.secret.0 == secret)
     }
 
     /// The signing key, made (or loaded) once; callers wait for it on first use.
@@ -224,14 +331,32 @@ impl Issuer {
             .cloned()
     }
 
-    /// The `iss` of every token: `{authority}/{tenant}/v2.0`.
+    /// The `iss` of the first tenant's tokens: `{authority}/{tenant}/v2.0`.
     pub fn issuer_url(&self, authority: &str) -> String {
-        format!("{authority}/{}/v2.0", self.tenant_id)
+        issuer_url_of(authority, &self.tenant_id)
     }
 
-    /// Signs a token for `client_id` with audience `aud`, valid from `now_s` for `lifetime_s`.
+    /// Signs a token for `client_id` (in its registered tenant, else the first) with audience
+    /// `aud`, valid from `now_s` for `lifetime_s`.
     pub async fn issue(
         &self,
+        authority: &str,
+        client_id: &str,
+        aud: &str,
+        now_s: i64,
+        lifetime_s: i64,
+    ) -> Result<String, String> {
+        let tenant = self
+            .tenant_of(client_id)
+            .unwrap_or_else(|| self.tenant_id.clone());
+        self.issue_in(&tenant, authority, client_id, aud, now_s, lifetime_s)
+            .await
+    }
+
+    /// Signs a token of `tenant` (its `iss` and `tid`) for `client_id` with audience `aud`.
+    pub async fn issue_in(
+        &self,
+        tenant: &str,
         authority: &str,
         client_id: &str,
         aud: &str,
@@ -242,11 +367,11 @@ impl Issuer {
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": material.kid});
         let claims = json!({
             "aud": aud,
-            "iss": self.issuer_url(authority),
+            "iss": issuer_url_of(authority, tenant),
             "iat": now_s,
             "nbf": now_s - 60,
             "exp": now_s + lifetime_s,
-            "tid": self.tenant_id,
+            "tid": tenant,
             "oid": client_id,
             "appid": client_id,
             "azp": client_id,
@@ -265,7 +390,9 @@ impl Issuer {
         ))
     }
 
-    /// Checks a token: signature, issuer, audience (one of `audiences`), expiry.
+    /// Checks a token: signature, issuer (one of the tenants' issuer URLs), audience (one of
+    /// `audiences`), expiry. Whether the tenant is the one a resource belongs to is the
+    /// caller's check ([`Issuer::check_tenant`]).
     pub async fn check(
         &self,
         token: &str,
@@ -301,10 +428,19 @@ impl Issuer {
             }
             verified.insert(token.to_string());
         }
-        let expected_iss = self.issuer_url(authority);
-        if claims.iss != expected_iss {
+        if !self
+            .tenants
+            .iter()
+            .any(|t| issuer_url_of(authority, &t.tenant_id) == claims.iss)
+        {
+            let expected = self
+                .tenants
+                .iter()
+                .map(|t| issuer_url_of(authority, &t.tenant_id))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(TokenError::Issuer {
-                expected: expected_iss,
+                expected,
                 found: claims.iss,
             });
         }
@@ -322,6 +458,25 @@ impl Issuer {
         Ok(claims)
     }
 
+    /// Refuses claims whose issuer is not `tenant`'s (a vault of one tenant and a token of
+    /// another: Azure's 401 `AKV10032`).
+    pub fn check_tenant(
+        &self,
+        claims: &Claims,
+        authority: &str,
+        tenant: &str,
+    ) -> Result<(), TokenError> {
+        let expected = issuer_url_of(authority, tenant);
+        if claims.iss.eq_ignore_ascii_case(&expected) {
+            Ok(())
+        } else {
+            Err(TokenError::Issuer {
+                expected,
+                found: claims.iss.clone(),
+            })
+        }
+    }
+
     /// The JWKS document.
     pub async fn jwks(&self) -> Result<serde_json::Value, String> {
         let material = self.material().await?;
@@ -334,6 +489,11 @@ impl Issuer {
             "e": URL_SAFE_NO_PAD.encode(material.public.e().to_bytes_be()),
         }]}))
     }
+}
+
+/// `{authority}/{tenant}/v2.0`: the `iss` of `tenant`'s tokens.
+pub fn issuer_url_of(authority: &str, tenant: &str) -> String {
+    format!("{authority}/{tenant}/v2.0")
 }
 
 /// The claims of a JWT without checking it (auth off: who is it, if anyone says).
@@ -420,13 +580,14 @@ async fn token(
     axum::Form(form): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let issuer = &state.issuer;
-    if !tenant.eq_ignore_ascii_case(&issuer.tenant_id) && tenant != "organizations" {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("AADSTS90002: Tenant '{tenant}' not found."),
-        );
-    }
+    let requested = if tenant.eq_ignore_ascii_case("organizations") {
+        None
+    } else {
+        match issuer.tenant(&tenant) {
+            Some(t) => Some(t.to_string()),
+            None => return tenant_not_found(&tenant),
+        }
+    };
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -436,6 +597,16 @@ async fn token(
     }
     let client_id = form.get("client_id").cloned().unwrap_or_default();
     let secret = form.get("client_secret").cloned().unwrap_or_default();
+    let Some(home) = issuer.tenant_of(&client_id) else {
+        return client_not_in(&client_id, requested.as_deref().unwrap_or(&tenant));
+    };
+    // A client exists in its home tenant only (single-tenant app registrations).
+    if requested
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case(&home))
+    {
+        return client_not_in(&client_id, &tenant);
+    }
     if !issuer.client_ok(&client_id, &secret) {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -461,7 +632,14 @@ async fn token(
     }
     let now = state.clock.now_s();
     match issuer
-        .issue(&authority(&state), &client_id, &aud, now, TOKEN_LIFETIME_S)
+        .issue_in(
+            &home,
+            &authority(&state),
+            &client_id,
+            &aud,
+            now,
+            TOKEN_LIFETIME_S,
+        )
         .await
     {
         Ok(access_token) => axum::Json(json!({
@@ -475,13 +653,47 @@ async fn token(
     }
 }
 
+/// 400 `AADSTS90002`: the path names a tenant the issuer does not serve.
+fn tenant_not_found(tenant: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        &format!(
+            "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+        ),
+    )
+}
+
+/// 400 `AADSTS700016`: the client is not registered in the tenant asked.
+fn client_not_in(client_id: &str, tenant: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        &format!(
+            "AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
+        ),
+    )
+}
+
+/// The tenant a discovery path names: a served tenant in its declared spelling, or the first
+/// tenant for `organizations` and `common` (multi-tenant authorities).
+fn discovery_tenant(state: &AppState, tenant: &str) -> Option<String> {
+    if tenant.eq_ignore_ascii_case("organizations") || tenant.eq_ignore_ascii_case("common") {
+        return Some(state.issuer.tenant_id.clone());
+    }
+    state.issuer.tenant(tenant).map(str::to_string)
+}
+
 async fn openid_configuration(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> Response {
+    let Some(served) = discovery_tenant(&state, &tenant) else {
+        return tenant_not_found(&tenant);
+    };
     let base = authority(&state);
     axum::Json(json!({
-        "issuer": state.issuer.issuer_url(&base),
+        "issuer": issuer_url_of(&base, &served),
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
         "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
         "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
@@ -497,7 +709,11 @@ async fn openid_configuration(
     .into_response()
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
+async fn jwks(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
+    // One signing key serves every tenant, as Entra ID's keys are common to all tenants.
+    if discovery_tenant(&state, &tenant).is_none() {
+        return tenant_not_found(&tenant);
+    }
     match state.issuer.jwks().await {
         Ok(body) => axum::Json(body).into_response(),
         Err(err) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &err),

@@ -16,7 +16,7 @@ use super::AuthMode;
 use super::auth::{self, decode_claims, new_guid};
 use super::error::{ApiError, DropConnection};
 use super::faults::{FaultKind, JournalEntry, required_permission};
-use super::state::{AppState, VaultCtx};
+use super::state::{AppState, Vault, VaultCtx};
 
 /// The `api-version`s the vault routes accept: every data-plane version Azure publishes for
 /// secrets, keys and certificates, stable and preview, and the legacy ones older clients and the
@@ -160,12 +160,13 @@ fn with_note(mut response: Response, note: JournalNote) -> Response {
     response
 }
 
-/// `Bearer authorization="https://localhost:PORT/TENANT", resource="https://vault.localhost:PORT"`.
-pub fn challenge(state: &AppState) -> String {
+/// `Bearer authorization="https://localhost:PORT/TENANT", resource="https://vault.localhost:PORT"`,
+/// naming the tenant the vault belongs to.
+pub fn challenge(state: &AppState, vault: &Vault) -> String {
     format!(
         "Bearer authorization=\"{}/{}\", resource=\"https://vault.localhost:{}\"",
         auth::authority(state),
-        state.issuer.tenant_id,
+        state.vault_tenant(vault),
         state.port()
     )
 }
@@ -201,26 +202,34 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     let Some(token) = bearer(request.headers()).map(str::to_string) else {
         let err = ApiError::unauthorized(
             "AKV10000: Request is missing a Bearer or PoP token.",
-            challenge(&state),
+            challenge(&state, &vault),
         );
         return with_note(err.into_response(), note);
     };
     note.principal = match settings.auth {
         AuthMode::Off => decode_claims(&token).ok().and_then(|c| c.principal()),
         AuthMode::Jwt => {
-            match state
+            let authority = auth::authority(&state);
+            let checked = state
                 .issuer
                 .check(
                     &token,
-                    &auth::authority(&state),
+                    &authority,
                     &auth::audiences(&state),
                     state.clock.now_s(),
                 )
                 .await
-            {
+                .and_then(|claims| {
+                    // A vault accepts its own tenant's tokens only, as Azure does.
+                    state
+                        .issuer
+                        .check_tenant(&claims, &authority, state.vault_tenant(&vault))
+                        .map(|()| claims)
+                });
+            match checked {
                 Ok(claims) => claims.principal(),
                 Err(err) => {
-                    let err = ApiError::unauthorized(err.message(), challenge(&state));
+                    let err = ApiError::unauthorized(err.message(), challenge(&state, &vault));
                     return with_note(err.into_response(), note);
                 }
             }

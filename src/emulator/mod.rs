@@ -6,10 +6,12 @@
 //! [`start`] runs it in-process on any port (tests use port 0); [`app`] is the router alone.
 //! Module map: [`store`] holds objects, [`state`] the shared state and the per-request
 //! [`state::VaultCtx`], [`http`] the middleware, [`error`] Azure's error envelope, [`paging`]
-//! lists, [`backup`] blobs, [`auth`] the token issuer, [`tls`] HTTPS, [`admin`] the
+//! lists, [`backup`] blobs, [`auth`] the token issuer, [`arm`] Azure Resource Manager,
+//! [`tls`] HTTPS, [`admin`] the
 //! `/_emulator` endpoint, [`secrets`], [`keys`] and [`certificates`] the object routes.
 
 pub mod admin;
+pub mod arm;
 pub mod auth;
 pub mod backup;
 pub mod certificates;
@@ -68,6 +70,8 @@ pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 pub const DEFAULT_GEO: &str = "westeurope";
 /// The vault served when no `--vault` is given.
 pub const DEFAULT_VAULT: &str = "local";
+/// The resource group a vault gets when none is named (Azure Resource Manager ids name one).
+pub const DEFAULT_RESOURCE_GROUP: &str = "coldvault-local";
 
 /// One vault to serve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +79,19 @@ pub struct VaultSpec {
     pub name: String,
     #[serde(default = "default_subscription")]
     pub subscription: String,
-    #[serde(default = "default_geo")]
+    /// The region (Azure Resource Manager's `location`); backup blobs are bound to it.
+    #[serde(default = "default_geo", alias = "location")]
     pub geo: String,
+    /// The tenant the vault belongs to; `None` is the emulator's first tenant. A token of
+    /// another tenant is refused (401 `AKV10032`).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The resource group named by the vault's Azure Resource Manager id.
+    #[serde(default = "default_resource_group")]
+    pub resource_group: String,
+    /// The vault resource's tags (Azure Resource Manager).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub sku: Sku,
     #[serde(default)]
@@ -94,6 +109,9 @@ fn default_geo() -> String {
 fn default_retention() -> u32 {
     90
 }
+fn default_resource_group() -> String {
+    DEFAULT_RESOURCE_GROUP.to_string()
+}
 
 impl VaultSpec {
     /// A standard vault called `name` in the default subscription and geography, 90 days'
@@ -103,6 +121,9 @@ impl VaultSpec {
             name: name.to_string(),
             subscription: default_subscription(),
             geo: default_geo(),
+            tenant: None,
+            resource_group: default_resource_group(),
+            tags: BTreeMap::new(),
             sku: Sku::Standard,
             purge_protection: false,
             retention_days: 90,
@@ -110,7 +131,8 @@ impl VaultSpec {
     }
 
     /// Parses the `--vault` syntax:
-    /// `NAME[,subscription=ID][,geo=REGION][,sku=standard|premium][,purge-protection][,retention-days=N]`.
+    /// `NAME[,subscription=ID][,resource-group=RG][,location=REGION|geo=REGION][,tenant=T]`
+    /// `[,sku=standard|premium][,purge-protection][,retention-days=N]`.
     pub fn parse(text: &str) -> Result<Self, EmulatorError> {
         let mut parts = text.split(',');
         let name = parts.next().unwrap_or_default().trim();
@@ -122,7 +144,9 @@ impl VaultSpec {
             };
             match (key, value) {
                 ("subscription", Some(v)) => spec.subscription = v.to_string(),
-                ("geo", Some(v)) => spec.geo = v.to_string(),
+                ("geo" | "location", Some(v)) => spec.geo = v.to_string(),
+                ("resource-group", Some(v)) => spec.resource_group = v.to_string(),
+                ("tenant", Some(v)) => spec.tenant = Some(v.to_string()),
                 ("sku", Some("standard")) => spec.sku = Sku::Standard,
                 ("sku", Some("premium")) => spec.sku = Sku::Premium,
                 ("purge-protection", None | Some("true")) => spec.purge_protection = true,
@@ -134,7 +158,7 @@ impl VaultSpec {
                 }
                 _ => {
                     return Err(EmulatorError::Config(format!(
-                        "unknown vault option '{part}' in '{text}' (expected subscription=, geo=, sku=standard|premium, purge-protection, retention-days=)"
+                        "unknown vault option '{part}' in '{text}' (expected subscription=, resource-group=, location=, tenant=, sku=standard|premium, purge-protection, retention-days=)"
                     )));
                 }
             }
@@ -159,6 +183,37 @@ impl VaultSpec {
                 self.name
             )));
         }
+        if let Some(tenant) = &self.tenant
+            && !valid_tenant(tenant)
+        {
+            return Err(EmulatorError::Config(format!(
+                "vault '{}': tenant '{tenant}' must be 1-64 letters, digits, dots or hyphens (a GUID or a domain)",
+                self.name
+            )));
+        }
+        let rg = &self.resource_group;
+        let rg_ok = !rg.is_empty()
+            && rg.len() <= 90
+            && !rg.ends_with('.')
+            && rg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+        if !rg_ok {
+            return Err(EmulatorError::Config(format!(
+                "vault '{}': resource group '{rg}' must be 1-90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'",
+                self.name
+            )));
+        }
+        let sub = &self.subscription;
+        if sub.is_empty()
+            || sub.len() > 64
+            || !sub.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(EmulatorError::Config(format!(
+                "vault '{}': subscription '{sub}' must be 1-64 letters, digits or hyphens (a GUID)",
+                self.name
+            )));
+        }
         if !(7..=90).contains(&self.retention_days) {
             return Err(EmulatorError::Config(format!(
                 "vault '{}': retention-days must be 7 to 90, not {}",
@@ -167,6 +222,15 @@ impl VaultSpec {
         }
         Ok(())
     }
+}
+
+/// A tenant id the emulator can serve: it appears in URL paths and in the challenge header.
+pub fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// How to run the emulator.
@@ -256,9 +320,17 @@ pub struct Ready {
     pub vaults: BTreeMap<String, String>,
     /// `https://localhost:PORT`: the issuer's authority host.
     pub authority_host: String,
+    /// The first tenant and its built-in client.
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Every tenant (the first included) → its built-in client.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantCredentials>,
+    /// `https://localhost:PORT/`: Azure Resource Manager (subscriptions, tenants, vault
+    /// resources), on the same server and issuer.
+    #[serde(default)]
+    pub arm_endpoint: String,
     /// `https://localhost:PORT/_emulator`.
     pub admin: String,
     /// App Service-style managed identity endpoint (`IDENTITY_ENDPOINT`).
@@ -275,9 +347,80 @@ impl std::fmt::Debug for Ready {
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
+            .field("tenants", &self.tenants)
+            .field("arm_endpoint", &self.arm_endpoint)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
+}
+
+/// One tenant's built-in client in the ready line. Its `Debug` hides the secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TenantCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for TenantCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Settles every vault's tenant and subscription; answers the first tenant.
+///
+/// The first tenant is `--tenant-id`, else the first vault's `tenant=`, else a fresh GUID. A
+/// vault naming no tenant belongs to the first. A vault of another tenant naming no
+/// subscription gets one of its own tenant (derived from the tenant id, so it is stable). A
+/// subscription belongs to one tenant only, as in Azure.
+fn resolve_tenants(config: &mut EmulatorConfig) -> Result<String, EmulatorError> {
+    if let Some(tenant) = &config.tenant_id
+        && !valid_tenant(tenant)
+    {
+        return Err(EmulatorError::Config(format!(
+            "tenant id '{tenant}' must be 1-64 letters, digits, dots or hyphens"
+        )));
+    }
+    let first = config
+        .tenant_id
+        .clone()
+        .or_else(|| config.vaults.first().and_then(|v| v.tenant.clone()))
+        .unwrap_or_else(auth::new_guid);
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for spec in &mut config.vaults {
+        let tenant = spec.tenant.clone().unwrap_or_else(|| first.clone());
+        if !tenant.eq_ignore_ascii_case(&first) && spec.subscription == DEFAULT_SUBSCRIPTION {
+            spec.subscription = tenant_subscription(&tenant);
+        }
+        spec.tenant = Some(tenant.clone());
+        let owner = owners
+            .entry(spec.subscription.to_ascii_lowercase())
+            .or_insert_with(|| tenant.clone());
+        if !owner.eq_ignore_ascii_case(&tenant) {
+            return Err(EmulatorError::Config(format!(
+                "vault '{}': subscription '{}' belongs to tenant '{owner}', not '{tenant}' (name another subscription=)",
+                spec.name, spec.subscription
+            )));
+        }
+    }
+    Ok(first)
+}
+
+/// The default subscription of a tenant other than the first: a GUID derived from its id.
+pub fn tenant_subscription(tenant: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(tenant.to_ascii_lowercase().as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// A running emulator; dropping it without [`RunningEmulator::shutdown`] stops the server too.
@@ -360,6 +503,8 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), http::gate));
     Router::new()
         .merge(auth::routes())
+        // Azure Resource Manager (`src/emulator/arm.rs`): `/subscriptions…` and `/tenants`.
+        .merge(arm::routes())
         .nest("/_emulator", admin::routes())
         .merge(vault_routes)
         .layer(middleware::from_fn_with_state(state.clone(), http::frame))
@@ -408,6 +553,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     if config.vaults.is_empty() {
         config.vaults.push(VaultSpec::new(DEFAULT_VAULT));
     }
+    let first_tenant = resolve_tenants(&mut config)?;
     let mut vaults = BTreeMap::new();
     for spec in &config.vaults {
         spec.validate()?;
@@ -490,12 +636,17 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     }
 
     let settings = Settings::from_config(&config);
-    let issuer = auth::Issuer::new(
-        config.tenant_id.clone(),
+    let mut issuer = auth::Issuer::new(
+        Some(first_tenant),
         config.client_id.clone(),
         config.client_secret.clone().map(|s| s.0),
         config.state_dir.as_ref().map(|d| d.join("issuer-key.pem")),
     );
+    for spec in &config.vaults {
+        if let Some(tenant) = &spec.tenant {
+            issuer.add_tenant(tenant);
+        }
+    }
     let state: AppState = Arc::new(EmulatorState {
         config: config.clone(),
         port: AtomicU16::new(port),
@@ -533,7 +684,10 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         shutdown_rx,
     ));
 
-    let ca_path = dir.join("ca.pem");
+    // Absolute even for a relative `--state-dir`: clients run from other directories.
+    let ca_path = std::fs::canonicalize(&dir)
+        .map_err(|e| EmulatorError::Io(dir.display().to_string(), e))?
+        .join("ca.pem");
     let authority_host = format!("https://localhost:{port}");
     let ready = Ready {
         ready: true,
@@ -548,6 +702,21 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         tenant_id: state.issuer.tenant_id.clone(),
         client_id: state.issuer.client_id.clone(),
         client_secret: state.issuer.client_secret().to_string(),
+        tenants: state
+            .issuer
+            .tenants()
+            .iter()
+            .map(|t| {
+                (
+                    t.tenant_id.clone(),
+                    TenantCredentials {
+                        client_id: t.client_id.clone(),
+                        client_secret: t.client_secret.0.clone(),
+                    },
+                )
+            })
+            .collect(),
+        arm_endpoint: format!("{authority_host}/"),
         admin: format!("{authority_host}/_emulator"),
         identity_endpoint: format!("{authority_host}/msi/token"),
     };
@@ -577,6 +746,17 @@ mod tests {
         assert_eq!(spec.sku, Sku::Premium);
         assert!(spec.purge_protection);
         assert_eq!(spec.retention_days, 7);
+        let arm = VaultSpec::parse(
+            "eu,resource-group=rg-eu,location=northeurope,tenant=contoso.example,subscription=s2",
+        )
+        .unwrap();
+        assert_eq!(arm.resource_group, "rg-eu");
+        assert_eq!(arm.geo, "northeurope");
+        assert_eq!(arm.tenant.as_deref(), Some("contoso.example"));
+        assert_eq!(VaultSpec::new("x").resource_group, DEFAULT_RESOURCE_GROUP);
+        assert!(VaultSpec::parse("prod,tenant=a/b").is_err());
+        assert!(VaultSpec::parse("prod,resource-group=rg.").is_err());
+        assert!(VaultSpec::parse("prod,subscription=a b").is_err());
         assert!(VaultSpec::parse("prod,colour=blue").is_err());
         assert!(VaultSpec::parse("prod,retention-days=3").is_err());
         assert!(VaultSpec::parse("bad_name").is_err());
@@ -587,6 +767,10 @@ mod tests {
         let canary = "canary-3f9d2b7e";
         let config = EmulatorConfig {
             client_secret: Some(store::Redacted(canary.to_string())),
+            vaults: vec![
+                VaultSpec::new("a"),
+                VaultSpec::parse("b,tenant=other.example").unwrap(),
+            ],
             ..EmulatorConfig::default()
         };
         assert!(!format!("{config:?}").contains(canary));
@@ -594,6 +778,12 @@ mod tests {
         assert_eq!(running.ready().client_secret, canary);
         assert!(!format!("{:?}", running.ready()).contains(canary));
         assert!(!format!("{:?}", running.state()).contains(canary));
+        // The other tenant's client secret is hidden the same way.
+        let other = running.ready().tenants["other.example"]
+            .client_secret
+            .clone();
+        assert!(!format!("{:?}", running.ready()).contains(&other));
+        assert!(!format!("{:?}", running.state()).contains(&other));
         running.shutdown().await;
     }
 }

@@ -170,6 +170,15 @@ impl EmulatorState {
             .cloned()
     }
 
+    /// The tenant `vault` belongs to (the first tenant when its declaration names none).
+    pub fn vault_tenant<'a>(&'a self, vault: &'a Vault) -> &'a str {
+        vault
+            .spec
+            .tenant
+            .as_deref()
+            .unwrap_or(&self.issuer.tenant_id)
+    }
+
     /// The vault called `name`.
     pub fn vault(&self, name: &str) -> Option<Arc<Vault>> {
         self.vaults.get(&name.to_ascii_lowercase()).cloned()
