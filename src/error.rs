@@ -59,6 +59,17 @@ impl CliError {
         }
     }
 
+    /// Standard output could not be written. Reports never get here for a reader that
+    /// closed the pipe early (`output::stdout`); data (secrets, an identity) does, and is
+    /// then incomplete, which the message says.
+    pub fn stdout(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            return Self::failed("standard output was closed before everything was written")
+                .with_hint("the program reading coldvault's output stopped early: what it got is incomplete");
+        }
+        Self::failed(format!("cannot write to standard output: {err}"))
+    }
+
     /// Adds the `hint:` line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
