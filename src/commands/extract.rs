@@ -4,7 +4,8 @@
 //! For each secret, the version that was current when captured (else the newest by
 //! creation time) is written: as a dotenv file, a JSON object, or one file per secret in a
 //! folder. Files are created with mode 0600 (folders 0700), through a temporary file and a
-//! rename; nothing existing is replaced without `--force`. Secrets captured only as native
+//! rename; nothing existing is replaced without `--force`, and even then only regular files
+//! (a symbolic link is never written through). Secrets captured only as native
 //! backup blobs have no plain value: they are named on stderr and the exit code is 3.
 
 use std::collections::BTreeMap;
@@ -61,7 +62,8 @@ pub struct ExtractArgs {
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: PathBuf,
 
-    /// Replace an existing output file (or write into an existing folder).
+    /// Replace an existing output file (or write into an existing folder, replacing its
+    /// regular files only: a symbolic link in a secret's place is refused, never followed).
     #[arg(long)]
     pub force: bool,
 }
