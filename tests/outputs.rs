@@ -264,9 +264,10 @@ async fn broken_pipe_ends_diff_and_restore_dry_run_quietly_with_their_exit_code(
 }
 
 /// Data on stdout whose reader stops is incomplete: the command fails with one line and a
-/// hint (exit 1), never a panic.
+/// hint saying so (exit 1), never a panic. (These failed before, but with a bare
+/// "Broken pipe (os error 32)".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_pipe_fails_data_streams_with_one_line() {
+async fn broken_pipe_fails_data_streams_saying_they_are_incomplete() {
     let emulator = TestEmulator::start().await;
     let identity = path_arg(&test_identity());
     let cases = [
@@ -303,6 +304,10 @@ async fn broken_pipe_fails_data_streams_with_one_line() {
             .find(|l| l.starts_with("coldvault: error: "))
             .unwrap_or_default();
         assert!(error.contains("standard output"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("\nhint: the program reading coldvault's output stopped early"),
+            "{args:?}: {stderr}"
+        );
     }
 }
 
