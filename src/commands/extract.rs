@@ -5,8 +5,8 @@
 //! creation time) is written: as a dotenv file, a JSON object, or one file per secret in a
 //! folder. Files are created with mode 0600 (folders 0700), through a temporary file and a
 //! rename; nothing existing is replaced without `--force`, and even then only regular files
-//! (a symbolic link is never written through). Secrets captured only as native
-//! backup blobs have no plain value: they are named on stderr and the exit code is 3.
+//! (a symbolic link is never written through). Secrets captured only as native backup blobs
+//! have no plain value: they are named on stderr and the exit code is 3.
 
 use std::collections::BTreeMap;
 use std::fs::DirBuilder;
