@@ -27,6 +27,10 @@ pub enum ExitCode {
     HungUp = 129,
 }
 
+/// The hint for data on stdout whose reader went away before the end.
+const STOPPED_EARLY: &str =
+    "the program reading coldvault's output stopped early: what it got is incomplete";
+
 /// A failure the user sees: one line of what failed, and a hint when there is one to give.
 #[derive(Debug)]
 pub struct CliError {
@@ -61,6 +65,17 @@ impl CliError {
             message: message.into(),
             hint: None,
         }
+    }
+
+    /// Standard output could not be written. Reports never get here for a reader that
+    /// closed the pipe early (`output::stdout`); data (secrets, an identity) does, and is
+    /// then incomplete, which the message says.
+    pub fn stdout(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            return Self::failed("standard output was closed before everything was written")
+                .with_hint(STOPPED_EARLY);
+        }
+        Self::failed(format!("cannot write to standard output: {err}"))
     }
 
     /// Adds the `hint:` line.
@@ -172,6 +187,10 @@ impl From<crate::archive::ArchiveError> for CliError {
                     Some(hint) => err.with_hint(hint),
                     None => err,
                 }
+            }
+            // An archive on stdout whose reader stopped early (`backup -o - | …`).
+            E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                CliError::failed(message).with_hint(STOPPED_EARLY)
             }
             E::InvalidName { .. }
             | E::InvalidInput(_)

@@ -12,4 +12,5 @@ pub mod commands;
 pub mod emulator;
 pub mod error;
 pub mod output;
+pub mod usage;
 pub mod vault;

@@ -24,12 +24,14 @@ pub struct CompletionsArgs {
 /// Prints the completion script for one shell on stdout.
 pub fn run(args: CompletionsArgs) -> Result<ExitCode, CliError> {
     let mut command = Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        "coldvault",
-        &mut std::io::stdout(),
-    );
+    // Rendered in memory first: clap_complete panics when its writer fails, and a reader
+    // that closes the pipe early (`| head`) is no failure (`output::stdout`).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "coldvault", &mut script);
+    let mut out = crate::output::stdout::report();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(CliError::stdout)?;
     Ok(ExitCode::Ok)
 }
 
@@ -61,8 +63,9 @@ pub fn man_page() -> Result<Vec<u8>, CliError> {
 /// Prints the man page on stdout.
 pub fn run_man(_args: ManArgs) -> Result<ExitCode, CliError> {
     let page = man_page()?;
-    std::io::stdout()
-        .write_all(&page)
+    let mut out = crate::output::stdout::report();
+    out.write_all(&page)
+        .and_then(|()| out.flush())
         .map_err(|e| CliError::failed(format!("cannot write the man page: {e}")))?;
     Ok(ExitCode::Ok)
 }

@@ -19,6 +19,16 @@ use serde_json::{Value, json};
 use crate::emulator::{self, EmulatorConfig, Ready, RunningEmulator, VaultSpec};
 use crate::error::{CliError, ExitCode};
 
+/// Prints one line of the story on stdout. A reader that closed the pipe early (`| head`)
+/// drops the rest without a panic (`output::stdout`); the story is narration, so any other
+/// write error does not stop the steps either.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(crate::output::stdout::report(), $($arg)*);
+    }};
+}
+
 /// Arguments of `coldvault demo`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -53,9 +63,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let outcome = story(&dir, &running).await;
     running.shutdown().await;
     outcome?;
-    println!();
-    println!("Done. Everything is in {}", dir.display());
-    println!(
+    say!();
+    say!("Done. Everything is in {}", dir.display());
+    say!(
         "Look again with: coldvault emulator --state-dir {} --vault prod --vault prod-dr \
          --vault elsewhere,subscription=sub-fabrikam",
         dir.join("local-vault").display()
@@ -283,12 +293,12 @@ struct Narrator {
 
 impl Narrator {
     fn chapter(&self, title: &str) {
-        println!();
-        println!("== {title}");
+        say!();
+        say!("== {title}");
     }
 
     async fn run(&self, args: &[&str], expect: &[i32]) -> Result<i32, CliError> {
-        println!("$ coldvault {}", args.join(" "));
+        say!("$ coldvault {}", args.join(" "));
         let output = tokio::process::Command::new(&self.exe)
             .args(args)
             .env("AZURE_TENANT_ID", &self.ready.tenant_id)
@@ -305,11 +315,11 @@ impl Narrator {
             .lines()
             .chain(String::from_utf8_lossy(&output.stderr).lines())
         {
-            println!("  {line}");
+            say!("  {line}");
         }
         let code = output.status.code().unwrap_or(-1);
         if expect.contains(&code) {
-            println!("  (exit {code})");
+            say!("  (exit {code})");
             Ok(code)
         } else {
             Err(CliError::failed(format!(
@@ -328,14 +338,14 @@ async fn story(dir: &Path, running: &RunningEmulator) -> Result<(), CliError> {
         ready: ready.clone(),
     };
     let url = |name: &str| ready.vaults.get(name).cloned().unwrap_or_default();
-    println!("coldvault demo: the whole story on a local Key Vault");
-    println!("Folder: {}", dir.display());
-    println!(
+    say!("coldvault demo: the whole story on a local Key Vault");
+    say!("Folder: {}", dir.display());
+    say!(
         "Local Key Vault on port {}: prod and prod-dr (subscription sub-contoso-prod), \
          elsewhere (subscription sub-fabrikam).",
         ready.port
     );
-    println!(
+    say!(
         "Commands below sign in as a real job would: AZURE_TENANT_ID, AZURE_CLIENT_ID, \
          AZURE_CLIENT_SECRET and AZURE_AUTHORITY_HOST name the local issuer's service \
          principal; COLDVAULT_CA_CERT={} trusts its certificate.",
@@ -345,7 +355,7 @@ async fn story(dir: &Path, running: &RunningEmulator) -> Result<(), CliError> {
     narrator.chapter("1. A vault worth keeping");
     let seeder = Seeder::new(running).await?;
     seeder.seed_prod().await?;
-    println!(
+    say!(
         "  prod holds 5 secrets (db-password with 3 versions, legacy-token disabled), \
          2 keys (RSA, EC), 2 certificates (web-tls exportable, internal-mtls not)."
     );
@@ -407,7 +417,7 @@ async fn story(dir: &Path, running: &RunningEmulator) -> Result<(), CliError> {
         ("keys", "signing-key"),
         ("certificates", "web-tls"),
     ] {
-        println!(
+        say!(
             "$ az keyvault {} delete --vault-name prod --name {name}",
             &kind[..kind.len() - 1]
         );
@@ -511,7 +521,7 @@ async fn story(dir: &Path, running: &RunningEmulator) -> Result<(), CliError> {
             &[3],
         )
         .await?;
-    println!(
+    say!(
         "  Exit 3 is the honest answer here: keys, a disabled secret's value and a certificate \
          whose key was never exportable come back only natively, in prod's subscription."
     );

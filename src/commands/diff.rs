@@ -200,8 +200,7 @@ pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     report.identical = report.items.is_empty();
 
     if args.json {
-        print_json("diff", &report)
-            .map_err(|e| CliError::failed(format!("cannot write to stdout: {e}")))?;
+        print_json("diff", &report).map_err(CliError::stdout)?;
     } else {
         if !report.items.is_empty() {
             let mut table = Table::new(["STATE", "KIND", "NAME", "DETAIL"]);
@@ -218,7 +217,7 @@ pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
                     detail,
                 ]);
             }
-            print!("{}", table.render());
+            crate::output::stdout::print(&table.render()).map_err(CliError::stdout)?;
         }
         let c = &report.counts;
         eprintln!(

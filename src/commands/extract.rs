@@ -4,13 +4,14 @@
 //! For each secret, the version that was current when captured (else the newest by
 //! creation time) is written: as a dotenv file, a JSON object, or one file per secret in a
 //! folder. Files are created with mode 0600 (folders 0700), through a temporary file and a
-//! rename; nothing existing is replaced without `--force`. Secrets captured only as native
-//! backup blobs have no plain value: they are named on stderr and the exit code is 3.
+//! rename; nothing existing is replaced without `--force`, and even then only regular files
+//! (a symbolic link is never written through). Secrets captured only as native backup blobs
+//! have no plain value: they are named on stderr and the exit code is 3.
 
 use std::collections::BTreeMap;
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::DirBuilder;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
@@ -23,8 +24,10 @@ use crate::error::{CliError, ExitCode};
 /// Output formats of `coldvault extract`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExtractFormat {
-    /// `NAME='value'` lines; names upper-cased with `-` turned into `_`. A value holding
-    /// a NUL byte cannot be written this way (exit 1, the secret named).
+    /// `NAME='value'` lines; names upper-cased with `-` turned into `_` and `_` put before
+    /// a leading digit (`1password` becomes `_1PASSWORD`), so every name is one a shell
+    /// accepts. Two secrets that would get one name, or a value holding a NUL byte, cannot
+    /// be written this way (exit 1, the secrets named).
     Dotenv,
     /// One JSON object: `{"name": "value", …}`.
     Json,
@@ -59,7 +62,8 @@ pub struct ExtractArgs {
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: PathBuf,
 
-    /// Replace an existing output file (or write into an existing folder).
+    /// Replace an existing output file (or write into an existing folder, replacing its
+    /// regular files only: a symbolic link in a secret's place is refused, never followed).
     #[arg(long)]
     pub force: bool,
 }
@@ -116,9 +120,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes())
                     .and_then(|()| out.flush())
-                    .map_err(|e| {
-                        CliError::failed(format!("cannot write to standard output: {e}"))
-                    })?;
+                    .map_err(CliError::stdout)?;
             } else {
                 write_file(&args.output, text.as_bytes(), args.force)?;
             }
@@ -177,19 +179,20 @@ fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>,
             "use --format json (NUL written as \\u0000) or --format dir (one raw file per secret)",
         ));
     }
+    let mut taken: BTreeMap<String, &str> = BTreeMap::new();
+    for record in secrets.values() {
+        let key = dotenv_name(&record.name);
+        if let Some(first) = taken.insert(key.clone(), &record.name) {
+            return Err(CliError::failed(format!(
+                "secrets {first} and {} would both be the dotenv variable {key}",
+                record.name
+            ))
+            .with_hint("use --format json or --format dir, which keep every name as it is"));
+        }
+    }
     let mut out = Zeroizing::new(String::new());
     for record in secrets.values() {
-        let key: String = record
-            .name
-            .chars()
-            .map(|c| {
-                if c == '-' {
-                    '_'
-                } else {
-                    c.to_ascii_uppercase()
-                }
-            })
-            .collect();
+        let key = dotenv_name(&record.name);
         let value = record.value.expose_secret();
         out.push_str(&key);
         out.push('=');
@@ -210,6 +213,25 @@ fn dotenv(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>,
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The shell variable name of a secret: a POSIX name (letters, digits and `_`, not starting
+/// with a digit), which `sh`, `docker --env-file` and systemd's `EnvironmentFile` all
+/// accept. Key Vault names are `[0-9A-Za-z-]`: upper-cased, `-` becomes `_`, and a leading
+/// digit gets a `_` before it. Distinct names can meet (`1x` and `-1x` are both `_1X`);
+/// [`dotenv`] refuses those.
+fn dotenv_name(name: &str) -> String {
+    let mut key = String::with_capacity(name.len() + 1);
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        key.push('_');
+    }
+    key.extend(name.chars().map(|c| match c {
+        'a'..='z' | 'A'..='Z' | '0'..='9' => c.to_ascii_uppercase(),
+        // Only `-` reaches here from a valid Key Vault name; anything else would not be
+        // part of a shell name either.
+        _ => '_',
+    }));
+    key
 }
 
 fn json(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, CliError> {
@@ -254,7 +276,18 @@ fn write_file(path: &Path, data: &[u8], force: bool) -> Result<(), CliError> {
     })
 }
 
-/// One 0600 file per secret in a 0700 folder.
+/// One 0600 file per secret in a 0700 folder, each written through a temporary file in that
+/// folder and renamed into place.
+///
+/// Nothing in the folder is followed. Before any file is written, each secret's place is
+/// checked: without `force` any existing entry is refused; with `force` only a regular file is
+/// replaced, and a symlink (or a folder, a socket…) in a secret's place is refused, naming it.
+/// Writing through a symlink would put the secret wherever it points, outside the folder;
+/// replacing it silently would change what other programs read through a link someone made on
+/// purpose, so the user decides. The temporary file is created new (`O_EXCL`, which never
+/// opens through a symlink) and the rename replaces the folder's entry itself, so a link
+/// planted between the check and the rename is replaced, not followed. The folder itself is
+/// the one named by `-o`, as given.
 fn write_dir(
     path: &Path,
     secrets: &BTreeMap<String, SecretRecord>,
@@ -270,24 +303,64 @@ fn write_dir(
         }
         Err(e) => return Err(CliError::failed(format!("cannot create {shown}: {e}"))),
     }
+    // Names are 1-127 characters of [0-9A-Za-z-] (checked by the reader): safe file names.
     for record in secrets.values() {
-        // Names are 1-127 characters of [0-9A-Za-z-] (checked by the reader): safe file names.
         let file = path.join(&record.name);
-        let mut options = OpenOptions::new();
-        options.write(true).mode(0o600);
-        if force {
-            options.create(true).truncate(true);
-        } else {
-            options.create_new(true);
+        let existing = match file.symlink_metadata() {
+            Ok(meta) => meta.file_type(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(CliError::failed(format!(
+                    "cannot check {}: {e}",
+                    file.display()
+                )));
+            }
+        };
+        if !force {
+            return Err(
+                CliError::failed(format!("{} already exists", file.display()))
+                    .with_hint("pass --force to replace it, or choose another -o"),
+            );
         }
-        options
-            .open(&file)
-            .and_then(|mut f| {
-                f.write_all(record.value.expose_secret().as_bytes())?;
-                f.sync_all()
-            })
-            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display())))?;
+        if !existing.is_file() {
+            let what = if existing.is_symlink() {
+                "a symbolic link"
+            } else if existing.is_dir() {
+                "a folder"
+            } else {
+                "not a regular file"
+            };
+            return Err(CliError::failed(format!(
+                "{} is {what}; --force replaces only regular files",
+                file.display()
+            ))
+            .with_hint("remove it or choose another -o: extract never writes through a link"));
+        }
     }
+    for record in secrets.values() {
+        let file = path.join(&record.name);
+        let write_failed =
+            |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", file.display()));
+        // tempfile creates with mode 0600 and O_EXCL; the rename keeps the mode.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".coldvault-")
+            .suffix(".partial")
+            .tempfile_in(path)
+            .map_err(|e| CliError::failed(format!("cannot create a file in {shown}: {e}")))?;
+        tmp.write_all(record.value.expose_secret().as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(write_failed)?;
+        let persisted = if force {
+            tmp.persist(&file).map(drop)
+        } else {
+            tmp.persist_noclobber(&file).map(drop)
+        };
+        persisted.map_err(|e| write_failed(e.error))?;
+    }
+    // The renames are durable only once the folder itself is synced.
+    std::fs::File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| CliError::failed(format!("cannot sync {shown}: {e}")))?;
     Ok(())
 }
 
@@ -319,6 +392,27 @@ mod tests {
         assert_eq!(
             message,
             "secrets nul-one, nul-two hold NUL bytes, which a dotenv file cannot carry (environment variables end at NUL)"
+        );
+        assert_eq!(err.map(|e| e.code), Some(ExitCode::Failed));
+    }
+
+    #[test]
+    fn dotenv_names_are_shell_names() {
+        for (name, key) in [
+            ("db-password", "DB_PASSWORD"),
+            ("1password", "_1PASSWORD"),
+            ("-x", "_X"),
+            ("a1-2", "A1_2"),
+        ] {
+            assert_eq!(dotenv_name(name), key);
+        }
+        let mut map = BTreeMap::new();
+        map.insert("1x".into(), record("1x", "a"));
+        map.insert("-1x".into(), record("-1x", "b"));
+        let err = dotenv(&map).err();
+        assert_eq!(
+            err.as_ref().map(|e| e.message.as_str()),
+            Some("secrets -1x and 1x would both be the dotenv variable _1X")
         );
         assert_eq!(err.map(|e| e.code), Some(ExitCode::Failed));
     }

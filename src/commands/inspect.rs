@@ -52,17 +52,14 @@ pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
             bytes: reader.stats().file_bytes,
             manifest,
         };
-        crate::output::print_json("inspect", &body)
-            .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
+        crate::output::print_json("inspect", &body).map_err(CliError::stdout)?;
     } else {
-        print!(
-            "{}",
-            render(
-                &args.archive.display().to_string(),
-                reader.stats().file_bytes,
-                manifest
-            )
+        let text = render(
+            &args.archive.display().to_string(),
+            reader.stats().file_bytes,
+            manifest,
         );
+        crate::output::stdout::print(&text).map_err(CliError::stdout)?;
     }
     Ok(ExitCode::Ok)
 }

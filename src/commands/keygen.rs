@@ -61,13 +61,13 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
             file.write_all(text.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| CliError::failed(format!("cannot write {shown}: {e}")))?;
-            println!("{recipient}");
+            crate::output::stdout::print(&format!("{recipient}\n")).map_err(CliError::stdout)?;
         }
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())
                 .and_then(|()| out.flush())
-                .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
+                .map_err(CliError::stdout)?;
             eprintln!("Public key: {recipient}");
         }
     }

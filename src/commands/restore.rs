@@ -258,7 +258,7 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
             );
         }
     } else if plan.dry_run {
-        print!("{}", plan_table(&lines));
+        crate::output::stdout::print(&plan_table(&lines)).map_err(CliError::stdout)?;
     }
 
     let mut summary = Summary::new(plan, &contents, &target);

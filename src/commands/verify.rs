@@ -97,11 +97,10 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
             entry_bytes: stats.entry_bytes,
             counts: manifest.counts,
         };
-        crate::output::print_json("verify", &body)
-            .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))?;
+        crate::output::print_json("verify", &body).map_err(CliError::stdout)?;
     } else {
-        println!(
-            "ok: {}: {} entries ({}, {}, {}), {} of entry data checked against format v{}",
+        let line = format!(
+            "ok: {}: {} entries ({}, {}, {}), {} of entry data checked against format v{}\n",
             args.archive.display(),
             c.entries,
             plural(c.secrets, "secret"),
@@ -110,6 +109,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
             human_bytes(stats.entry_bytes),
             manifest.format_version
         );
+        crate::output::stdout::print(&line).map_err(CliError::stdout)?;
     }
     Ok(ExitCode::Ok)
 }

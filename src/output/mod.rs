@@ -4,6 +4,7 @@
 //! stderr. Nothing here ever receives a secret value.
 
 pub mod progress;
+pub mod stdout;
 pub mod table;
 
 use std::io::IsTerminal;
@@ -40,12 +41,11 @@ pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
     stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
-/// Prints one JSON document on stdout, with `schema_version` as its first field.
+/// Prints one JSON document on stdout, with `schema_version` as its first field. A reader
+/// that closed the pipe is not an error ([`stdout`]).
 pub fn print_json<T: Serialize>(kind: &str, body: &T) -> std::io::Result<()> {
     let line = json_document(kind, body)?;
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
+    stdout::print(&format!("{line}\n"))
 }
 
 /// Renders one JSON document (`{"schema_version":1,"type":KIND,…body}`) as a single line.

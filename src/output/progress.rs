@@ -271,7 +271,7 @@ fn describe(event: &ItemEvent<'_>) -> String {
 /// Prints one JSON Lines event on stdout.
 pub fn emit_json<T: Serialize>(kind: &str, body: &T) {
     if let Ok(line) = json_document(kind, body) {
-        let mut out = std::io::stdout().lock();
+        let mut out = super::stdout::report();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
