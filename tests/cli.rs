@@ -186,3 +186,17 @@ fn keygen_writes_a_private_file_and_prints_the_recipient() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr_of(&again).contains("already exists"));
 }
+
+#[test]
+fn emulator_fault_flag_refuses_an_unknown_kind() {
+    let output = coldvault()
+        .args(["emulator", "--fault", "explode,count=1"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with("coldvault: error: --fault explode,count=1: unknown fault kind"),
+        "{stderr}"
+    );
+}

@@ -1092,3 +1092,45 @@ async fn lost_certificate_import_response_is_reported_done() {
         assert_eq!(versions.len(), 1, "{name}: imported once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_recover_response_is_reported_recovered() {
+    let ws = Workspace::new();
+    // The fault is armed at start, as `coldvault emulator --fault …` arms it.
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        faults: vec![
+            coldvault::emulator::faults::FaultSpec::parse(
+                "lost,count=1,method=POST,path=/deletedsecrets/api-key/recover",
+            )
+            .expect("fault"),
+        ],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let main = vault(&emulator, "main").await;
+    seed_secrets(&emulator, &main).await;
+    let archive = backup(&emulator, &ws, "main").await;
+    emulator
+        .secret_client("main")
+        .delete_secret("api-key", None)
+        .await
+        .expect("deleted");
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "main",
+        &["--recover-deleted", "--include", "secrets", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lost_answers(&emulator).await, 1, "the fault fired");
+    let item = events(&output)
+        .into_iter()
+        .find(|e| e["type"] == json!("item") && e["name"] == json!("api-key"))
+        .expect("api-key reported");
+    assert_eq!(item["status"], json!("recovered"), "{item}");
+    assert_secrets_restored(&main).await;
+}
