@@ -525,18 +525,19 @@ impl Applier {
                 let Ok(versions) = self.vault.list_secret_versions(&item.name).await else {
                     return false;
                 };
-                let listed: std::collections::HashSet<&str> = versions
-                    .iter()
-                    .filter_map(|v| v.version.as_deref())
-                    .collect();
-                if !item
-                    .versions
-                    .iter()
-                    .all(|r| listed.contains(r.version.as_str()))
-                {
+                let every_version = {
+                    let listed: std::collections::HashSet<&str> = versions
+                        .iter()
+                        .filter_map(|v| v.version.as_deref())
+                        .collect();
+                    item.versions
+                        .iter()
+                        .all(|r| listed.contains(r.version.as_str()))
+                };
+                if !every_version {
                     return false;
                 }
-                self.current_secret_props(&item.name, versions.clone())
+                self.current_secret_props(&item.name, versions)
                     .await
                     .ok()
                     .and_then(|p| p.version)
