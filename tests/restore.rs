@@ -982,7 +982,12 @@ async fn lost_answers(emulator: &TestEmulator) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_secret_set_response_adds_no_duplicate_version() {
     let ws = Workspace::new();
-    let emulator = start(vec![VaultSpec::new("alpha"), VaultSpec::new("beta")]).await;
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        VaultSpec::new("beta"),
+        VaultSpec::new("delta"),
+    ])
+    .await;
     let alpha = vault(&emulator, "alpha").await;
     seed_secrets(&emulator, &alpha).await;
     let archive = backup(&emulator, &ws, "alpha").await;
@@ -1005,6 +1010,20 @@ async fn lost_secret_set_response_adds_no_duplicate_version() {
     assert_secrets_restored(&beta).await;
     assert_eq!(versions_of(&beta, "db-password").await.len(), 3);
     assert_eq!(versions_of(&beta, "cache-url").await.len(), 2);
+
+    // Nine sets in ten lose their answer: still exactly the archive's versions.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({"kind": "lost", "rate": 0.9, "method": "PUT", "vault": "delta"})),
+        )
+        .await;
+    assert_eq!(status, 200, "fault armed: {body}");
+    let output = restore(&emulator, &ws, &archive, "delta", &["--mode", "plain"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(lost_answers(&emulator).await > 2, "the rate fault fired");
+    assert_secrets_restored(&vault(&emulator, "delta").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
