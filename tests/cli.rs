@@ -510,3 +510,17 @@ fn verify_expect_items_fails_below_n_with_exit_4() {
     );
     assert!(stderr.contains("\nhint: "), "{stderr}");
 }
+
+#[test]
+fn emulator_fault_flag_refuses_an_unknown_kind() {
+    let output = coldvault()
+        .args(["emulator", "--fault", "explode,count=1"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with("coldvault: error: --fault explode,count=1: unknown fault kind"),
+        "{stderr}"
+    );
+}

@@ -1404,3 +1404,49 @@ async fn platform_managed_policy_round_trips_through_update_and_backup_restore()
     assert_eq!(restored.status, 200, "{}", restored.body);
     assert_eq!(restored.json()["policy"]["platformManaged"], changed);
 }
+
+#[tokio::test]
+async fn lost_fault_commits_the_write_and_drops_the_answer() {
+    let emu = TestEmulator::start().await;
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"kind": "lost", "count": 1, "method": "PUT", "path": "/secrets/committed"})),
+    )
+    .await;
+    let token = emu.token().await;
+    let lost = emu
+        .http
+        .put(emu.url("alpha", &format!("/secrets/committed?{API}")))
+        .bearer_auth(&token)
+        .json(&json!({"value": "written-once"}))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the answer is dropped");
+    // The write happened all the same: one version holding the value.
+    let client = emu.secret_client("alpha");
+    let secret = client
+        .get_secret("committed", None)
+        .await
+        .expect("committed")
+        .into_model()
+        .expect("model");
+    assert_eq!(secret.value.as_deref(), Some("written-once"));
+    let versions: Vec<_> = client
+        .list_secret_properties_versions("committed", None)
+        .expect("pager")
+        .try_collect()
+        .await
+        .expect("versions");
+    assert_eq!(versions.len(), 1);
+    let entry = emu
+        .journal()
+        .await
+        .into_iter()
+        .find(|e| e["method"] == "PUT" && e["path"] == "/secrets/committed")
+        .expect("journaled");
+    assert_eq!(
+        (entry["status"].clone(), entry["fault"].clone()),
+        (json!(0), json!("lost"))
+    );
+}

@@ -956,3 +956,200 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         "each version written exactly once across both runs"
     );
 }
+
+/// Arms one fault that lets the matching request commit and then drops its answer.
+async fn lose_response(emulator: &TestEmulator, method: &str, path: &str) {
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({"kind": "lost", "count": 1, "method": method, "path": path})),
+        )
+        .await;
+    assert_eq!(status, 200, "fault armed: {body}");
+}
+
+/// How many requests the `lost` fault answered by dropping the connection.
+async fn lost_answers(emulator: &TestEmulator) -> usize {
+    emulator
+        .journal()
+        .await
+        .iter()
+        .filter(|e| e["fault"] == json!("lost") && e["status"] == json!(0))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_secret_set_response_adds_no_duplicate_version() {
+    let ws = Workspace::new();
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        VaultSpec::new("beta"),
+        VaultSpec::new("delta"),
+    ])
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_secrets(&emulator, &alpha).await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+
+    // The first version of two replayed secrets commits, and its answer is lost.
+    lose_response(&emulator, "PUT", "/secrets/db-password").await;
+    lose_response(&emulator, "PUT", "/secrets/cache-url").await;
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "beta",
+        &["--mode", "plain", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lost_answers(&emulator).await, 2, "both faults fired");
+    let beta = vault(&emulator, "beta").await;
+    // Exactly the archive's versions: every value once, none written twice.
+    assert_secrets_restored(&beta).await;
+    assert_eq!(versions_of(&beta, "db-password").await.len(), 3);
+    assert_eq!(versions_of(&beta, "cache-url").await.len(), 2);
+
+    // Nine sets in ten lose their answer: still exactly the archive's versions.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({"kind": "lost", "rate": 0.9, "method": "PUT", "vault": "delta"})),
+        )
+        .await;
+    assert_eq!(status, 200, "fault armed: {body}");
+    let output = restore(&emulator, &ws, &archive, "delta", &["--mode", "plain"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(lost_answers(&emulator).await > 2, "the rate fault fired");
+    assert_secrets_restored(&vault(&emulator, "delta").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_native_restore_response_is_reported_restored() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha"), VaultSpec::new("beta")]).await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_secrets(&emulator, &alpha).await;
+    seed_key_and_certificate(&emulator, &alpha, "alpha").await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+
+    lose_response(&emulator, "POST", "/keys/restore").await;
+    lose_response(&emulator, "POST", "/secrets/restore").await;
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "beta",
+        &["--mode", "native", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lost_answers(&emulator).await, 2, "both faults fired");
+    let summary = events(&output)
+        .into_iter()
+        .find(|e| e["type"] == json!("summary"))
+        .expect("summary");
+    assert_eq!(summary["native"]["secrets"], json!(5), "{summary}");
+    assert_eq!(summary["native"]["keys"], json!(1), "{summary}");
+    let beta = vault(&emulator, "beta").await;
+    let key_a = alpha.get_key("signing-key", None).await.expect("key");
+    let key_b = beta.get_key("signing-key", None).await.expect("restored");
+    assert_eq!(key_b.properties.version, key_a.properties.version);
+    assert_eq!(
+        assert_secrets_restored(&beta).await,
+        assert_secrets_restored(&alpha).await,
+        "every version, same ids"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_certificate_import_response_is_reported_done() {
+    use futures::TryStreamExt;
+    let ws = Workspace::new();
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        other_subscription_vault("gamma"),
+    ])
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_key_and_certificate(&emulator, &alpha, "alpha").await;
+    create_pfx_certificate(&emulator, "alpha", "pfx-cert").await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+
+    // Another subscription: certificates come back by import, PEM and PKCS#12 alike.
+    lose_response(&emulator, "POST", "/certificates/web-cert/import").await;
+    lose_response(&emulator, "POST", "/certificates/pfx-cert/import").await;
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "gamma",
+        &["--include", "certificates", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lost_answers(&emulator).await, 2, "both faults fired");
+    let done: Vec<Value> = events(&output)
+        .into_iter()
+        .filter(|e| e["type"] == json!("item") && e["status"] == json!("created"))
+        .collect();
+    assert_eq!(done.len(), 2, "both imports reported done: {done:?}");
+    let gamma = vault(&emulator, "gamma").await;
+    for name in ["web-cert", "pfx-cert"] {
+        let source = alpha.get_certificate(name, None).await.expect("source");
+        let imported = gamma.get_certificate(name, None).await.expect("imported");
+        assert_eq!(imported.cer, source.cer, "{name}: certificate bytes");
+        let versions: Vec<_> = emulator
+            .certificate_client("gamma")
+            .list_certificate_properties_versions(name, None)
+            .expect("pager")
+            .try_collect()
+            .await
+            .expect("versions");
+        assert_eq!(versions.len(), 1, "{name}: imported once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_recover_response_is_reported_recovered() {
+    let ws = Workspace::new();
+    // The fault is armed at start, as `coldvault emulator --fault …` arms it.
+    let emulator = TestEmulator::start_with(EmulatorConfig {
+        vaults: vec![VaultSpec::new("main")],
+        faults: vec![
+            coldvault::emulator::faults::FaultSpec::parse(
+                "lost,count=1,method=POST,path=/deletedsecrets/api-key/recover",
+            )
+            .expect("fault"),
+        ],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let main = vault(&emulator, "main").await;
+    seed_secrets(&emulator, &main).await;
+    let archive = backup(&emulator, &ws, "main").await;
+    emulator
+        .secret_client("main")
+        .delete_secret("api-key", None)
+        .await
+        .expect("deleted");
+
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "main",
+        &["--recover-deleted", "--include", "secrets", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lost_answers(&emulator).await, 1, "the fault fired");
+    let item = events(&output)
+        .into_iter()
+        .find(|e| e["type"] == json!("item") && e["name"] == json!("api-key"))
+        .expect("api-key reported");
+    assert_eq!(item["status"], json!("recovered"), "{item}");
+    assert_secrets_restored(&main).await;
+}

@@ -64,6 +64,13 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub fault_rate: f64,
 
+    /// A fault to arm at start (repeatable), as the admin endpoint takes it:
+    /// KIND[,count=N][,rate=P][,method=M][,path=PREFIX-OR-GLOB][,vault=NAME][,retry-after=S][,delay-ms=MS];
+    /// KIND is throttle, internal, unavailable, delay, drop, or lost (the write commits, then
+    /// the connection closes without an answer).
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+
     /// Seconds a purged name stays unusable (409 ObjectIsBeingDeleted).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub purge_window: f64,
@@ -128,6 +135,14 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
         latency: Duration::from_millis(args.latency),
         budget: args.budget,
         fault_rate: args.fault_rate,
+        faults: args
+            .faults
+            .iter()
+            .map(|text| {
+                emulator::faults::FaultSpec::parse(text)
+                    .map_err(|e| CliError::usage(format!("--fault {text}: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
         purge_window: seconds("--purge-window", args.purge_window)?,
         delete_delay: seconds("--delete-delay", args.delete_delay)?,
         extra_names: args.tls_names.clone(),

@@ -494,9 +494,63 @@ impl Applier {
             });
         };
         let kind = vault_kind(item.kind);
-        settle(|| self.vault.restore(kind, &blob.blob))
-            .await
-            .map(|_| ())
+        match settle(|| self.vault.restore(kind, &blob.blob)).await {
+            Ok(_) => Ok(()),
+            // The plan saw the name free, so a 409 "exists" is most likely this restore's own
+            // earlier attempt, committed with its answer lost: done when the target now holds
+            // the archived object (version ids are the source's, no other write makes them).
+            Err(err)
+                if err.conflict_reason() == Some(&crate::vault::ConflictReason::Exists)
+                    && self.holds_restored(item).await =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether the target holds what a native restore of `item` brings back: the archived
+    /// current version is current there and, for a secret, every archived version is there.
+    async fn holds_restored(&self, item: &ArchivedItem) -> bool {
+        let Some(expected) = item.blob.as_ref().and_then(|b| b.version.as_deref()) else {
+            return false;
+        };
+        let current = match item.kind {
+            Kind::Secret => {
+                let Ok(versions) = self.vault.list_secret_versions(&item.name).await else {
+                    return false;
+                };
+                let every_version = {
+                    let listed: std::collections::HashSet<&str> = versions
+                        .iter()
+                        .filter_map(|v| v.version.as_deref())
+                        .collect();
+                    item.versions
+                        .iter()
+                        .all(|r| listed.contains(r.version.as_str()))
+                };
+                if !every_version {
+                    return false;
+                }
+                self.current_secret_props(&item.name, versions)
+                    .await
+                    .ok()
+                    .and_then(|p| p.version)
+            }
+            Kind::Key => self
+                .vault
+                .get_key(&item.name, None)
+                .await
+                .ok()
+                .and_then(|b| b.properties.version),
+            Kind::Certificate => self
+                .vault
+                .get_certificate(&item.name, None)
+                .await
+                .ok()
+                .and_then(|b| b.properties.version),
+        };
+        current.as_deref() == Some(expected)
     }
 
     /// Writes archived secret versions from `from` on (oldest first), or imports the
@@ -532,12 +586,30 @@ impl Applier {
     /// archive's state when it differs and a plain write can do it.
     async fn recover(&self, item: &ArchivedItem) -> Outcome {
         let kind = vault_kind(item.kind);
-        if let Err(err) = settle(|| self.vault.recover_deleted(kind, &item.name)).await {
-            return Outcome::Failed(format!("recover: {}", describe(&err)));
-        }
-        let props = match self.wait_live(item).await {
-            Ok(props) => props,
-            Err(reason) => return Outcome::Failed(reason),
+        let recovered = settle(|| self.vault.recover_deleted(kind, &item.name)).await;
+        let props = match recovered {
+            Ok(_) => match self.wait_live(item).await {
+                Ok(props) => props,
+                Err(reason) => return Outcome::Failed(reason),
+            },
+            // A repeated recover, after an attempt whose answer was lost, finds no deleted
+            // item (404) or one still being recovered (409): done once the item is live.
+            Err(err)
+                if err.is_not_found()
+                    || matches!(
+                        err.conflict_reason(),
+                        Some(
+                            crate::vault::ConflictReason::BeingRecovered
+                                | crate::vault::ConflictReason::Exists
+                        )
+                    ) =>
+            {
+                match self.wait_live(item).await {
+                    Ok(props) => props,
+                    Err(_) => return Outcome::Failed(format!("recover: {}", describe(&err))),
+                }
+            }
+            Err(err) => return Outcome::Failed(format!("recover: {}", describe(&err))),
         };
         let view = match inspect_live(&self.vault, item, &props).await {
             Ok(view) => view,

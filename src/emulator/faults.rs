@@ -27,6 +27,9 @@ pub enum FaultKind {
     Delay,
     /// Closes the connection without an answer.
     Drop,
+    /// Runs the request (a write commits), then closes the connection without an answer: the
+    /// response is lost on its way back, so a client that retries blindly writes twice.
+    Lost,
 }
 
 /// One injected fault, as posted to `/_emulator/faults`.
@@ -57,6 +60,67 @@ pub struct FaultSpec {
 }
 
 impl FaultSpec {
+    /// Parses the `--fault` flag's syntax:
+    /// `KIND[,count=N][,rate=P][,method=M][,path=PREFIX-OR-GLOB][,vault=NAME][,retry-after=S][,delay-ms=MS]`,
+    /// `KIND` one of `throttle`, `internal`, `unavailable`, `delay`, `drop`, `lost`. The error
+    /// says which part is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split(',');
+        let kind_text = parts.next().unwrap_or_default().trim();
+        let kind: FaultKind = serde_json::from_value(serde_json::Value::from(
+            kind_text.to_ascii_lowercase(),
+        ))
+        .map_err(|_| {
+            format!(
+                "unknown fault kind '{kind_text}' (throttle, internal, unavailable, delay, drop, lost)"
+            )
+        })?;
+        let mut spec = FaultSpec {
+            kind,
+            count: None,
+            rate: None,
+            method: None,
+            path: None,
+            vault: None,
+            retry_after: None,
+            delay_ms: None,
+        };
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| format!("'{part}' in fault '{text}' is not KEY=VALUE"))?;
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{what} must be a whole number, not '{value}'"))
+            };
+            match key.to_ascii_lowercase().as_str() {
+                "count" => spec.count = Some(number("count")?),
+                "rate" => {
+                    let rate: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| format!("rate must be between 0 and 1, not '{value}'"))?;
+                    spec.rate = Some(rate);
+                }
+                "method" => spec.method = Some(value.to_ascii_uppercase()),
+                "path" => spec.path = Some(value.to_owned()),
+                "vault" => spec.vault = Some(value.to_owned()),
+                "retry-after" | "retry_after" => spec.retry_after = Some(number("retry-after")?),
+                "delay-ms" | "delay_ms" => spec.delay_ms = Some(number("delay-ms")?),
+                other => {
+                    return Err(format!(
+                        "unknown fault setting '{other}' (count, rate, method, path, vault, \
+                         retry-after, delay-ms)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
     fn matches(&self, method: &str, path: &str, vault: &str) -> bool {
         if let Some(m) = &self.method
             && !m.eq_ignore_ascii_case(method)
@@ -430,5 +494,30 @@ mod tests {
         assert_eq!(faults.spend_budget("v", 2, 1), None);
         assert_eq!(faults.spend_budget("v", 2, 2_500), Some(8));
         assert_eq!(faults.spend_budget("v", 2, 10_000), None);
+    }
+
+    #[test]
+    fn fault_flags_parse_every_setting_and_refuse_nonsense() {
+        let spec = FaultSpec::parse("lost,count=1,method=put,path=/secrets/*,vault=main").unwrap();
+        assert_eq!(spec.kind, FaultKind::Lost);
+        assert_eq!(spec.count, Some(1));
+        assert_eq!(spec.method.as_deref(), Some("PUT"));
+        assert_eq!(spec.path.as_deref(), Some("/secrets/*"));
+        assert_eq!(spec.vault.as_deref(), Some("main"));
+        let spec = FaultSpec::parse("throttle,rate=0.1,retry-after=3").unwrap();
+        assert_eq!((spec.rate, spec.retry_after), (Some(0.1), Some(3)));
+        assert_eq!(
+            FaultSpec::parse("delay,delay-ms=250").unwrap().delay_ms,
+            Some(250)
+        );
+        for bad in [
+            "explode",
+            "lost,count=x",
+            "lost,rate=2",
+            "lost,colour=red",
+            "lost,count",
+        ] {
+            assert!(FaultSpec::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The request pipeline around the routes: the frame (Azure's response headers on every answer,
 //! the journal) and the vault gate (host → vault, the 401 challenge and token check, injected
-//! faults, the throttle budget, latency, permissions, `api-version`), plus the JSON body
+//! faults, the throttle budget, latency, permissions, `api-version`; a `lost` fault drops the
+//! answer after the handler ran), plus the JSON body
 //! extractor whose failures speak Azure's error envelope.
 
 use std::collections::HashMap;
@@ -236,9 +237,12 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
     };
 
+    // A `lost` fault lets the request run to the end (a write commits) and drops the answer.
+    let mut lose_response = false;
     if let Some(fault) = state.faults.take(method.as_str(), &path, &vault_name) {
         note.fault = Some(format!("{:?}", fault.kind).to_ascii_lowercase());
         match fault.kind {
+            FaultKind::Lost => lose_response = true,
             FaultKind::Delay => tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await,
             FaultKind::Throttle => return with_note(throttled(fault.retry_after), note),
             FaultKind::Unavailable => {
@@ -332,6 +336,11 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     if method != Method::GET && method != Method::HEAD && response.status().is_success() {
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || state.persist()).await;
+    }
+    if lose_response {
+        let mut dropped = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        dropped.extensions_mut().insert(DropConnection);
+        return with_note(dropped, note);
     }
     with_note(response, note)
 }

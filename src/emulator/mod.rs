@@ -257,6 +257,8 @@ pub struct EmulatorConfig {
     pub budget: Option<u32>,
     /// Fraction of vault requests answered with a random 429, 500 or 503.
     pub fault_rate: f64,
+    /// Faults armed at start (`--fault`), as if posted to `/_emulator/faults`.
+    pub faults: Vec<faults::FaultSpec>,
     /// How long a purged name stays unusable (409 `ObjectIsBeingDeleted`).
     pub purge_window: Duration,
     /// How long a delete (or recover) takes to become visible.
@@ -283,6 +285,7 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             budget: None,
             fault_rate: 0.0,
+            faults: Vec::new(),
             purge_window: Duration::ZERO,
             delete_delay: Duration::ZERO,
             extra_names: Vec::new(),
@@ -661,6 +664,9 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         world,
         persister,
     });
+    for spec in &config.faults {
+        state.faults.inject(spec.clone());
+    }
     if let Some(seed) = &seed
         && !restored
     {

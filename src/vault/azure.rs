@@ -8,6 +8,11 @@
 //! [`Pacer`] as a per-try policy. Cloning is cheap (an `Arc`), so the commands hand clones to as
 //! many concurrent tasks as they like. The crates' pagers follow `nextLink` until it is null or
 //! absent, across empty pages. Azure failures become [`VaultError`]s here, in one place.
+//!
+//! Writes (set, restore, recover, import) go through a second set of the three clients whose
+//! azure_core retries are off: azure_core would resend a write whose answer was lost and add a
+//! duplicate version. They are retried by [`super::writes::retry_write`] instead, which reads
+//! the target back after an attempt of unknown outcome before sending it again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +42,7 @@ use super::transport::{
     DEFAULT_TIMEOUT, DeadlinePolicy, NetworkWarning, azure_transport_with, build_http_client_with,
     find_network_failure,
 };
+use super::writes::{is_same_certificate_import, is_same_secret_write, retry_write};
 use super::{
     Attributes, BackupBlob, CertificateBundle, CertificateImport, CertificateProperties,
     DeletedItem, ItemKind, KeyBundle, KeyProperties, NewSecretVersion, SecretProperties,
@@ -116,9 +122,20 @@ struct Inner {
     secrets: SecretClient,
     keys: KeyClient,
     certificates: CertificateClient,
+    /// The same clients without azure_core's retries, for writes (see the module doc).
+    writers: Writers,
+    /// Retries per write, as for reads.
+    max_retries: u32,
     pacer: Arc<Pacer>,
     chain: Arc<CredentialChain>,
     page_size: i32,
+}
+
+/// The write clients: azure_core retries nothing, [`super::writes::retry_write`] does.
+struct Writers {
+    secrets: SecretClient,
+    keys: KeyClient,
+    certificates: CertificateClient,
 }
 
 impl std::fmt::Debug for AzureVault {
@@ -161,10 +178,43 @@ impl AzureVault {
             }),
             ..Default::default()
         };
+        let write_options = ClientOptions {
+            retry: RetryOptions::none(),
+            ..client_options.clone()
+        };
         let endpoint = url.as_str();
         let credential: Arc<dyn azure_core::credentials::TokenCredential> = chain.clone();
         let setup =
             |e: azure_core::Error| VaultError::Setup(format!("cannot create the client: {e}"));
+        let writers = Writers {
+            secrets: SecretClient::new(
+                endpoint,
+                credential.clone(),
+                Some(SecretClientOptions {
+                    client_options: write_options.clone(),
+                    ..Default::default()
+                }),
+            )
+            .map_err(setup)?,
+            keys: KeyClient::new(
+                endpoint,
+                credential.clone(),
+                Some(KeyClientOptions {
+                    client_options: write_options.clone(),
+                    ..Default::default()
+                }),
+            )
+            .map_err(setup)?,
+            certificates: CertificateClient::new(
+                endpoint,
+                credential.clone(),
+                Some(CertificateClientOptions {
+                    client_options: write_options,
+                    ..Default::default()
+                }),
+            )
+            .map_err(setup)?,
+        };
         let secrets = SecretClient::new(
             endpoint,
             credential.clone(),
@@ -198,6 +248,8 @@ impl AzureVault {
                 secrets,
                 keys,
                 certificates,
+                writers,
+                max_retries: options.max_retries,
                 pacer,
                 chain,
                 page_size: options.page_size.clamp(1, MAX_PAGE_SIZE),
@@ -962,7 +1014,64 @@ impl VaultReader for AzureVault {
     }
 }
 
+impl AzureVault {
+    /// Reads `name` back after a set whose answer was lost: the written version when the
+    /// secret's current version is it ([`is_same_secret_write`]), `None` otherwise.
+    async fn secret_read_back(
+        &self,
+        name: &str,
+        secret: &NewSecretVersion,
+        attempt_started: OffsetDateTime,
+    ) -> Result<Option<WrittenItem>, VaultError> {
+        let (props, value) = match self.get_secret(name, None).await {
+            Ok(current) => (current.properties, Some(current.value)),
+            Err(err) if err.is_not_found() => return Ok(None),
+            // A disabled current version hides its value: its listed properties must do.
+            Err(err) if err.is_secret_disabled() => {
+                match self.list_secret_versions(name).await?.pop() {
+                    Some(newest) => (newest, None),
+                    None => return Ok(None),
+                }
+            }
+            Err(err) => return Err(err),
+        };
+        if is_same_secret_write(secret, &props, value.as_ref(), attempt_started) {
+            written(ItemKind::Secret, Some(&props.id)).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads certificate `name` back after an import whose answer was lost: the imported
+    /// version when it is the certificate's current one ([`is_same_certificate_import`]).
+    async fn import_read_back(
+        &self,
+        name: &str,
+        certificate: &CertificateImport,
+        attempt_started: OffsetDateTime,
+    ) -> Result<Option<WrittenItem>, VaultError> {
+        let current = match self.get_certificate(name, None).await {
+            Ok(current) => current.properties,
+            Err(err) if err.is_not_found() => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if is_same_certificate_import(certificate, &current, attempt_started) {
+            written(ItemKind::Certificate, Some(&current.id)).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// A write with nothing to read back: its retry cannot duplicate anything (Azure answers 409
+/// or 404 to a repeated restore or recover, and the caller judges that answer).
+async fn nothing_to_read_back() -> Result<Option<WrittenItem>, VaultError> {
+    Ok(None)
+}
+
 impl VaultWriter for AzureVault {
+    /// Idempotent under a lost answer: before a retry, the current version is read back and
+    /// counts as the write when it carries what was written and is newer than the attempt.
     async fn set_secret(
         &self,
         name: &str,
@@ -983,19 +1092,29 @@ impl VaultWriter for AzureVault {
         let content: RequestContent<sm::SetSecretParameters> = parameters
             .try_into()
             .map_err(|_| VaultError::Setup(format!("cannot encode secret '{name}'")))?;
-        let result = self
-            .inner
-            .secrets
-            .set_secret(name, content, None)
-            .await
-            .and_then(Response::into_model)
-            .map_err(|e| self.error(e))?;
-        written(ItemKind::Secret, result.id.as_deref())
+        let started = OffsetDateTime::now_utc();
+        retry_write(
+            self.inner.max_retries,
+            || async {
+                let result = self
+                    .inner
+                    .writers
+                    .secrets
+                    .set_secret(name, content.clone(), None)
+                    .await
+                    .and_then(Response::into_model)
+                    .map_err(|e| self.error(e))?;
+                written(ItemKind::Secret, result.id.as_deref())
+            },
+            || self.secret_read_back(name, secret, started),
+        )
+        .await
     }
 
     async fn restore(&self, kind: ItemKind, blob: &BackupBlob) -> Result<WrittenItem, VaultError> {
         let encode = |_| VaultError::Setup(format!("cannot encode the {kind} backup blob"));
-        let id = match kind {
+        let writers = &self.inner.writers;
+        match kind {
             ItemKind::Secret => {
                 let content: RequestContent<sm::RestoreSecretParameters> =
                     sm::RestoreSecretParameters {
@@ -1003,12 +1122,21 @@ impl VaultWriter for AzureVault {
                     }
                     .try_into()
                     .map_err(encode)?;
-                self.inner
-                    .secrets
-                    .restore_secret(content, None)
-                    .await
-                    .and_then(Response::into_model)
-                    .map(|s| s.id)
+                retry_write(
+                    self.inner.max_retries,
+                    || async {
+                        let id = writers
+                            .secrets
+                            .restore_secret(content.clone(), None)
+                            .await
+                            .and_then(Response::into_model)
+                            .map(|s| s.id)
+                            .map_err(|e| self.error(e))?;
+                        written(kind, id.as_deref())
+                    },
+                    nothing_to_read_back,
+                )
+                .await
             }
             ItemKind::Key => {
                 let content: RequestContent<km::RestoreKeyParameters> = km::RestoreKeyParameters {
@@ -1016,12 +1144,21 @@ impl VaultWriter for AzureVault {
                 }
                 .try_into()
                 .map_err(encode)?;
-                self.inner
-                    .keys
-                    .restore_key(content, None)
-                    .await
-                    .and_then(Response::into_model)
-                    .map(|k| k.key.and_then(|j| j.kid))
+                retry_write(
+                    self.inner.max_retries,
+                    || async {
+                        let id = writers
+                            .keys
+                            .restore_key(content.clone(), None)
+                            .await
+                            .and_then(Response::into_model)
+                            .map(|k| k.key.and_then(|j| j.kid))
+                            .map_err(|e| self.error(e))?;
+                        written(kind, id.as_deref())
+                    },
+                    nothing_to_read_back,
+                )
+                .await
             }
             ItemKind::Certificate => {
                 let content: RequestContent<cm::RestoreCertificateParameters> =
@@ -1030,47 +1167,61 @@ impl VaultWriter for AzureVault {
                     }
                     .try_into()
                     .map_err(encode)?;
-                self.inner
-                    .certificates
-                    .restore_certificate(content, None)
-                    .await
-                    .and_then(Response::into_model)
-                    .map(|c| c.id)
+                retry_write(
+                    self.inner.max_retries,
+                    || async {
+                        let id = writers
+                            .certificates
+                            .restore_certificate(content.clone(), None)
+                            .await
+                            .and_then(Response::into_model)
+                            .map(|c| c.id)
+                            .map_err(|e| self.error(e))?;
+                        written(kind, id.as_deref())
+                    },
+                    nothing_to_read_back,
+                )
+                .await
             }
         }
-        .map_err(|e| self.error(e))?;
-        written(kind, id.as_deref())
     }
 
     async fn recover_deleted(&self, kind: ItemKind, name: &str) -> Result<WrittenItem, VaultError> {
         Self::check_name(name)?;
-        let id = match kind {
-            ItemKind::Secret => self
-                .inner
-                .secrets
-                .recover_deleted_secret(name, None)
-                .await
-                .and_then(Response::into_model)
-                .map(|s| s.id),
-            ItemKind::Key => self
-                .inner
-                .keys
-                .recover_deleted_key(name, None)
-                .await
-                .and_then(Response::into_model)
-                .map(|k| k.key.and_then(|j| j.kid)),
-            ItemKind::Certificate => self
-                .inner
-                .certificates
-                .recover_deleted_certificate(name, None)
-                .await
-                .and_then(Response::into_model)
-                .map(|c| c.id),
-        }
-        .map_err(|e| self.error(e))?;
-        written(kind, id.as_deref())
+        let writers = &self.inner.writers;
+        retry_write(
+            self.inner.max_retries,
+            || async {
+                let id = match kind {
+                    ItemKind::Secret => writers
+                        .secrets
+                        .recover_deleted_secret(name, None)
+                        .await
+                        .and_then(Response::into_model)
+                        .map(|s| s.id),
+                    ItemKind::Key => writers
+                        .keys
+                        .recover_deleted_key(name, None)
+                        .await
+                        .and_then(Response::into_model)
+                        .map(|k| k.key.and_then(|j| j.kid)),
+                    ItemKind::Certificate => writers
+                        .certificates
+                        .recover_deleted_certificate(name, None)
+                        .await
+                        .and_then(Response::into_model)
+                        .map(|c| c.id),
+                }
+                .map_err(|e| self.error(e))?;
+                written(kind, id.as_deref())
+            },
+            nothing_to_read_back,
+        )
+        .await
     }
 
+    /// Idempotent under a lost answer, like [`VaultWriter::set_secret`]: the certificate is
+    /// read back before a retry.
     async fn import_certificate(
         &self,
         name: &str,
@@ -1117,14 +1268,23 @@ impl VaultWriter for AzureVault {
         let content: RequestContent<cm::ImportCertificateParameters> = parameters
             .try_into()
             .map_err(|_| VaultError::Setup(format!("cannot encode certificate '{name}'")))?;
-        let result = self
-            .inner
-            .certificates
-            .import_certificate(name, content, None)
-            .await
-            .and_then(Response::into_model)
-            .map_err(|e| self.error(e))?;
-        written(ItemKind::Certificate, result.id.as_deref())
+        let started = OffsetDateTime::now_utc();
+        retry_write(
+            self.inner.max_retries,
+            || async {
+                let result = self
+                    .inner
+                    .writers
+                    .certificates
+                    .import_certificate(name, content.clone(), None)
+                    .await
+                    .and_then(Response::into_model)
+                    .map_err(|e| self.error(e))?;
+                written(ItemKind::Certificate, result.id.as_deref())
+            },
+            || self.import_read_back(name, certificate, started),
+        )
+        .await
     }
 }
 

@@ -7,12 +7,13 @@
 //! of the archive or of the command line. The implementation over the official
 //! `azure_security_keyvault_*` crates is [`AzureVault`]; [`transport`] builds its HTTP client,
 //! [`credentials`] the credential chain, [`pacing`] the throttle gate shared by every request to
-//! one vault.
+//! one vault, [`writes`] the retries that keep writes idempotent when an answer is lost.
 
 pub mod azure;
 pub mod credentials;
 pub mod pacing;
 pub mod transport;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::fmt;
