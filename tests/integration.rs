@@ -6,6 +6,7 @@ mod demo;
 mod docs;
 mod emulator;
 mod emulator_keys;
+mod emulator_persist;
 mod restore;
 mod support;
 mod vault;
