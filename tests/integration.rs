@@ -7,6 +7,7 @@ mod docs;
 mod emulator;
 mod emulator_arm;
 mod emulator_keys;
+mod emulator_persist;
 mod network;
 mod outputs;
 mod restore;

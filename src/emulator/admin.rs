@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/clients", post(clients_add))
         .route("/tokens", post(tokens_mint))
         .route("/reset", post(reset))
+        .route("/persist", get(persist_get).post(persist_flush))
 }
 
 async fn admin_info(State(state): State<AppState>) -> Response {
@@ -286,8 +287,11 @@ async fn tokens_mint(
 }
 
 /// Clears the journal, faults, budgets and permissions, puts the settings back to the
-/// command line's, and the clock back to the system time. Vault contents stay.
+/// command line's, and the clock back to the system time. Vault contents stay, and are saved
+/// before the answer (with a state directory), so a test may kill the emulator right after.
 async fn reset(State(state): State<AppState>) -> Response {
+    // Saved first: a failure is logged and retried by the write-behind task.
+    let _ = super::persist::flush(&state).await;
     state.journal.clear();
     state.faults.clear();
     state.faults.reset_budgets();
@@ -296,4 +300,29 @@ async fn reset(State(state): State<AppState>) -> Response {
     *state.settings.write().unwrap_or_else(|e| e.into_inner()) =
         Settings::from_config(&state.config);
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn persist_body(state: &AppState) -> Value {
+    match &state.persister {
+        Some(p) => json!({
+            "state_dir": p.dir().display().to_string(),
+            "saves": p.saves(),
+            "pending": p.is_pending(),
+            "delay_ms": super::persist::WRITE_BEHIND_DELAY.as_millis(),
+        }),
+        None => json!({ "state_dir": null, "saves": 0, "pending": false }),
+    }
+}
+
+/// The write-behind state: how many saves so far, whether a change waits to be saved.
+async fn persist_get(State(state): State<AppState>) -> Response {
+    ok_json(&persist_body(&state))
+}
+
+/// Saves what changed now and answers once it is on disk (500 if the save failed).
+async fn persist_flush(State(state): State<AppState>) -> Result<Response, ApiError> {
+    super::persist::flush(&state).await.map_err(|err| {
+        ApiError::internal(format!("the emulator state could not be saved: {err}"))
+    })?;
+    Ok(ok_json(&persist_body(&state)))
 }

@@ -164,7 +164,7 @@ pub struct Issuer {
     clients: Mutex<BTreeMap<String, Client>>,
     /// Tokens whose signature was already verified: a client sends the same token on every
     /// request, and RSA verification would otherwise dominate a GET.
-    verified: Mutex<HashSet<String>>,
+    verified: VerifiedTokens,
     key: tokio::sync::OnceCell<Arc<SigningMaterial>>,
     key_path: Option<PathBuf>,
 }
@@ -179,6 +179,78 @@ impl std::fmt::Debug for Issuer {
                 &self.managed_identity_client_id,
             )
             .finish_non_exhaustive()
+    }
+}
+
+/// How many verified tokens the issuer remembers: far more than the clients of one emulator
+/// hold at a time, 32 bytes each.
+pub const VERIFIED_TOKENS_CAPACITY: usize = 4096;
+
+/// A bounded set of tokens whose signature verified, kept as SHA-256 digests (a remembered
+/// token costs 32 bytes however long it is, and no token is held in memory). When full, the
+/// oldest entry is forgotten first; forgetting one only costs its next request a verification.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    capacity: usize,
+    inner: Mutex<VerifiedInner>,
+}
+
+#[derive(Debug, Default)]
+struct VerifiedInner {
+    set: HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl VerifiedTokens {
+    /// An empty set remembering at most `capacity` tokens (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(VerifiedInner::default()),
+        }
+    }
+
+    fn digest(token: &str) -> [u8; 32] {
+        sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(token.as_bytes())).into()
+    }
+
+    /// True if `token` was inserted and not evicted since.
+    pub fn contains(&self, token: &str) -> bool {
+        let digest = Self::digest(token);
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .contains(&digest)
+    }
+
+    /// Remembers `token`, forgetting the oldest entries beyond the capacity.
+    pub fn insert(&self, token: &str) {
+        let digest = Self::digest(token);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !inner.set.insert(digest) {
+            return;
+        }
+        inner.order.push_back(digest);
+        while inner.order.len() > self.capacity {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.set.remove(&oldest);
+            }
+        }
+    }
+
+    /// How many tokens are remembered.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -228,7 +300,7 @@ impl Issuer {
             managed_identity_client_id: new_guid(),
             tenants: vec![first],
             clients: Mutex::new(clients),
-            verified: Mutex::new(HashSet::new()),
+            verified: VerifiedTokens::new(VERIFIED_TOKENS_CAPACITY),
             key: tokio::sync::OnceCell::new(),
             key_path,
         }
@@ -401,12 +473,7 @@ impl Issuer {
         now_s: i64,
     ) -> Result<Claims, TokenError> {
         let claims = decode_claims(token)?;
-        let known = self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(token);
-        if !known {
+        if !self.verified.contains(token) {
             let material = self
                 .material()
                 .await
@@ -421,12 +488,7 @@ impl Issuer {
                 .verifying
                 .verify(signing_input.as_bytes(), &signature)
                 .map_err(|_| TokenError::BadSignature)?;
-            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            // Bounded: tests mint many tokens; forgetting one only costs a verification.
-            if verified.len() >= 4096 {
-                verified.clear();
-            }
-            verified.insert(token.to_string());
+            self.verified.insert(token);
         }
         if !self
             .tenants
@@ -803,5 +865,29 @@ mod tests {
         let mut forged = token.clone();
         forged.push('A');
         assert!(issuer.check(&forged, auth, &aud, 1_100).await.is_err());
+        assert_eq!(
+            issuer.verified.len(),
+            1,
+            "only the good token is remembered"
+        );
+    }
+
+    #[test]
+    fn verified_token_cache_stays_bounded_under_many_distinct_tokens() {
+        let cache = VerifiedTokens::new(100);
+        for i in 0..10_000 {
+            cache.insert(&format!("token-{i}-{}", "x".repeat(i % 50)));
+            assert!(cache.len() <= 100);
+        }
+        assert_eq!(cache.len(), 100);
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!(inner.order.len(), 100, "order and set agree");
+        drop(inner);
+        // The newest are kept, the oldest forgotten.
+        assert!(cache.contains(&format!("token-9999-{}", "x".repeat(9999 % 50))));
+        assert!(!cache.contains("token-0-"));
+        // Re-inserting a remembered token does not grow or reorder anything.
+        cache.insert(&format!("token-9999-{}", "x".repeat(9999 % 50)));
+        assert_eq!(cache.len(), 100);
     }
 }

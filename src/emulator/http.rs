@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use super::AuthMode;
 use super::auth::{self, decode_claims, new_guid};
 use super::error::{ApiError, DropConnection};
 use super::faults::{FaultKind, JournalEntry, required_permission};
+use super::persist::request_changes_state;
 use super::state::{AppState, Vault, VaultCtx};
 
 /// The `api-version`s the vault routes accept: every data-plane version Azure publishes for
@@ -80,6 +81,81 @@ pub fn request_host(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Longest `Host` accepted: a DNS name (253 characters) and `:65535`.
+const MAX_HOST_LEN: usize = 253 + 6;
+
+/// The host the client addressed, checked: one `Host` header (or the URI authority) that is a
+/// DNS name, an IPv4 address or a bracketed IPv6 address, with an optional numeric port, at most
+/// [`MAX_HOST_LEN`] characters of visible ASCII. A request without any host (HTTP/1.0) is
+/// `localhost`. Anything else is 400 `BadParameter`, the message never echoing the value.
+pub fn checked_host(uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::bad_parameter(
+            "Bad Request - Invalid Hostname: the Host header must be a host name or an IP address with an optional port.",
+        )
+    };
+    let host = match uri.authority() {
+        Some(authority) => authority.as_str().to_string(),
+        None => {
+            let mut values = headers.get_all(header::HOST).iter();
+            match (values.next(), values.next()) {
+                (None, _) => return Ok("localhost".to_string()),
+                (Some(value), None) => value.to_str().map_err(|_| invalid())?.to_string(),
+                // RFC 9112 section 3.2: more than one Host header is a 400.
+                (Some(_), Some(_)) => return Err(invalid()),
+            }
+        }
+    };
+    if is_valid_host(&host) {
+        Ok(host)
+    } else {
+        Err(invalid())
+    }
+}
+
+/// `NAME[:PORT]` or `[IPV6][:PORT]`, as [`checked_host`] describes.
+fn is_valid_host(host: &str) -> bool {
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return false;
+    }
+    let port = if let Some(rest) = host.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if literal.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        if after.is_empty() {
+            None
+        } else {
+            match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            }
+        }
+    } else {
+        let (name, port) = match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let labels_ok = name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if name.is_empty() || !labels_ok {
+            return false;
+        }
+        port
+    };
+    port.is_none_or(|port| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+    })
+}
+
 fn host_has_port(host: &str) -> bool {
     match host.rfind(']') {
         Some(end) => host[end..].contains(':'),
@@ -95,12 +171,18 @@ pub async fn frame(State(state): State<AppState>, request: Request, next: Next) 
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
-    let host = request_host(request.uri(), request.headers());
-    let region = state
-        .vault_for_host(&host)
+    // A malformed Host is refused here, before any route parses it.
+    let host = checked_host(request.uri(), request.headers());
+    let region = host
+        .as_ref()
+        .ok()
+        .and_then(|host| state.vault_for_host(host))
         .map_or_else(|| "local".to_string(), |v| v.spec.geo.clone());
 
-    let mut response = next.run(request).await;
+    let mut response = match host {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    };
 
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&new_guid()) {
@@ -333,9 +415,9 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     });
 
     let response = next.run(request).await;
-    if method != Method::GET && method != Method::HEAD && response.status().is_success() {
-        let state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.persist()).await;
+    // Persistence is write-behind: a change is only marked here, and saved off this path.
+    if response.status().is_success() && request_changes_state(&method, &path) {
+        state.changed();
     }
     if lose_response {
         let mut dropped = StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -397,4 +479,74 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 /// 200 with a JSON body.
 pub fn ok_json(body: &serde_json::Value) -> Response {
     json_response(StatusCode::OK, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &[u8]) -> Result<String, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_bytes(value).unwrap());
+        checked_host(&axum::http::Uri::from_static("/secrets"), &headers)
+    }
+
+    #[test]
+    fn well_formed_hosts_pass() {
+        for ok in [
+            "localhost",
+            "localhost:8443",
+            "alpha.vault.localhost:1",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:443",
+            "localhost.",
+            "under_score.vault.localhost",
+        ] {
+            assert_eq!(host(ok.as_bytes()).unwrap(), ok);
+        }
+        let none = checked_host(&axum::http::Uri::from_static("/"), &HeaderMap::new());
+        assert_eq!(none.unwrap(), "localhost");
+    }
+
+    #[test]
+    fn malformed_hosts_are_400_bad_parameter() {
+        let long = "a".repeat(10 * 1024);
+        let cases: Vec<&[u8]> = vec![
+            b"[x",
+            b"[",
+            b"[::1",
+            b"[::1]x",
+            b"[::1]:",
+            b"",
+            b"a..b",
+            b".",
+            b"host:",
+            b"host:port",
+            b"host:65536",
+            b"host:1:2",
+            b"user@host",
+            b"h st",
+            b"\xff\xfe.vault.localhost",
+            long.as_bytes(),
+        ];
+        for bad in cases {
+            let err = host(bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(err.code, "BadParameter");
+            assert!(!err.message.contains("[x"), "the value is not echoed");
+        }
+    }
+
+    #[test]
+    fn two_host_headers_are_400() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::HOST, HeaderValue::from_static("localhost"));
+        headers.append(
+            header::HOST,
+            HeaderValue::from_static("alpha.vault.localhost"),
+        );
+        let err = checked_host(&axum::http::Uri::from_static("/"), &headers).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
 }

@@ -475,14 +475,14 @@ impl RunningEmulator {
         &self.state
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 5 s), persists, returns.
+    /// Stops accepting, lets requests in flight finish (up to 5 s), saves what the write-behind
+    /// task has not saved yet, returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.persist()).await;
+        let _ = persist::flush(&self.state).await;
     }
 }
 
@@ -671,6 +671,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         && !restored
     {
         seed.apply(&state)?;
+        state.changed();
         state.persist();
     }
 
@@ -683,6 +684,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(persist::write_behind(state.clone(), shutdown_rx.clone()));
     let server = tokio::spawn(tls::serve(
         listeners,
         server_config,

@@ -184,23 +184,38 @@ impl EmulatorState {
         self.vaults.get(&name.to_ascii_lowercase()).cloned()
     }
 
-    /// Writes the state directory if there is one.
+    /// Notes that a vault's contents changed: with a state directory, the write-behind task
+    /// saves them within [`super::persist::WRITE_BEHIND_DELAY`]; nothing is written here.
+    pub fn changed(&self) {
+        if let Some(persister) = &self.persister {
+            persister.mark_changed();
+        }
+    }
+
+    /// Saves the vaults now if anything changed since the last save (blocking file I/O: call
+    /// it from `spawn_blocking`, or use [`super::persist::flush`]). Failures are logged and stay
+    /// pending.
     pub fn persist(&self) {
-        if let Some(persister) = &self.persister
-            && let Err(err) = persister.save_vaults(&self.vaults)
-        {
+        if let Err(err) = self.save_vaults_if_changed() {
             tracing::warn!("cannot persist the emulator state: {err}");
+        }
+    }
+
+    /// Saves the vaults if anything changed; answers whether it wrote (`false` without a state
+    /// directory).
+    pub fn save_vaults_if_changed(&self) -> std::io::Result<bool> {
+        match &self.persister {
+            Some(persister) => persister.save_if_changed(&self.vaults),
+            None => Ok(false),
         }
     }
 }
 
-/// Drops a `:port` suffix from a host (IPv6 literals keep their brackets).
+/// Drops a `:port` suffix from a host (IPv6 literals keep their brackets). Never panics, even on
+/// a host the frame would refuse (`[x`, `[`): an unclosed bracket is kept as it is.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -389,5 +404,12 @@ mod tests {
         assert_eq!(strip_port("a.vault.localhost:8443"), "a.vault.localhost");
         assert_eq!(strip_port("localhost"), "localhost");
         assert_eq!(strip_port("[::1]:99"), "[::1]");
+    }
+
+    #[test]
+    fn strip_port_of_an_unclosed_bracket_does_not_panic() {
+        assert_eq!(strip_port("[x"), "[x");
+        assert_eq!(strip_port("["), "[");
+        assert_eq!(strip_port(""), "");
     }
 }
