@@ -1153,3 +1153,314 @@ async fn lost_recover_response_is_reported_recovered() {
     assert_eq!(item["status"], json!("recovered"), "{item}");
     assert_secrets_restored(&main).await;
 }
+
+/// An imported certificate whose policy keeps the key unexportable: only its native blob can
+/// bring it back.
+async fn import_locked_certificate(target: &AzureVault, name: &str) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("key pair");
+    let cert = rcgen::CertificateParams::new(vec!["locked.example.test".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    target
+        .import_certificate(
+            name,
+            &CertificateImport {
+                value: SecretString::from(format!("{}{}", key.serialize_pem(), cert.pem())),
+                content_type: "application/x-pem-file".to_owned(),
+                password: None,
+                policy: Some(json!({
+                    "key_props": {"exportable": false, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+                    "secret_props": {"contentType": "application/x-pem-file"}
+                })),
+                tags: BTreeMap::new(),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("certificate imported");
+}
+
+/// Journal entries that changed `vault` (a write answered 2xx).
+async fn committed_writes(emulator: &TestEmulator, vault: &str) -> usize {
+    writes_to(emulator, vault)
+        .await
+        .iter()
+        .filter(|e| e["status"].as_u64().is_some_and(|s| s < 300))
+        .count()
+}
+
+/// The summary event of a `--json` run.
+fn summary_of(output: &Output) -> Value {
+    events(output)
+        .into_iter()
+        .find(|e| e["type"] == json!("summary"))
+        .unwrap_or_else(|| panic!("no summary: {}", text(output)))
+}
+
+/// `kind name` of each entry of a summary list (`not_restored`, `unverified`).
+fn names_in(summary: &Value, list: &str) -> std::collections::BTreeSet<String> {
+    summary[list]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {}",
+                        i["kind"].as_str().unwrap_or("?"),
+                        i["name"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A dry run, then the real run, into `vault`: the dry run writes nothing and answers its exit
+/// code, the items it says would (or might) not be restored and what it learnt of native
+/// blobs; the real run answers its exit code and the items it did not restore.
+async fn dry_then_real(
+    emulator: &TestEmulator,
+    ws: &Workspace,
+    archive: &Path,
+    vault: &str,
+) -> (
+    Option<i32>,
+    std::collections::BTreeSet<String>,
+    Value,
+    Option<i32>,
+    std::collections::BTreeSet<String>,
+) {
+    let before = committed_writes(emulator, vault).await;
+    let dry = restore(emulator, ws, archive, vault, &["--dry-run", "--json"]).await;
+    assert_eq!(
+        committed_writes(emulator, vault).await,
+        before,
+        "the dry run into {vault} wrote: {}",
+        text(&dry)
+    );
+    let summary = summary_of(&dry);
+    let mut predicted = names_in(&summary, "not_restored");
+    predicted.extend(names_in(&summary, "unverified"));
+    let real = restore(emulator, ws, archive, vault, &["--json"]).await;
+    let failed = names_in(&summary_of(&real), "not_restored");
+    (
+        dry.status.code(),
+        predicted,
+        summary["native_blobs"].clone(),
+        real.status.code(),
+        failed,
+    )
+}
+
+/// `restore --dry-run` into another subscription said "0 impossible" and exited 0; the real
+/// run then failed the key and exited 3. The dry run now learns what the real run will meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_predicts_cross_subscription_refusals_and_exits_as_the_real_run() {
+    let ws = Workspace::new();
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        VaultSpec::new("beta"),
+        VaultSpec::new("epsilon"),
+        other_subscription_vault("gamma"),
+        other_subscription_vault("delta"),
+    ])
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_secrets(&emulator, &alpha).await;
+    seed_key_and_certificate(&emulator, &alpha, "alpha").await;
+    import_locked_certificate(&alpha, "locked-cert").await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+    let native_only: std::collections::BTreeSet<String> =
+        ["certificate locked-cert", "key signing-key"]
+            .map(str::to_owned)
+            .into();
+    let different = NewSecretVersion {
+        value: SecretString::from("target-only".to_owned()),
+        content_type: None,
+        tags: BTreeMap::new(),
+        attributes: Attributes::default(),
+    };
+
+    // Another subscription, holding an item of the archive: the probe is refused.
+    let gamma = vault(&emulator, "gamma").await;
+    gamma.set_secret("api-key", &different).await.expect("set");
+    let before = committed_writes(&emulator, "gamma").await;
+    let native = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "gamma",
+        &["--dry-run", "--mode", "native"],
+    )
+    .await;
+    let shown = text(&native);
+    assert_eq!(native.status.code(), Some(1), "as the real run: {shown}");
+    assert!(
+        shown.contains("another subscription or geography"),
+        "{shown}"
+    );
+    assert_eq!(committed_writes(&emulator, "gamma").await, before);
+    let dry = restore(&emulator, &ws, &archive, "gamma", &["--dry-run"]).await;
+    let shown = text(&dry);
+    assert!(shown.contains("2 impossible"), "{shown}");
+    let key_line = shown
+        .lines()
+        .find(|l| l.starts_with("impossible") && l.contains("signing-key"))
+        .unwrap_or_else(|| panic!("the key is impossible: {shown}"));
+    assert!(
+        key_line.contains("Cannot decrypt backup blob"),
+        "{key_line}"
+    );
+    let (dry_code, predicted, native, real_code, failed) =
+        dry_then_real(&emulator, &ws, &archive, "gamma").await;
+    assert_eq!(native["state"], json!("refuses"), "{native}");
+    assert_eq!((dry_code, real_code), (Some(3), Some(3)));
+    assert_eq!(predicted, native_only);
+    assert_eq!(failed, native_only);
+
+    // Another subscription, empty: unverifiable without a write, so the dry run says which
+    // items hinge on it and exits 3, as the real run does.
+    let (dry_code, predicted, native, real_code, failed) =
+        dry_then_real(&emulator, &ws, &archive, "delta").await;
+    assert_eq!(native["state"], json!("unverified"), "{native}");
+    assert_eq!((dry_code, real_code), (Some(3), Some(3)));
+    assert_eq!(predicted, native_only);
+    assert_eq!(failed, native_only);
+
+    // The same subscription, holding an item of the archive: the probe's 409 proves the blobs
+    // are accepted.
+    let beta = vault(&emulator, "beta").await;
+    beta.set_secret("api-key", &different).await.expect("set");
+    let (dry_code, predicted, native, real_code, failed) =
+        dry_then_real(&emulator, &ws, &archive, "beta").await;
+    assert_eq!(native["state"], json!("accepts"), "{native}");
+    assert!(
+        native["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("409"),
+        "{native}"
+    );
+    assert_eq!((dry_code, real_code), (Some(0), Some(0)));
+    assert!(
+        predicted.is_empty() && failed.is_empty(),
+        "{predicted:?} {failed:?}"
+    );
+    assert!(
+        beta.get_key("signing-key", None).await.is_ok(),
+        "key restored"
+    );
+
+    // The same subscription, empty: the one case a dry run cannot settle. It names the items
+    // at stake as unverified (exit 3); the real run then restores them.
+    let (dry_code, predicted, native, real_code, failed) =
+        dry_then_real(&emulator, &ws, &archive, "epsilon").await;
+    assert_eq!(native["state"], json!("unverified"), "{native}");
+    assert_eq!(dry_code, Some(3));
+    assert_eq!(predicted, native_only);
+    assert_eq!(real_code, Some(0));
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// Key Vault opens a posted blob before it checks the name (the 409 after a purge in Azure's
+/// recordings names the version id only the blob holds); the dry run's probe relies on it, so
+/// the local Key Vault must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_opens_the_blob_before_it_checks_the_name() {
+    let emulator = start(vec![
+        VaultSpec::new("alpha"),
+        other_subscription_vault("gamma"),
+    ])
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    let gamma = vault(&emulator, "gamma").await;
+    let value = NewSecretVersion {
+        value: SecretString::from("v".to_owned()),
+        content_type: None,
+        tags: BTreeMap::new(),
+        attributes: Attributes::default(),
+    };
+    alpha.set_secret("db", &value).await.expect("set");
+    gamma.set_secret("db", &value).await.expect("set");
+    let blob = alpha
+        .backup(coldvault::vault::ItemKind::Secret, "db")
+        .await
+        .expect("backup");
+    let over_live = alpha
+        .restore(coldvault::vault::ItemKind::Secret, &blob)
+        .await
+        .expect_err("the name is live");
+    assert_eq!(
+        over_live.conflict_reason(),
+        Some(&coldvault::vault::ConflictReason::Exists),
+        "{over_live}"
+    );
+    let elsewhere = gamma
+        .restore(coldvault::vault::ItemKind::Secret, &blob)
+        .await
+        .expect_err("another subscription");
+    assert!(elsewhere.is_cannot_decrypt_backup(), "{elsewhere}");
+}
+
+/// `restore --name typo` said "nothing to restore" and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_matching_nothing_is_exit_1_with_the_closest_names() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha")]).await;
+    let alpha = vault(&emulator, "alpha").await;
+    seed_secrets(&emulator, &alpha).await;
+    let archive = backup(&emulator, &ws, "alpha").await;
+    let before = writes_to(&emulator, "alpha").await.len();
+    let output = restore(&emulator, &ws, &archive, "alpha", &["--name", "db-pasword"]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("error: --name \"db-pasword\" matches nothing in the archive"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("hint: closest names in the archive: db-password"),
+        "{shown}"
+    );
+    assert!(!shown.contains("nothing to restore"), "{shown}");
+    assert_eq!(writes_to(&emulator, "alpha").await.len(), before);
+
+    let url = emulator.vault_url("alpha");
+    let output = run(
+        &emulator,
+        &[
+            "diff",
+            path_str(&archive),
+            "--vault",
+            &url,
+            "-i",
+            path_str(&ws.identity_file),
+            "--name",
+            "api-kee",
+        ],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("--name \"api-kee\" matches nothing"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("closest names in the archive: api-key"),
+        "{shown}"
+    );
+
+    // A glob that matches still restores.
+    let output = restore(
+        &emulator,
+        &ws,
+        &archive,
+        "alpha",
+        &["--name", "DB-*", "--dry-run"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}

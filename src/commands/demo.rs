@@ -505,7 +505,8 @@ async fn story(dir: &Path, running: &RunningEmulator) -> Result<(), CliError> {
                 &identity_s,
                 "--dry-run",
             ],
-            &[0],
+            // The dry run exits as the real run will: 3, naming the items at stake.
+            &[3],
         )
         .await?;
     narrator

@@ -22,9 +22,9 @@ use serde::Serialize;
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::keys_args::DecryptArgs;
 use super::restore_plan::{
-    Action, ArchiveContents, ArchivedItem, LiveView, Method, Mode, OnConflict, PlannedItem, Policy,
-    TargetListing, TargetState, compare, decide, inspect_live, list_target, read_archive,
-    vault_attributes, vault_kind,
+    Action, ArchiveContents, ArchivedItem, LiveView, Method, Mode, NativeTarget, OnConflict,
+    PlannedItem, Policy, TargetListing, TargetState, compare, decide, inspect_live, list_target,
+    read_archive, vault_attributes, vault_kind,
 };
 use super::scope::{Scope, ScopeArgs};
 use crate::archive::{Decryption, Kind};
@@ -174,17 +174,26 @@ pub async fn execute(plan: &RestorePlan) -> Result<ExitCode, CliError> {
     outcome
 }
 
-/// Opens the archive off the async threads.
+/// Opens the archive off the async threads; a `--name` glob that matches no item of the
+/// archive is an error (exit 1) naming the glob and the closest names.
 pub async fn open_archive(
     path: &std::path::Path,
     decryption: &Decryption,
     scope: &Scope,
 ) -> Result<ArchiveContents, CliError> {
-    let (path, decryption, scope) = (path.to_owned(), decryption.clone(), scope.clone());
-    tokio::task::spawn_blocking(move || read_archive(&path, &decryption, &scope))
-        .await
-        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
-        .map_err(CliError::from)
+    let (path, decryption, owned_scope) = (path.to_owned(), decryption.clone(), scope.clone());
+    let contents =
+        tokio::task::spawn_blocking(move || read_archive(&path, &decryption, &owned_scope))
+            .await
+            .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+            .map_err(CliError::from)?;
+    scope.check_names_match(
+        contents
+            .names
+            .iter()
+            .map(|(kind, name)| (super::restore_plan::scope_kind(*kind), name.as_str())),
+    )?;
+    Ok(contents)
 }
 
 /// Reads the target's state of every archived item present there, concurrently.
@@ -239,12 +248,25 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
     for note in &listing.notes {
         progress.note(&format!("{target}: {note}"));
     }
+    // The dry run and the real run learn the same way whether native blobs are accepted, so
+    // they plan alike.
+    let native_blobs = probe_native(&vault, &contents, &listing, &plan.target, plan.policy).await;
+    if let Some(note) = &native_blobs.note {
+        progress.note(&format!("{target}: {note}"));
+    }
     let views = inspect_all(&vault, &contents, &listing, plan.concurrency).await;
     let lines: Vec<PlannedItem> = contents
         .items
         .iter()
         .zip(&views)
-        .map(|(item, view)| decide(item, target_state(item, &listing, view), plan.policy))
+        .map(|(item, view)| {
+            decide(
+                item,
+                target_state(item, &listing, view),
+                plan.policy,
+                native_blobs.state,
+            )
+        })
         .collect();
 
     if plan.json {
@@ -263,6 +285,15 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
 
     let mut summary = Summary::new(plan, &contents, &target);
     summary.planned = ActionCounts::of(&lines);
+    summary.native_blobs = Some(native_blobs.clone());
+    // `--mode native` into a vault that refuses the blobs stops before any write, as the
+    // first refused write would stop it.
+    if plan.policy.mode == Mode::Native
+        && native_blobs.state == NativeTarget::Refuses
+        && lines.iter().any(|l| l.needs_native)
+    {
+        return Err(refused_natively(&target));
+    }
     if plan.policy.on_conflict == OnConflict::Fail
         && lines.iter().any(|l| l.action == Action::Conflict)
     {
@@ -280,10 +311,16 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
     }
     if plan.dry_run {
         summary.dry_run = true;
-        for line in lines.iter().filter(|l| l.action.is_failure()) {
-            summary
-                .not_restored
-                .push(NotRestored::of(line, line_reason(line)));
+        for line in &lines {
+            if line.action.is_failure() {
+                summary
+                    .not_restored
+                    .push(NotRestored::of(line, line_reason(line)));
+            } else if line.unverified {
+                summary
+                    .unverified
+                    .push(NotRestored::of(line, line_reason(line)));
+            }
         }
         summary.finish(started, &vault);
         summary.print(progress);
@@ -295,7 +332,7 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
         vault: vault.clone(),
         mode: plan.policy.mode,
         target: target.clone(),
-        native_refused: AtomicBool::new(false),
+        native_refused: AtomicBool::new(native_blobs.state == NativeTarget::Refuses),
     });
     let work: Vec<(&ArchivedItem, &PlannedItem)> = contents.items.iter().zip(&lines).collect();
     // The first native attempt goes alone: its answer (accepted, or "Cannot decrypt backup
@@ -343,6 +380,141 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
     summary.finish(started, &vault);
     summary.print(progress);
     Ok(summary.exit_code())
+}
+
+/// `--mode native` into a vault that refuses the archive's blobs: exit 1, nothing written.
+fn refused_natively(target: &str) -> CliError {
+    CliError::failed(format!(
+        "{target}: the vault refused the archive's native backup blobs (Cannot decrypt backup \
+         blob): it is in another subscription or geography than the source"
+    ))
+    .with_hint(
+        "use --mode plain (secrets by value, certificates with an exportable key; keys cannot \
+         move between subscriptions), or restore into a vault of the source's subscription and \
+         geography",
+    )
+}
+
+/// What a run knows about the target taking the archive's native blobs, and how it knows.
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeBlobs {
+    /// Accepts, refuses or unverified.
+    pub state: NativeTarget,
+    /// The evidence, or why there is none.
+    pub reason: String,
+    /// Something to tell people beyond the summary (a probe that wrote after all).
+    #[serde(skip)]
+    pub note: Option<String>,
+}
+
+impl NativeBlobs {
+    fn new(state: NativeTarget, reason: impl Into<String>) -> Self {
+        Self {
+            state,
+            reason: reason.into(),
+            note: None,
+        }
+    }
+}
+
+/// Learns, without creating anything, whether the target takes the archive's native blobs.
+///
+/// Key Vault opens a posted blob before it looks at the name: a blob of another subscription
+/// or geography is 400 "Cannot decrypt backup blob" whatever the name, and an accepted blob
+/// whose name is taken is 409 (`Conflict` when live, `ObjectIsDeletedButRecoverable` when
+/// soft-deleted). Azure's own recordings show it: the 409 to a restore right after a purge
+/// names the version id that only the blob holds (`azure-sdk-for-js` `restore_conflict_409`).
+/// So the blob of an archived item whose name is live (or else soft-deleted) in the target is
+/// posted once: either answer settles the question and neither creates anything. Without such
+/// a name the answer is known only when the target is the archive's source vault; otherwise it
+/// stays unverified. The one way the probe writes is a race: the name is deleted and purged
+/// between the listing and the probe; that is reported.
+pub async fn probe_native(
+    vault: &AzureVault,
+    contents: &ArchiveContents,
+    listing: &TargetListing,
+    target: &VaultUrl,
+    policy: Policy,
+) -> NativeBlobs {
+    if policy.mode == Mode::Plain {
+        return NativeBlobs::new(NativeTarget::Unverified, "not needed: --mode plain");
+    }
+    let key = |item: &ArchivedItem| (item.kind, item.name.to_ascii_lowercase());
+    let with_blob = || contents.items.iter().filter(|i| i.blob.is_some());
+    let creates_natively = with_blob().any(|item| {
+        let key = key(item);
+        !listing.live.contains_key(&key) && !listing.deleted.contains_key(&key)
+    });
+    if !creates_natively {
+        return NativeBlobs::new(
+            NativeTarget::Unverified,
+            "not needed: no item would be created from its native blob",
+        );
+    }
+    let candidate = with_blob()
+        .find(|item| listing.live.contains_key(&key(item)))
+        .map(|item| (item, "live"))
+        .or_else(|| {
+            with_blob()
+                .find(|item| listing.deleted.contains_key(&key(item)))
+                .map(|item| (item, "soft-deleted"))
+        });
+    if let Some((item, state)) = candidate
+        && let Some(blob) = &item.blob
+    {
+        let what = format!("{} {}", item.kind, item.name);
+        return match vault.restore(vault_kind(item.kind), &blob.blob).await {
+            Err(err) if err.is_cannot_decrypt_backup() => NativeBlobs::new(
+                NativeTarget::Refuses,
+                format!(
+                    "the restore of {what}'s blob over its {state} name was answered \
+                     \"Cannot decrypt backup blob\": the target is in another subscription or \
+                     geography than the source"
+                ),
+            ),
+            Err(err) if err.conflict_reason().is_some() => NativeBlobs::new(
+                NativeTarget::Accepts,
+                format!(
+                    "the restore of {what}'s blob over its {state} name was answered 409 ({}): \
+                     the blob was opened, so the target is in the source's subscription and \
+                     geography",
+                    err.conflict_reason().map_or("Conflict", |r| r.code())
+                ),
+            ),
+            Err(err) => NativeBlobs::new(
+                NativeTarget::Unverified,
+                format!("the restore of {what}'s blob over its {state} name failed: {err}"),
+            ),
+            Ok(_) => NativeBlobs {
+                note: Some(format!(
+                    "{what} was deleted from the target after it was listed, so the probe \
+                     restored it from the archive's blob"
+                )),
+                ..NativeBlobs::new(
+                    NativeTarget::Accepts,
+                    format!("the target took {what}'s blob"),
+                )
+            },
+        };
+    }
+    if same_vault(target.as_str(), &contents.source_url) {
+        return NativeBlobs::new(
+            NativeTarget::Accepts,
+            "the target is the archive's source vault",
+        );
+    }
+    NativeBlobs::new(
+        NativeTarget::Unverified,
+        "no archived item with a native blob is live or soft-deleted in the target, and the \
+         target is not the source vault: only a write could tell whether it takes the blobs",
+    )
+}
+
+/// Whether two vault URLs name the same vault (scheme, host and port; case and a trailing
+/// slash do not matter).
+fn same_vault(a: &str, b: &str) -> bool {
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
+    !b.trim().is_empty() && norm(a) == norm(b)
 }
 
 /// The reason a failing plan line gives.
@@ -442,7 +614,7 @@ impl Applier {
                 Err(err) if err.is_cannot_decrypt_backup() => {
                     self.native_refused.store(true, Ordering::Relaxed);
                     if self.mode == Mode::Native {
-                        return Outcome::Fatal(self.refused_natively());
+                        return Outcome::Fatal(refused_natively(&self.target));
                     }
                     if !item.has_plain_form() {
                         return Outcome::Failed(format!(
@@ -471,19 +643,6 @@ impl Applier {
             },
             Err(reason) => Outcome::Failed(reason),
         }
-    }
-
-    fn refused_natively(&self) -> CliError {
-        CliError::failed(format!(
-            "{}: the vault refused the archive's native backup blobs (Cannot decrypt backup \
-             blob): it is in another subscription or geography than the source",
-            self.target
-        ))
-        .with_hint(
-            "use --mode plain (secrets by value, certificates with an exportable key; keys \
-             cannot move between subscriptions), or restore into a vault of the source's \
-             subscription and geography",
-        )
     }
 
     async fn write_native(&self, item: &ArchivedItem) -> Result<(), VaultError> {
@@ -850,6 +1009,8 @@ struct ActionCounts {
     recover: u64,
     conflict: u64,
     impossible: u64,
+    /// Creates that hinge on the target taking native blobs, which the plan could not learn.
+    unverified: u64,
 }
 
 impl ActionCounts {
@@ -864,6 +1025,7 @@ impl ActionCounts {
                 Action::Conflict => &mut counts.conflict,
                 Action::Impossible => &mut counts.impossible,
             } += 1;
+            counts.unverified += u64::from(line.unverified);
         }
         counts
     }
@@ -933,6 +1095,12 @@ struct Summary {
     native: KindCounts,
     plain: KindCounts,
     not_restored: Vec<NotRestored>,
+    /// Dry runs: native-only creates the target was not seen to accept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unverified: Vec<NotRestored>,
+    /// Whether the target takes the archive's native blobs, and how that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_blobs: Option<NativeBlobs>,
     notes: Vec<NotRestored>,
     seconds: f64,
     requests: u64,
@@ -957,6 +1125,8 @@ impl Summary {
             native: KindCounts::default(),
             plain: KindCounts::default(),
             not_restored: Vec::new(),
+            unverified: Vec::new(),
+            native_blobs: None,
             notes: Vec::new(),
             seconds: 0.0,
             requests: 0,
@@ -1003,7 +1173,7 @@ impl Summary {
     }
 
     fn exit_code(&self) -> ExitCode {
-        if self.not_restored.is_empty() {
+        if self.not_restored.is_empty() && self.unverified.is_empty() {
             ExitCode::Ok
         } else {
             ExitCode::Partial
@@ -1019,8 +1189,15 @@ impl Summary {
         if self.dry_run {
             eprintln!(
                 "{}: dry run, nothing changed: {} to create, {} to overwrite, {} to recover, \
-                 {} to skip, {} conflicts, {} impossible",
-                self.vault, p.create, p.overwrite, p.recover, p.skip, p.conflict, p.impossible
+                 {} to skip, {} conflicts, {} impossible, {} unverified",
+                self.vault,
+                p.create,
+                p.overwrite,
+                p.recover,
+                p.skip,
+                p.conflict,
+                p.impossible,
+                p.unverified
             );
         } else {
             eprintln!(
@@ -1043,6 +1220,17 @@ impl Summary {
                 eprintln!("  plain (by value): {}", self.plain.describe());
             }
         }
+        if let Some(native) = &self.native_blobs
+            && (self.dry_run || native.state == NativeTarget::Refuses)
+            && !native.reason.starts_with("not needed")
+        {
+            let word = match native.state {
+                NativeTarget::Accepts => "accepted by the target",
+                NativeTarget::Refuses => "refused by the target",
+                NativeTarget::Unverified => "unverified",
+            };
+            eprintln!("  native blobs: {word}: {}", native.reason);
+        }
         for note in &self.notes {
             eprintln!("  note: {} {}: {}", note.kind, note.name, note.reason);
         }
@@ -1052,12 +1240,28 @@ impl Summary {
                 item.kind, item.name, item.reason
             );
         }
+        for item in &self.unverified {
+            eprintln!(
+                "  UNVERIFIED: {} {}: {}",
+                item.kind,
+                item.name,
+                item.reason.trim_start_matches("unverified: ")
+            );
+        }
         if !self.not_restored.is_empty() {
             eprintln!(
                 "{}: {} items {}not restored (each named above)",
                 self.vault,
                 self.not_restored.len(),
                 if self.dry_run { "would be " } else { "" }
+            );
+        }
+        if !self.unverified.is_empty() {
+            eprintln!(
+                "{}: {} items may not be restored: whether the target takes native blobs is \
+                 unknown until a write (exit 3; see docs/SCRIPTING.md, \"Dry runs\")",
+                self.vault,
+                self.unverified.len()
             );
         }
         if p.create + p.skip + p.overwrite + p.recover + p.conflict + p.impossible == 0 {
@@ -1126,6 +1330,8 @@ mod tests {
             method: None,
             reason: Some("soft-deleted in the target".into()),
             versions_present: 0,
+            needs_native: false,
+            unverified: false,
         };
         let table = plan_table(&[line]);
         assert!(table.starts_with("ACTION"));

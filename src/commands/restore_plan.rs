@@ -151,6 +151,8 @@ pub struct ArchiveContents {
     pub source_url: String,
     /// Items by kind, then case-insensitive name.
     pub items: Vec<ArchivedItem>,
+    /// Every item name the manifest lists, in scope or not (to check `--name` globs).
+    pub names: Vec<(Kind, String)>,
 }
 
 /// Opens and verifies the archive (blocking: run it off the async threads) and gathers the
@@ -174,6 +176,15 @@ pub fn read_archive(
     }
     let source_vault = manifest.source.vault.clone();
     let source_url = manifest.source.url.clone();
+    let mut names: Vec<(Kind, String)> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.kind, e.name.clone()))
+        .chain(manifest.skipped.iter().map(|s| (s.kind, s.name.clone())))
+        .filter(|(_, name)| name != "*")
+        .collect();
+    names.sort();
+    names.dedup();
     for entry in reader.entries() {
         let entry = entry?;
         let meta = entry.entry;
@@ -221,6 +232,7 @@ pub fn read_archive(
         source_vault,
         source_url,
         items,
+        names,
     })
 }
 
@@ -653,6 +665,26 @@ impl Method {
     }
 }
 
+/// Whether the target takes the archive's native backup blobs. Azure opens a blob only in a
+/// vault of the source's subscription and geography ("Cannot decrypt backup blob" elsewhere),
+/// and nothing tells which subscription a vault is in short of a restore, so a plan knows it
+/// only from a restore that cannot create anything (see `restore::probe_native`) or from the
+/// target being the source vault itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NativeTarget {
+    /// The target opens the archive's blobs: native writes will work.
+    Accepts,
+    /// The target refuses them (another subscription or geography).
+    Refuses,
+    /// Not known: an item that only a native restore brings back may or may not come back.
+    Unverified,
+}
+
+/// The reason a plan line gives when the target refuses native blobs.
+pub const REFUSED_NATIVELY: &str = "the target refuses the archive's native blobs (Cannot \
+                                    decrypt backup blob: another subscription or geography)";
+
 /// One line of the plan. Holds names and reasons, never values.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedItem {
@@ -672,10 +704,27 @@ pub struct PlannedItem {
     /// present in the target.
     #[serde(skip_serializing_if = "is_zero")]
     pub versions_present: usize,
+    /// A create that only a native restore can make (no plain form, or `--mode native`):
+    /// it happens only if the target accepts the archive's blobs.
+    #[serde(skip)]
+    pub needs_native: bool,
+    /// Set when `needs_native` and the plan could not learn whether the target accepts the
+    /// blobs: the item may not be restored.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+impl PlannedItem {
+    /// Whether a dry run counts this line as an item that would not (or might not) be
+    /// restored: a conflict, an impossibility, or a native-only create the target was not
+    /// seen to accept.
+    pub fn may_fail(&self) -> bool {
+        self.action.is_failure() || self.unverified
+    }
 }
 
 /// Where an item stands in the target.
@@ -702,8 +751,14 @@ pub struct Policy {
     pub recover_deleted: bool,
 }
 
-/// Decides what to do with one archived item given where it stands in the target.
-pub fn decide(item: &ArchivedItem, target: TargetState<'_>, policy: Policy) -> PlannedItem {
+/// Decides what to do with one archived item given where it stands in the target and whether
+/// the target takes the archive's native blobs.
+pub fn decide(
+    item: &ArchivedItem,
+    target: TargetState<'_>,
+    policy: Policy,
+    native_target: NativeTarget,
+) -> PlannedItem {
     let plan = |action, method, reason: Option<String>| PlannedItem {
         kind: item.kind,
         name: item.name.clone(),
@@ -711,6 +766,8 @@ pub fn decide(item: &ArchivedItem, target: TargetState<'_>, policy: Policy) -> P
         method,
         reason,
         versions_present: 0,
+        needs_native: false,
+        unverified: false,
     };
     let native = item.blob.is_some();
     let plain = item.has_plain_form();
@@ -737,7 +794,43 @@ pub fn decide(item: &ArchivedItem, target: TargetState<'_>, policy: Policy) -> P
         Err(reason) => return plan(Action::Impossible, None, Some(reason)),
     };
     match target {
-        TargetState::Absent => plan(Action::Create, Some(write_method), None),
+        TargetState::Absent => match (write_method, native_target) {
+            (Method::Auto, NativeTarget::Refuses) => plan(
+                Action::Create,
+                Some(Method::Plain),
+                Some(format!("{REFUSED_NATIVELY}: written by value")),
+            ),
+            (Method::Native, NativeTarget::Refuses) => {
+                let why = if plain {
+                    "--mode plain writes it by value".to_owned()
+                } else {
+                    item.no_plain_reason()
+                };
+                let mut line = plan(
+                    Action::Impossible,
+                    None,
+                    Some(format!("{REFUSED_NATIVELY}; {why}")),
+                );
+                line.needs_native = true;
+                line
+            }
+            (Method::Native, accepts_or_unknown) => {
+                let unverified = accepts_or_unknown == NativeTarget::Unverified;
+                let mut line = plan(
+                    Action::Create,
+                    Some(Method::Native),
+                    unverified.then(|| {
+                        "unverified: comes back only if the target is in the source's \
+                         subscription and geography"
+                            .to_owned()
+                    }),
+                );
+                line.needs_native = true;
+                line.unverified = unverified;
+                line
+            }
+            (method, _) => plan(Action::Create, Some(method), None),
+        },
         TargetState::ManagedName => plan(
             Action::Impossible,
             None,
@@ -892,7 +985,7 @@ mod tests {
     #[test]
     fn absent_items_are_created_natively_or_plainly() {
         let item = secret(&["a", "b"]);
-        let line = decide(&item, TargetState::Absent, DEFAULT);
+        let line = decide(&item, TargetState::Absent, DEFAULT, NativeTarget::Accepts);
         assert_eq!(line.action, Action::Create);
         assert_eq!(line.method, Some(Method::Auto));
         let mut key = ArchivedItem::new(Kind::Key, "k");
@@ -907,7 +1000,7 @@ mod tests {
             mode: Mode::Plain,
             ..DEFAULT
         };
-        let line = decide(&key, TargetState::Absent, plain);
+        let line = decide(&key, TargetState::Absent, plain, NativeTarget::Accepts);
         assert_eq!(line.action, Action::Impossible);
         assert!(line.reason.unwrap().contains("no plain form"));
     }
@@ -918,20 +1011,36 @@ mod tests {
         let same = live_like(&item, "b");
         assert_eq!(compare(&item, &same), Some(vec![]));
         assert_eq!(
-            decide(&item, TargetState::Live(Ok(&same)), DEFAULT).action,
+            decide(
+                &item,
+                TargetState::Live(Ok(&same)),
+                DEFAULT,
+                NativeTarget::Accepts
+            )
+            .action,
             Action::Skip
         );
         let mut other = live_like(&item, "zzz");
         other.tags.clear();
         assert_eq!(compare(&item, &other), Some(vec!["value", "tags"]));
-        let skip = decide(&item, TargetState::Live(Ok(&other)), DEFAULT);
+        let skip = decide(
+            &item,
+            TargetState::Live(Ok(&other)),
+            DEFAULT,
+            NativeTarget::Accepts,
+        );
         assert_eq!(skip.action, Action::Skip);
         assert!(skip.reason.unwrap().contains("value, tags"));
         let overwrite = Policy {
             on_conflict: OnConflict::Overwrite,
             ..DEFAULT
         };
-        let line = decide(&item, TargetState::Live(Ok(&other)), overwrite);
+        let line = decide(
+            &item,
+            TargetState::Live(Ok(&other)),
+            overwrite,
+            NativeTarget::Accepts,
+        );
         assert_eq!(
             (line.action, line.method),
             (Action::Overwrite, Some(Method::Plain))
@@ -941,7 +1050,13 @@ mod tests {
             ..overwrite
         };
         assert_eq!(
-            decide(&item, TargetState::Live(Ok(&other)), native).action,
+            decide(
+                &item,
+                TargetState::Live(Ok(&other)),
+                native,
+                NativeTarget::Accepts
+            )
+            .action,
             Action::Conflict
         );
         let fail = Policy {
@@ -949,7 +1064,13 @@ mod tests {
             ..DEFAULT
         };
         assert_eq!(
-            decide(&item, TargetState::Live(Ok(&other)), fail).action,
+            decide(
+                &item,
+                TargetState::Live(Ok(&other)),
+                fail,
+                NativeTarget::Accepts
+            )
+            .action,
             Action::Conflict
         );
     }
@@ -957,7 +1078,7 @@ mod tests {
     #[test]
     fn soft_deleted_needs_recover_deleted() {
         let item = secret(&["a"]);
-        let line = decide(&item, TargetState::Deleted, DEFAULT);
+        let line = decide(&item, TargetState::Deleted, DEFAULT, NativeTarget::Accepts);
         assert_eq!(line.action, Action::Conflict);
         assert!(line.reason.unwrap().contains("--recover-deleted"));
         let recover = Policy {
@@ -965,7 +1086,7 @@ mod tests {
             ..DEFAULT
         };
         assert_eq!(
-            decide(&item, TargetState::Deleted, recover).action,
+            decide(&item, TargetState::Deleted, recover, NativeTarget::Accepts).action,
             Action::Recover
         );
     }
@@ -979,7 +1100,12 @@ mod tests {
             Some(record_digest(&item.versions[1])),
         ]);
         assert_eq!(resume_point(&item, &view), Some(2));
-        let line = decide(&item, TargetState::Live(Ok(&view)), DEFAULT);
+        let line = decide(
+            &item,
+            TargetState::Live(Ok(&view)),
+            DEFAULT,
+            NativeTarget::Accepts,
+        );
         assert_eq!(line.action, Action::Create);
         assert_eq!(line.versions_present, 2);
         view.history = Some(vec![Some([0; 32])]);
@@ -1008,10 +1134,91 @@ mod tests {
         );
     }
 
+    fn key_item() -> ArchivedItem {
+        let mut key = ArchivedItem::new(Kind::Key, "signing-key");
+        key.blob = Some(ArchivedBlob {
+            blob: BackupBlob(vec![7]),
+            version: Some("k1".into()),
+            tags: BTreeMap::new(),
+            attributes: ArchivedAttributes::default(),
+            content_type: None,
+        });
+        key
+    }
+
+    /// `restore --dry-run` into another subscription said "0 impossible": a vault that
+    /// refuses the blobs makes native-only items impossible with Azure's reason, and the rest
+    /// plain.
+    #[test]
+    fn dry_run_predicts_cross_subscription_refusals() {
+        let key = key_item();
+        let line = decide(&key, TargetState::Absent, DEFAULT, NativeTarget::Refuses);
+        assert_eq!(line.action, Action::Impossible);
+        let reason = line.reason.unwrap();
+        assert!(reason.contains("Cannot decrypt backup blob"), "{reason}");
+        assert!(reason.contains("keys have no plain form"), "{reason}");
+        assert!(line.needs_native && line.action.is_failure());
+
+        let secret = secret(&["a", "b"]);
+        let line = decide(&secret, TargetState::Absent, DEFAULT, NativeTarget::Refuses);
+        assert_eq!(
+            (line.action, line.method),
+            (Action::Create, Some(Method::Plain))
+        );
+        assert!(!line.may_fail());
+
+        let native = Policy {
+            mode: Mode::Native,
+            ..DEFAULT
+        };
+        let line = decide(&secret, TargetState::Absent, native, NativeTarget::Refuses);
+        assert_eq!(line.action, Action::Impossible);
+        assert!(line.reason.unwrap().contains("--mode plain"));
+
+        // Refusal changes nothing for items the target already holds.
+        let same = live_like(&secret, "b");
+        let line = decide(
+            &secret,
+            TargetState::Live(Ok(&same)),
+            DEFAULT,
+            NativeTarget::Refuses,
+        );
+        assert_eq!(line.action, Action::Skip);
+    }
+
+    #[test]
+    fn an_unknown_target_leaves_native_only_creates_unverified() {
+        let key = key_item();
+        let line = decide(&key, TargetState::Absent, DEFAULT, NativeTarget::Unverified);
+        assert_eq!(
+            (line.action, line.method),
+            (Action::Create, Some(Method::Native))
+        );
+        assert!(line.unverified && line.may_fail());
+        assert!(
+            serde_json::to_string(&line)
+                .unwrap()
+                .contains("\"unverified\":true")
+        );
+        let line = decide(&key, TargetState::Absent, DEFAULT, NativeTarget::Accepts);
+        assert!(!line.unverified && !line.may_fail());
+        assert!(!serde_json::to_string(&line).unwrap().contains("unverified"));
+        // Items with a plain form come back either way.
+        let secret = secret(&["a"]);
+        let line = decide(
+            &secret,
+            TargetState::Absent,
+            DEFAULT,
+            NativeTarget::Unverified,
+        );
+        assert_eq!(line.method, Some(Method::Auto));
+        assert!(!line.may_fail());
+    }
+
     #[test]
     fn plan_lines_never_hold_values() {
         let item = secret(&["canary-5e1f"]);
-        let line = decide(&item, TargetState::Absent, DEFAULT);
+        let line = decide(&item, TargetState::Absent, DEFAULT, NativeTarget::Accepts);
         let text = format!("{line:?} {}", serde_json::to_string(&line).unwrap());
         assert!(!text.contains("canary-5e1f"));
         assert!(!format!("{item:?}").contains("canary-5e1f"));
