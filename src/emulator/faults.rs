@@ -1,6 +1,8 @@
 //! What tests steer and read besides the vaults: injected faults (the next N requests or a
 //! fraction of them, matching method, path and vault), the per-vault throttle budget, the
-//! request journal, and per-principal permissions.
+//! request journal, and per-principal permissions. A `hold` fault parks a request until the
+//! test releases it, so a test can change the vault at a chosen point of a client's run
+//! without racing it against a timer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -27,6 +29,9 @@ pub enum FaultKind {
     Delay,
     /// Closes the connection without an answer.
     Drop,
+    /// Parks the request before its handler runs until `POST /_emulator/faults/release`
+    /// (or `delay_ms` passes, a safety net), then answers normally.
+    Hold,
 }
 
 /// One injected fault, as posted to `/_emulator/faults`.
@@ -51,7 +56,8 @@ pub struct FaultSpec {
     /// `Retry-After` seconds for 429 and 503 (default 1).
     #[serde(default)]
     pub retry_after: Option<u64>,
-    /// Wait for `delay` (default 1000 ms).
+    /// Wait for `delay` (default 1000 ms); for `hold`, the longest wait before the request
+    /// goes on unreleased.
     #[serde(default)]
     pub delay_ms: Option<u64>,
 }
@@ -103,10 +109,25 @@ struct BudgetWindow {
 pub const BUDGET_WINDOW_MS: i64 = 10_000;
 
 /// Injected faults and throttle budgets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     active: Mutex<Vec<ActiveFault>>,
     budgets: Mutex<BTreeMap<String, BudgetWindow>>,
+    /// Requests parked by `hold` faults right now.
+    held: Mutex<u64>,
+    /// Bumped by [`Faults::release`]; a parked request waits for the next bump.
+    release: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            active: Mutex::default(),
+            budgets: Mutex::default(),
+            held: Mutex::new(0),
+            release: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Faults {
@@ -190,6 +211,29 @@ impl Faults {
     /// Forgets every budget window.
     pub fn reset_budgets(&self) {
         lock(&self.budgets).clear();
+    }
+
+    /// Parks the calling request until the next [`Faults::release`], or `at_most` passes.
+    /// It counts as held from the moment this is called, so a test that sees it held and
+    /// then releases it never misses it.
+    pub async fn hold(&self, at_most: std::time::Duration) {
+        let mut released = self.release.subscribe();
+        *lock(&self.held) += 1;
+        let _ = tokio::time::timeout(at_most, released.changed()).await;
+        let mut held = lock(&self.held);
+        *held = held.saturating_sub(1);
+    }
+
+    /// How many requests are parked by `hold` faults.
+    pub fn held(&self) -> u64 {
+        *lock(&self.held)
+    }
+
+    /// Lets every parked request go on; answers how many were parked.
+    pub fn release(&self) -> u64 {
+        let held = self.held();
+        self.release.send_modify(|generation| *generation += 1);
+        held
     }
 }
 
