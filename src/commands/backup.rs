@@ -52,8 +52,9 @@ const DEFAULT_CONCURRENCY: u16 = 64;
   coldvault backup --vault https://kv.vault.azure.cn/ -R team.keys --all-versions --json
 
 Exit codes: 0 complete (an empty vault too), 1 failed (no archive; also a vault that could not be \
-listed at all), 2 usage, 3 partial (some items not captured, each named in the manifest and the \
-summary), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (no archive).")]
+listed at all, or an archive whose folder could not be synced), 2 usage, 3 partial (some items \
+not captured, each named in the manifest and the summary), 130/143/129 stopped by \
+SIGINT/SIGTERM/SIGHUP (no archive, unless the message names one already complete).")]
 pub struct BackupArgs {
     /// The vault to back up: a name (NAME.vault.azure.net) or a full URL. Repeat for several
     /// vaults: one archive each, independent failures.
