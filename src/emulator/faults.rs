@@ -449,6 +449,24 @@ mod tests {
         assert_eq!(required_permission("GET", "/_emulator/journal"), None);
     }
 
+    #[tokio::test]
+    async fn a_held_request_goes_on_when_released_not_before() {
+        let faults = std::sync::Arc::new(Faults::default());
+        // A release with nothing parked lets nothing through later.
+        assert_eq!(faults.release(), 0);
+        let parked = {
+            let faults = faults.clone();
+            tokio::spawn(async move { faults.hold(std::time::Duration::from_secs(600)).await })
+        };
+        while faults.held() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!parked.is_finished(), "still parked");
+        assert_eq!(faults.release(), 1);
+        parked.await.expect("released");
+        assert_eq!(faults.held(), 0);
+    }
+
     #[test]
     fn counted_faults_run_out_and_budget_refills() {
         let faults = Faults::default();
