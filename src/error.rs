@@ -156,6 +156,11 @@ impl From<crate::archive::ArchiveError> for CliError {
             }
             E::OutputExists(_) => CliError::failed(message)
                 .with_hint("existing files are never overwritten: choose another output or remove the file"),
+            E::Abandoned => CliError::failed(message),
+            E::NotDurable { .. } => CliError::failed(message).with_hint(
+                "the file system of that folder reported an error (see the system log): check it, \
+                 then run `coldvault verify` on the archive or run the backup again",
+            ),
             E::PassphraseArchive => {
                 CliError::failed(message).with_hint("open it with --passphrase instead of -i")
             }

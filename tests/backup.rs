@@ -728,16 +728,13 @@ async fn signs_in_with_the_managed_identity_endpoint() {
     assert_eq!(entries["mi-secret"][0]["value"], json!(CANARY));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
-    let ws = Workspace::new();
+/// An emulator with one vault `main` seeded with `secrets`, whose backups past 500 versions
+/// time out at once (the hold is Azure's time-out, shortened for the test).
+async fn emulator_with_secrets(ws: &Workspace, secrets: Value) -> TestEmulator {
     let seed = ws.path("seed.json");
     std::fs::write(
         &seed,
-        serde_json::to_vec(&json!({
-            "secrets": [{"name": "chatty", "value": "rotated", "version_count": 501}]
-        }))
-        .expect("seed"),
+        serde_json::to_vec(&json!({ "secrets": secrets })).expect("seed"),
     )
     .expect("seed written");
     let emulator = TestEmulator::start_with(EmulatorConfig {
@@ -746,10 +743,33 @@ async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
         ..EmulatorConfig::default()
     })
     .await;
-    let (output, out_dir) = backup_into(&emulator, &ws, "main", &[]).await;
+    emulator.settings(json!({"backup_timeout_ms": 0})).await;
+    emulator
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_past_500_versions_whose_backup_times_out_is_kept_as_plain_versions() {
+    let ws = Workspace::new();
+    let emulator = emulator_with_secrets(
+        &ws,
+        json!([{"name": "chatty", "value": "rotated", "version_count": 501}]),
+    )
+    .await;
+    // Azure's backup of such a secret times out; retries end at the request deadline.
+    let (output, out_dir) = backup_into(&emulator, &ws, "main", &["--timeout", "3s"]).await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("plain value"), "says so: {shown}");
+    assert!(
+        shown.contains("more than the 500") && shown.contains("every version (501) captured"),
+        "says why and what: {shown}"
+    );
+    let journal = emulator.journal().await;
+    assert!(
+        journal
+            .iter()
+            .any(|e| e["path"] == json!("/secrets/chatty/backup") && e["status"] == json!(504)),
+        "the local Key Vault answered the backup with a time-out"
+    );
     let unpacked = ws.path("unpacked");
     open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
     let entries = secret_entries(&unpacked);
@@ -766,6 +786,202 @@ async fn a_secret_past_the_native_backup_limit_is_kept_as_plain_versions() {
         1
     );
     assert!(!unpacked.join("secrets/chatty/backup.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_versions_missing_from_the_plain_fallback_make_the_item_partial() {
+    let ws = Workspace::new();
+    let id = |i: usize| format!("{i:032x}");
+    let versions: Vec<Value> = (0..501)
+        .map(|i| json!({"value": format!("v-{i}"), "id": id(i), "enabled": i != 3 && i != 7}))
+        .collect();
+    let emulator =
+        emulator_with_secrets(&ws, json!([{"name": "chatty", "versions": versions}])).await;
+    let (output, out_dir) =
+        backup_into(&emulator, &ws, "main", &["--timeout", "3s", "--json"]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(3), "partial: {shown}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["type"] == json!("summary"))
+        .expect("a summary event");
+    let skipped = summary["skipped"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 1, "{summary}");
+    let reason = skipped[0]["reason"].as_str().expect("reason");
+    assert_eq!(skipped[0]["name"], json!("chatty"));
+    assert!(
+        reason.contains("2 disabled versions not captured")
+            && reason.contains(&id(3))
+            && reason.contains(&id(7)),
+        "names the missing versions: {reason}"
+    );
+    let notes = summary["notes"].to_string();
+    assert!(
+        notes.contains("499 of 501 versions captured") && !notes.contains("every version"),
+        "never claims every version: {notes}"
+    );
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&out_dir), &ws.identity_file, &unpacked);
+    assert_eq!(secret_entries(&unpacked)["chatty"].len(), 499);
+    let manifest = read_json(&unpacked.join("manifest.json"));
+    assert_eq!(manifest["skipped"][0]["name"], json!("chatty"));
+}
+
+/// The version id at the end of an object id.
+fn version_of(id: &Value) -> String {
+    id.as_str()
+        .and_then(|id| id.rsplit('/').next())
+        .expect("an id with a version")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_rotated_between_listing_and_capture_is_reported_as_recaptured() {
+    let ws = Workspace::new();
+    let emulator = small_emulator(&ws, 0).await;
+    let post = reqwest::Method::POST;
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::PUT,
+        "main",
+        "/secrets/rs",
+        Some(json!({"value": "old"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let first_secret = version_of(&body["id"]);
+    let key_body = json!({"kty": "EC", "crv": "P-256"});
+    let (status, body) = rest(
+        &emulator,
+        post.clone(),
+        "main",
+        "/keys/rk/create",
+        Some(key_body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let first_key = version_of(&body["key"]["kid"]);
+    create_certificate(&emulator, "main", "rc", true).await;
+    let (_, body) = rest(
+        &emulator,
+        reqwest::Method::GET,
+        "main",
+        "/certificates/rc/",
+        None,
+    )
+    .await;
+    let first_certificate = version_of(&body["id"]);
+
+    // Each item's capture starts with its backup: hold those until the items have rotated.
+    let holds: Vec<Value> = ["secrets/rs", "keys/rk", "certificates/rc"]
+        .iter()
+        .map(|item| {
+            json!({"kind": "hold", "method": "POST", "path": format!("/{item}/backup"),
+                   "delay_ms": 120_000})
+        })
+        .collect();
+    let (status, body) = emulator
+        .admin(post.clone(), "/faults", Some(json!(holds)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = {
+        let emulator_ready = emulator.ready().clone();
+        let recipient = ws.recipient.clone();
+        let vault = emulator.vault_url("main");
+        let out_dir = ws.path("out");
+        std::fs::create_dir_all(&out_dir).expect("out dir");
+        tokio::spawn(async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+                .args(["backup", "--vault", &vault, "-r", &recipient, "-o"])
+                .arg(&out_dir)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("AZURE_TENANT_ID", &emulator_ready.tenant_id)
+                .env("AZURE_CLIENT_ID", &emulator_ready.client_id)
+                .env("AZURE_CLIENT_SECRET", &emulator_ready.client_secret)
+                .env("AZURE_AUTHORITY_HOST", &emulator_ready.authority_host)
+                .env("COLDVAULT_CA_CERT", &emulator_ready.ca_cert)
+                .output()
+                .await
+                .expect("coldvault runs")
+        })
+    };
+    // Synchronised on the local Key Vault, not on time: every item has been listed and its
+    // capture is parked at its backup request.
+    let mut held = 0;
+    for _ in 0..1200 {
+        let (_, body) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
+        held = body["held"].as_u64().unwrap_or(0);
+        if held == 3 || run.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, 3, "the three captures are parked");
+    // A new version of each, stamped a minute later on the vault's clock.
+    let (status, _) = emulator
+        .admin(post.clone(), "/clock", Some(json!({"advance_seconds": 60})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = rest(
+        &emulator,
+        reqwest::Method::PUT,
+        "main",
+        "/secrets/rs",
+        Some(json!({"value": "new"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let new_secret = version_of(&body["id"]);
+    let (status, body) = rest(
+        &emulator,
+        post.clone(),
+        "main",
+        "/keys/rk/create",
+        Some(key_body),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let new_key = version_of(&body["key"]["kid"]);
+    create_certificate(&emulator, "main", "rc", true).await;
+    let (_, body) = rest(
+        &emulator,
+        reqwest::Method::GET,
+        "main",
+        "/certificates/rc/",
+        None,
+    )
+    .await;
+    let new_certificate = version_of(&body["id"]);
+    let (status, body) = emulator.admin(post, "/faults/release", None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let output = run.await.expect("run");
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    for (kind, name, first, now) in [
+        ("secret", "rs", &first_secret, &new_secret),
+        ("key", "rk", &first_key, &new_key),
+        ("certificate", "rc", &first_certificate, &new_certificate),
+    ] {
+        assert_ne!(first, now);
+        let line = format!(
+            "{kind} {name} changed during the run (version {first}): captured again at version {now}"
+        );
+        assert!(shown.contains(&line), "{line} in: {shown}");
+    }
+    let unpacked = ws.path("unpacked");
+    open_with_reference_tools(&only_archive(&ws.path("out")), &ws.identity_file, &unpacked);
+    let manifest = read_json(&unpacked.join("manifest.json"));
+    assert_eq!(
+        manifest["recaptured"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        manifest["recaptured"]
+    );
+    assert_eq!(secret_entries(&unpacked)["rs"][0]["value"], json!("new"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,21 @@ pub enum ArchiveError {
     /// The output file exists; archives are never overwritten.
     #[error("{0} already exists")]
     OutputExists(PathBuf),
+    /// The run was stopped before the archive was complete: it never took its final name.
+    #[error("the run was stopped before the archive was complete; no archive was written")]
+    Abandoned,
+    /// The archive took its final name, but its folder could not be synced: a crash or power
+    /// loss may still take the file (or its name) away.
+    #[error(
+        "the archive {} was written but may not be durable: syncing its folder failed: {source}",
+        path.display()
+    )]
+    NotDurable {
+        /// The archive.
+        path: PathBuf,
+        /// Why the folder could not be synced.
+        source: std::io::Error,
+    },
     /// Binary output to a terminal.
     #[error("refusing to write an archive to a terminal")]
     OutputIsTerminal,

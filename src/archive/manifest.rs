@@ -482,7 +482,8 @@ pub struct RecapturedItem {
     pub kind: Kind,
     /// Its name.
     pub name: String,
-    /// The version first seen.
+    /// The version first seen: the one current when the item was listed, when the vault's
+    /// version list tells it, else the one the first capture read.
     pub first_version: String,
     /// The version finally captured.
     pub captured_version: String,

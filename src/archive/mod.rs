@@ -22,8 +22,8 @@ pub use manifest::{
 };
 pub use reader::{ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats};
 pub use writer::{
-    ArchiveSummary, ArchiveWriter, Destination, ItemInfo, check_folder_writable,
-    remove_stale_partials,
+    AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, Destination, ItemInfo,
+    check_folder_writable, remove_stale_partials,
 };
 
 /// The format name written in `coldvault-archive.json` and `manifest.json`.

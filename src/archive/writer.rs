@@ -6,11 +6,13 @@
 //! the last entry. [`ArchiveWriter::finish`] closes the layers in the documented order (tar,
 //! zstd, age), syncs the file and renames it into place without replacing anything. Dropping
 //! a writer without finishing it deletes the temporary file: no partial archive ever carries
-//! the final name.
+//! the final name. A [`CommitGate`] lets another thread (a signal handler) stop a writer
+//! that is finishing, and learn for certain whether the archive took its final name.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use age::secrecy::zeroize::Zeroize;
 use sha2::{Digest, Sha256};
@@ -106,6 +108,48 @@ impl Write for Sink {
     }
 }
 
+/// Where a finishing archive stands, decided once: it takes its final name (committed) or
+/// never does (abandoned).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Open,
+    Abandoned,
+    /// The archive is complete at this path (`None`: on stdout).
+    Committed(Option<PathBuf>),
+}
+
+/// What [`CommitGate::abandon`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbandonOutcome {
+    /// The archive will never take its final name; the temporary file is deleted.
+    Abandoned,
+    /// Too late: the archive was already complete under this name (`None`: on stdout).
+    AlreadyCommitted(Option<PathBuf>),
+}
+
+/// A handle on one writer's commit: the step that makes the archive complete (the age final
+/// chunk, the sync and the rename to its final name). The writer takes that step only while
+/// the gate is open, holding it; [`CommitGate::abandon`] waits for a step in progress, so
+/// whoever abandons learns for certain whether an archive was written.
+#[derive(Debug, Clone, Default)]
+pub struct CommitGate(Arc<Mutex<GateState>>);
+
+impl CommitGate {
+    /// Closes the gate for good, unless the archive was already committed. Blocks while the
+    /// writer is committing (a sync and a rename): call it off the async runtime.
+    pub fn abandon(&self) -> AbandonOutcome {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*state {
+            GateState::Committed(path) => AbandonOutcome::AlreadyCommitted(path.clone()),
+            GateState::Open | GateState::Abandoned => {
+                *state = GateState::Abandoned;
+                AbandonOutcome::Abandoned
+            }
+        }
+    }
+}
+
 type Chain = tar::Builder<zstd::Encoder<'static, age::stream::StreamWriter<CountingWriter<Sink>>>>;
 
 /// Streams items into a new archive. Not `Sync`; use it from one thread (async callers:
@@ -124,6 +168,7 @@ pub struct ArchiveWriter {
     skipped: Vec<SkippedItem>,
     deleted: Vec<DeletedItem>,
     recaptured: Vec<RecapturedItem>,
+    gate: CommitGate,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -205,6 +250,7 @@ impl ArchiveWriter {
             skipped: Vec::new(),
             deleted: Vec::new(),
             recaptured: Vec::new(),
+            gate: CommitGate::default(),
         };
         let marker = serde_json::to_vec(&FormatMarker {
             format: FORMAT_NAME.to_owned(),
@@ -213,6 +259,11 @@ impl ArchiveWriter {
         .map_err(|e| ArchiveError::io("cannot encode the format marker", e.into()))?;
         writer.append(FORMAT_MARKER_PATH, &marker)?;
         Ok(writer)
+    }
+
+    /// The gate of this writer's commit, for the thread that may have to stop it.
+    pub fn commit_gate(&self) -> CommitGate {
+        self.gate.clone()
     }
 
     /// The final file name (`None` for stdout). The file exists only after `finish`.
@@ -331,8 +382,21 @@ impl ArchiveWriter {
 
     /// Writes `manifest.json` and closes the layers in the documented order: tar end
     /// blocks, zstd end of frame, age final chunk; then fsync, and rename to the final name
-    /// without replacing an existing file (and fsync of the folder).
-    pub fn finish(mut self) -> Result<ArchiveSummary, ArchiveError> {
+    /// without replacing an existing file, and fsync of the folder.
+    ///
+    /// Errors: [`ArchiveError::Abandoned`] when the [`CommitGate`] was abandoned first (the
+    /// temporary file is deleted; on stdout the age stream stays without its final chunk, so
+    /// it reads as truncated); [`ArchiveError::NotDurable`] when the archive took its final
+    /// name but its folder could not be synced.
+    pub fn finish(self) -> Result<ArchiveSummary, ArchiveError> {
+        self.finish_syncing_with(sync_folder)
+    }
+
+    /// [`ArchiveWriter::finish`] with the folder sync given, so tests can make it fail.
+    fn finish_syncing_with(
+        mut self,
+        sync_folder: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<ArchiveSummary, ArchiveError> {
         let shown = shown_path(self.final_path.as_deref());
         let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
         let mut manifest = Manifest {
@@ -360,6 +424,12 @@ impl ArchiveWriter {
 
         let encoder = self.chain.into_inner().map_err(io_err)?;
         let stream = encoder.finish().map_err(io_err)?;
+        // The commit, under the gate: once it is taken, an interrupt is told where the
+        // archive is; once the gate is abandoned, it is never taken.
+        let mut gate = self.gate.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *gate == GateState::Abandoned {
+            return Err(ArchiveError::Abandoned);
+        }
         let mut counting = stream.finish().map_err(io_err)?;
         counting.flush().map_err(io_err)?;
         let bytes = counting.written;
@@ -371,12 +441,18 @@ impl ArchiveWriter {
                     Persist::Taken(first) => ArchiveError::OutputExists(first),
                     Persist::Io(e) => io_err(e),
                 })?;
-                // The rename is durable only once the folder itself is synced.
-                if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
-                    let _ = dir.sync_all();
-                }
             }
             (Sink::Stdout(_), _) | (Sink::File(_), None) => {}
+        }
+        *gate = GateState::Committed(final_path.clone());
+        drop(gate);
+        if let Some(path) = &final_path {
+            // The rename is durable only once the folder itself is synced: a folder that
+            // cannot be synced leaves an archive that a crash may still take away.
+            sync_folder(parent_dir(path)).map_err(|source| ArchiveError::NotDurable {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(ArchiveSummary {
             path: final_path,
@@ -536,6 +612,45 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
         None => format!("{name}-{n}"),
     };
     path.with_file_name(renamed)
+}
+
+/// Syncs a folder, so that a rename in it survives a crash. As PostgreSQL's `fsync_fname`
+/// does, a folder that cannot be opened for reading (a write-only drop folder: EACCES) or a
+/// file system that cannot sync folders (EINVAL, EBADF) is no failure: nothing more can be
+/// done there. Anything else (EIO, ENOSPC, EROFS…) is reported. Windows has no folder sync.
+fn sync_folder(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let folder = match std::fs::File::open(dir) {
+            Ok(folder) => folder,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match folder.sync_all() {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc_errno::EINVAL | libc_errno::EBADF)
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// The two errno values a folder sync may answer on a file system that cannot do it (Linux
+/// and the BSDs agree on them).
+#[cfg(unix)]
+mod libc_errno {
+    pub const EBADF: i32 = 9;
+    pub const EINVAL: i32 = 22;
 }
 
 enum Persist {
@@ -730,6 +845,78 @@ mod tests {
             std::fs::read(&taken).expect("read"),
             b"the other run's archive"
         );
+    }
+
+    fn writer_in(dir: &Path) -> ArchiveWriter {
+        let mut writer =
+            ArchiveWriter::create(Destination::Dir(dir.to_owned()), &encryption(), source())
+                .expect("create");
+        writer
+            .add_blob(&ItemInfo::new(Kind::Key, "k"), b"blob")
+            .expect("blob");
+        writer
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("folder")
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    #[test]
+    fn an_abandoned_writer_never_takes_its_final_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = writer_in(dir.path());
+        let gate = writer.commit_gate();
+        // The interrupt comes while the writer is finishing: it is abandoned first.
+        assert_eq!(gate.abandon(), AbandonOutcome::Abandoned);
+        assert!(matches!(writer.finish(), Err(ArchiveError::Abandoned)));
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "neither the archive nor its temporary file: {:?}",
+            files_in(dir.path())
+        );
+    }
+
+    #[test]
+    fn abandoning_a_committed_writer_names_the_archive_it_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = writer_in(dir.path());
+        let gate = writer.commit_gate();
+        let path = writer.finish().expect("finish").path.expect("path");
+        assert_eq!(
+            gate.abandon(),
+            AbandonOutcome::AlreadyCommitted(Some(path.clone()))
+        );
+        assert!(path.is_file(), "the archive stays");
+    }
+
+    #[test]
+    fn a_failed_folder_sync_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = writer_in(dir.path());
+        let err = writer
+            .finish_syncing_with(|_| Err(io::Error::other("injected EIO")))
+            .expect_err("a folder that cannot be synced is an error");
+        let ArchiveError::NotDurable { path, source } = &err else {
+            panic!("not NotDurable: {err}");
+        };
+        assert!(path.is_file(), "the archive exists under its final name");
+        assert!(source.to_string().contains("injected EIO"));
+        let message = err.to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("not be durable"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn folders_that_cannot_be_synced_by_design_are_no_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sync_folder(dir.path()).expect("a plain folder syncs");
+        assert!(sync_folder(&dir.path().join("gone")).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! in the manifest with their reason and the run exits 3.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use age::secrecy::zeroize::Zeroizing;
@@ -22,13 +22,13 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault};
-use super::interrupt::Interrupts;
+use super::interrupt::{Interrupts, StopSignal};
 use super::keys_args::EncryptArgs;
 use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
 use crate::archive::manifest::{DeletedItem as ArchivedDeleted, RecapturedItem};
 use crate::archive::{
-    ArchiveSummary, ArchiveWriter, Attributes as ArchivedAttributes, Destination, Encryption,
-    FILE_SUFFIX, ItemInfo, Kind, SecretRecord, Source,
+    AbandonOutcome, ArchiveSummary, ArchiveWriter, Attributes as ArchivedAttributes, CommitGate,
+    Destination, Encryption, FILE_SUFFIX, ItemInfo, Kind, SecretRecord, Source,
 };
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{
@@ -52,8 +52,9 @@ const DEFAULT_CONCURRENCY: u16 = 64;
   coldvault backup --vault https://kv.vault.azure.cn/ -R team.keys --all-versions --json
 
 Exit codes: 0 complete (an empty vault too), 1 failed (no archive; also a vault that could not be \
-listed at all), 2 usage, 3 partial (some items not captured, each named in the manifest and the \
-summary), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (no archive).")]
+listed at all, or an archive whose folder could not be synced), 2 usage, 3 partial (some items \
+not captured, each named in the manifest and the summary), 130/143/129 stopped by \
+SIGINT/SIGTERM/SIGHUP (no archive, unless the message names one already complete).")]
 pub struct BackupArgs {
     /// The vault to back up: a name (NAME.vault.azure.net) or a full URL. Repeat for several
     /// vaults: one archive each, independent failures.
@@ -332,11 +333,12 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     let mut worst = ExitCode::Ok;
     let mut last_error = None;
     for url in &plan.vaults {
+        let gate = OnceLock::new();
         let outcome = tokio::select! {
-            outcome = backup_vault(&plan, url, &progress) => outcome,
+            outcome = backup_vault(&plan, url, &progress, &gate) => outcome,
             stop = interrupts.recv() => {
                 progress.finish_vault();
-                return Err(stop.error(url.name(), "no archive was written"));
+                return Err(stopped(stop, url.name(), gate.get().cloned()).await);
             }
         };
         progress.finish_vault();
@@ -377,6 +379,31 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
             hint: err.hint,
         }),
         (code, _) => Ok(code),
+    }
+}
+
+/// The error of a run stopped by `stop` while it backed up `vault`. The writer may be
+/// finishing on its own thread: its `gate` is abandoned (waiting for a commit in progress), so
+/// the message says for certain whether the archive was written.
+async fn stopped(stop: StopSignal, vault: &str, gate: Option<CommitGate>) -> CliError {
+    let outcome = match gate {
+        None => AbandonOutcome::Abandoned,
+        Some(gate) => tokio::task::spawn_blocking(move || gate.abandon())
+            .await
+            .unwrap_or(AbandonOutcome::Abandoned),
+    };
+    match outcome {
+        AbandonOutcome::Abandoned => stop.error(vault, "no archive was written"),
+        AbandonOutcome::AlreadyCommitted(Some(path)) => stop.error(
+            vault,
+            &format!(
+                "the archive was already complete and is kept: {}",
+                path.display()
+            ),
+        ),
+        AbandonOutcome::AlreadyCommitted(None) => {
+            stop.error(vault, "the archive was already complete on standard output")
+        }
     }
 }
 
@@ -573,10 +600,13 @@ impl VaultReport {
     }
 }
 
+/// Backs up one vault. `gate` receives the writer's [`CommitGate`] as soon as the archive
+/// is started, for the signal handler of [`run`].
 async fn backup_vault(
     plan: &BackupPlan,
     url: &VaultUrl,
     progress: &Progress,
+    gate: &OnceLock<CommitGate>,
 ) -> Result<VaultReport, CliError> {
     let started_clock = Instant::now();
     let started = OffsetDateTime::now_utc();
@@ -592,6 +622,7 @@ async fn backup_vault(
         url: url.as_str().to_owned(),
     };
     let writer = ArchiveWriter::create(destination, &plan.encryption, source)?;
+    let _ = gate.set(writer.commit_gate());
     let vault = connect(url, &plan.connect).await?;
     let signed_in_with = vault.signed_in_with().map(|c| c.to_string());
     if let Some(how) = &signed_in_with {
@@ -995,9 +1026,17 @@ fn spawn_listing<T: Send + 'static>(
 
 async fn capture(vault: &AzureVault, work: Work, all_versions: bool) -> Captured {
     match work {
-        Work::Secret(props) => capture_secret(vault, &props, all_versions).await,
-        Work::Key(props) => capture_key(vault, &props).await,
-        Work::Certificate(props) => capture_certificate(vault, &props).await,
+        Work::Secret(props) => {
+            let item = SecretCapture {
+                props: &props,
+                all_versions,
+            };
+            capture_consistent(vault, &item).await
+        }
+        Work::Key(props) => capture_consistent(vault, &KeyCapture { props: &props }).await,
+        Work::Certificate(props) => {
+            capture_consistent(vault, &CertificateCapture { props: &props }).await
+        }
         Work::ListFailed(kind, err) => {
             let mut captured = Captured::new(kind, "*");
             captured.problems.push(list_failure(kind, &err));
@@ -1081,41 +1120,171 @@ fn describe_failure(what: &str, err: &VaultError) -> String {
 /// How many times an item whose current version changes under the run is captured.
 const CAPTURE_ATTEMPTS: usize = 2;
 
-async fn capture_secret(
+/// The most versions Azure's native backup holds; past it the call times out ("after 500
+/// versions the backup operation will time out", Azure/azure-sdk-for-net#20934; Key Vault's
+/// backup documentation: "attempting to do so may result in an error").
+const MAX_NATIVE_BACKUP_VERSIONS: usize = 500;
+
+/// One capture of an item: its pieces and problems, and its current version as this capture
+/// read it.
+struct Attempt {
+    captured: Captured,
+    version: Option<String>,
+    updated: Option<OffsetDateTime>,
+}
+
+/// A version id and its `updated` time, as a version list reports them.
+type VersionStamp = (Option<String>, Option<OffsetDateTime>);
+
+/// What [`capture_consistent`] needs of one kind: one capture of the item, and its versions.
+trait Capture: Sync {
+    /// The item's kind.
+    fn kind(&self) -> Kind;
+    /// The item's name.
+    fn name(&self) -> &str;
+    /// `updated` of the current version as the vault-wide list reported it.
+    fn listed_updated(&self) -> Option<OffsetDateTime>;
+    /// Captures every piece of the item once.
+    fn attempt(&self, vault: &AzureVault) -> impl Future<Output = Attempt> + Send;
+    /// Every version (id, `updated`), oldest first.
+    fn versions(
+        &self,
+        vault: &AzureVault,
+    ) -> impl Future<Output = Result<Vec<VersionStamp>, VaultError>> + Send;
+}
+
+/// Captures an item so that its pieces agree: when the version read differs from what the
+/// list saw (a rotation between listing and capture, or during it), the item is captured
+/// again, once, and reported as recaptured with the version the list saw and the one kept.
+async fn capture_consistent<C: Capture>(vault: &AzureVault, item: &C) -> Captured {
+    let mut baseline = item.listed_updated();
+    let mut first_seen: Option<String> = None;
+    let mut attempts = 0;
+    loop {
+        let Attempt {
+            mut captured,
+            version,
+            updated,
+        } = item.attempt(vault).await;
+        attempts += 1;
+        let changed = updated.is_some() && updated != baseline;
+        if !changed || attempts == CAPTURE_ATTEMPTS {
+            if attempts > 1 {
+                captured.recaptured = recaptured(item.kind(), item.name(), &first_seen, &version);
+            }
+            return captured;
+        }
+        if first_seen.is_none() {
+            // The vault-wide list names no version: the one it saw is the version whose
+            // `updated` it reported. Failing that, the first capture's is the first seen.
+            first_seen = listed_version(vault, item, baseline).await.or(version);
+        }
+        baseline = updated;
+    }
+}
+
+/// The version current when the item was listed: the newest whose `updated` is the listed one.
+async fn listed_version<C: Capture>(
     vault: &AzureVault,
-    props: &SecretProperties,
+    item: &C,
+    listed: Option<OffsetDateTime>,
+) -> Option<String> {
+    let listed = listed?;
+    let versions = item.versions(vault).await.ok()?;
+    versions
+        .into_iter()
+        .rev()
+        .find(|(_, updated)| *updated == Some(listed))
+        .and_then(|(version, _)| version)
+}
+
+/// Whether a failed native backup may be Azure's answer to an item past the version limit: a
+/// time-out, a 5xx or a dropped connection after every retry (or any refusal that is neither
+/// a permission, a missing item nor throttling). Only the version count decides.
+fn may_be_version_limit(err: &VaultError) -> bool {
+    !err.is_forbidden() && !err.is_not_found() && !matches!(err, VaultError::Throttled { .. })
+}
+
+/// Why a native backup of an item with `count` versions could not work.
+fn version_limit_reason(kind: Kind, count: usize) -> String {
+    format!(
+        "the {kind} has {count} versions, more than the {MAX_NATIVE_BACKUP_VERSIONS} Azure's \
+         native backup can hold (such a backup times out)"
+    )
+}
+
+/// A secret, captured as its native backup blob and its current value (or every value).
+struct SecretCapture<'a> {
+    props: &'a SecretProperties,
     all_versions: bool,
-) -> Captured {
-    let name = props.name.as_str();
-    let mut baseline = props.attributes.updated;
-    let mut first_version: Option<String> = None;
-    let mut captured = Captured::new(Kind::Secret, name);
-    for attempt in 0..CAPTURE_ATTEMPTS {
-        captured = Captured::new(Kind::Secret, name);
+}
+
+impl Capture for SecretCapture<'_> {
+    fn kind(&self) -> Kind {
+        Kind::Secret
+    }
+
+    fn name(&self) -> &str {
+        &self.props.name
+    }
+
+    fn listed_updated(&self) -> Option<OffsetDateTime> {
+        self.props.attributes.updated
+    }
+
+    async fn versions(&self, vault: &AzureVault) -> Result<Vec<VersionStamp>, VaultError> {
+        let versions = vault.list_secret_versions(self.name()).await?;
+        Ok(versions
+            .into_iter()
+            .map(|v| (v.version, v.attributes.updated))
+            .collect())
+    }
+
+    async fn attempt(&self, vault: &AzureVault) -> Attempt {
+        let props = self.props;
+        let name = props.name.as_str();
+        let mut captured = Captured::new(Kind::Secret, name);
         // The blob first, the value second: if the value is still the version the list saw,
         // no new version can have slipped in between, and blob and value agree.
         let blob = vault.backup(ItemKind::Secret, name).await;
         let disabled = props.attributes.enabled == Some(false);
-        let mut current_version = None;
-        let mut current_updated = None;
-        let mut current_value = None;
-        // Azure refuses to back up a secret with too many versions: its values are the only
-        // copy to take. Permission, throttling and races are failures, not a reason to switch.
-        let blob_unsupported = matches!(&blob,
-            Err(e) if !e.is_forbidden() && !e.is_not_found() && !e.is_retryable());
-        let plain_every_version = all_versions || blob_unsupported;
-        if disabled {
-            // Its value cannot be read, but its version id can: the newest of its versions.
+        // The version list, read when the blob failed in a way the version limit explains
+        // (Azure's backup of a secret past it times out): past the limit, the values are the
+        // only copy to take. Permission, throttling and races are failures, not a reason.
+        let mut versions: Option<Vec<SecretProperties>> = None;
+        let mut past_limit = None;
+        if let Err(err) = &blob
+            && may_be_version_limit(err)
+        {
             match vault.list_secret_versions(name).await {
-                Ok(versions) => {
-                    if let Some(newest) = versions.last() {
-                        current_version = newest.version.clone();
-                        current_updated = newest.attributes.updated;
+                Ok(list) => {
+                    if list.len() > MAX_NATIVE_BACKUP_VERSIONS {
+                        past_limit = Some(list.len());
                     }
+                    versions = Some(list);
                 }
                 Err(err) => captured
                     .problems
                     .push(describe_failure("version list", &err)),
+            }
+        }
+        let plain_every_version = self.all_versions || past_limit.is_some();
+        let mut current_version = None;
+        let mut current_updated = None;
+        let mut current_value = None;
+        if disabled {
+            // Its value cannot be read, but its version id can: the newest of its versions.
+            if versions.is_none() {
+                match vault.list_secret_versions(name).await {
+                    Ok(list) => versions = Some(list),
+                    Err(err) => captured
+                        .problems
+                        .push(describe_failure("version list", &err)),
+                }
+            }
+            if let Some(newest) = versions.as_ref().and_then(|v| v.last()) {
+                current_version = newest.version.clone();
+                current_updated = newest.attributes.updated;
             }
         }
         if disabled && !plain_every_version {
@@ -1139,8 +1308,17 @@ async fn capture_secret(
                 Err(err) => captured.problems.push(describe_failure("value", &err)),
             }
         }
+        let mut plain = None;
         if plain_every_version && captured.problems.is_empty() {
-            capture_secret_versions(vault, name, current_value, &mut captured).await;
+            plain = capture_secret_versions(
+                vault,
+                name,
+                versions,
+                current_value,
+                blob.is_ok(),
+                &mut captured,
+            )
+            .await;
         } else if let Some(value) = current_value {
             captured
                 .pieces
@@ -1155,50 +1333,78 @@ async fn capture_secret(
                 info.content_type = props.content_type.clone();
                 captured.pieces.push(Piece::Blob(info, blob.0));
             }
-            Err(err) if blob_unsupported && !captured.pieces.is_empty() => {
-                captured.notes.push(format!(
-                    "native backup refused ({err}): every version captured as a plain value instead"
-                ))
-            }
-            Err(err) => captured
-                .problems
-                .push(describe_failure("backup blob", &err)),
+            Err(err) => match (past_limit, plain) {
+                (Some(count), Some(plain)) if plain.captured > 0 => {
+                    // Say what was taken, never more: disabled versions are missing (and
+                    // named as not captured) when no blob holds them.
+                    let taken = if plain.captured == plain.listed {
+                        format!("every version ({}) captured", plain.listed)
+                    } else {
+                        format!("{} of {} versions captured", plain.captured, plain.listed)
+                    };
+                    captured.notes.push(format!(
+                        "native backup failed ({err}): {}; {taken} as plain values instead",
+                        version_limit_reason(Kind::Secret, count)
+                    ));
+                }
+                (Some(count), _) => captured.problems.push(format!(
+                    "backup blob: {err}: {}",
+                    version_limit_reason(Kind::Secret, count)
+                )),
+                (None, _) => captured
+                    .problems
+                    .push(describe_failure("backup blob", &err)),
+            },
         }
-        let changed = current_updated.is_some() && current_updated != baseline;
-        if !changed || attempt + 1 == CAPTURE_ATTEMPTS {
-            captured.recaptured = recaptured(Kind::Secret, name, &first_version, &current_version);
-            break;
+        Attempt {
+            captured,
+            version: current_version,
+            updated: current_updated,
         }
-        baseline = current_updated;
-        first_version = current_version;
     }
-    captured
 }
 
-/// Every version of a secret as plain values, oldest first; disabled versions are noted. The
-/// current version, already read, is not read again.
+/// How many versions [`capture_secret_versions`] took of how many listed.
+#[derive(Debug, Clone, Copy)]
+struct PlainVersions {
+    captured: usize,
+    listed: usize,
+}
+
+/// Every version of a secret as plain values, oldest first (`versions`: the list, when
+/// already read). The current version, already read, is not read again. Disabled versions
+/// cannot be read (403 `SecretDisabled`): a note when the native blob (`blob_held`) holds
+/// them, otherwise a problem naming them, as they are then in no copy.
 async fn capture_secret_versions(
     vault: &AzureVault,
     name: &str,
+    versions: Option<Vec<SecretProperties>>,
     mut current: Option<SecretVersionValue>,
+    blob_held: bool,
     captured: &mut Captured,
-) {
-    let versions = match vault.list_secret_versions(name).await {
-        Ok(versions) => versions,
-        Err(err) => {
-            captured
-                .problems
-                .push(describe_failure("version list", &err));
-            return;
-        }
+) -> Option<PlainVersions> {
+    let versions = match versions {
+        Some(versions) => versions,
+        None => match vault.list_secret_versions(name).await {
+            Ok(versions) => versions,
+            Err(err) => {
+                captured
+                    .problems
+                    .push(describe_failure("version list", &err));
+                return None;
+            }
+        },
     };
-    let mut disabled = 0usize;
+    let mut disabled: Vec<String> = Vec::new();
+    let mut taken = 0usize;
+    let mut listed = 0usize;
     for props in versions {
         let Some(version) = props.version.clone() else {
             continue;
         };
+        listed += 1;
         if props.attributes.enabled == Some(false) {
-            disabled += 1;
+            disabled.push(version);
             continue;
         }
         let is_current = current
@@ -1209,25 +1415,50 @@ async fn capture_secret_versions(
                 captured
                     .pieces
                     .push(Piece::Secret(secret_record(value, true)));
+                taken += 1;
             }
             continue;
         }
         match vault.get_secret(name, Some(&version)).await {
-            Ok(value) => captured
-                .pieces
-                .push(Piece::Secret(secret_record(value, false))),
-            Err(err) if err.is_secret_disabled() => disabled += 1,
+            Ok(value) => {
+                captured
+                    .pieces
+                    .push(Piece::Secret(secret_record(value, false)));
+                taken += 1;
+            }
+            Err(err) if err.is_secret_disabled() => disabled.push(version),
             Err(err) => captured
                 .problems
                 .push(describe_failure(&format!("version {version}"), &err)),
         }
     }
-    if disabled > 0 {
-        let versions = if disabled == 1 { "version" } else { "versions" };
-        captured.notes.push(format!(
-            "{disabled} disabled {versions}: values cannot be read; the native backup blob holds them"
-        ));
+    // A version made after the list was read is still the value read as current: keep it.
+    if let Some(value) = current.take() {
+        captured
+            .pieces
+            .push(Piece::Secret(secret_record(value, true)));
+        taken += 1;
+        listed += 1;
     }
+    if !disabled.is_empty() {
+        let count = disabled.len();
+        let versions = if count == 1 { "version" } else { "versions" };
+        if blob_held {
+            captured.notes.push(format!(
+                "{count} disabled {versions}: values cannot be read; the native backup blob holds them"
+            ));
+        } else {
+            captured.problems.push(format!(
+                "{count} disabled {versions} not captured: Azure does not let a disabled \
+                 version be read (403 SecretDisabled) and no native backup holds it: {}",
+                disabled.join(", ")
+            ));
+        }
+    }
+    Some(PlainVersions {
+        captured: taken,
+        listed,
+    })
 }
 
 fn secret_record(value: SecretVersionValue, current: bool) -> SecretRecord {
@@ -1243,13 +1474,44 @@ fn secret_record(value: SecretVersionValue, current: bool) -> SecretRecord {
     }
 }
 
-async fn capture_key(vault: &AzureVault, props: &KeyProperties) -> Captured {
-    let name = props.name.as_str();
-    let mut baseline = props.attributes.updated;
-    let mut first_version: Option<String> = None;
-    let mut captured = Captured::new(Kind::Key, name);
-    for attempt in 0..CAPTURE_ATTEMPTS {
-        captured = Captured::new(Kind::Key, name);
+/// When a native backup failed in a way the version limit explains, why, from the version
+/// count (`None` when the count is within the limit or cannot be read).
+async fn past_version_limit<C: Capture>(vault: &AzureVault, item: &C) -> Option<String> {
+    let count = item.versions(vault).await.ok()?.len();
+    (count > MAX_NATIVE_BACKUP_VERSIONS).then(|| version_limit_reason(item.kind(), count))
+}
+
+/// A key, captured as its native backup blob (the only way keys can be exported), its public
+/// JWK and its rotation policy.
+struct KeyCapture<'a> {
+    props: &'a KeyProperties,
+}
+
+impl Capture for KeyCapture<'_> {
+    fn kind(&self) -> Kind {
+        Kind::Key
+    }
+
+    fn name(&self) -> &str {
+        &self.props.name
+    }
+
+    fn listed_updated(&self) -> Option<OffsetDateTime> {
+        self.props.attributes.updated
+    }
+
+    async fn versions(&self, vault: &AzureVault) -> Result<Vec<VersionStamp>, VaultError> {
+        let versions = vault.list_key_versions(self.name()).await?;
+        Ok(versions
+            .into_iter()
+            .map(|v| (v.version, v.attributes.updated))
+            .collect())
+    }
+
+    async fn attempt(&self, vault: &AzureVault) -> Attempt {
+        let props = self.props;
+        let name = props.name.as_str();
+        let mut captured = Captured::new(Kind::Key, name);
         let blob = vault.backup(ItemKind::Key, name).await;
         let (bundle, policy) = tokio::join!(
             vault.get_key(name, None),
@@ -1293,29 +1555,56 @@ async fn capture_key(vault: &AzureVault, props: &KeyProperties) -> Captured {
                 info.tags = props.tags.clone();
                 captured.pieces.push(Piece::Blob(info, blob.0));
             }
-            Err(err) => captured.problems.push(describe_failure(
-                "backup blob (keys can be exported no other way)",
-                &err,
-            )),
+            Err(err) => {
+                let mut reason =
+                    describe_failure("backup blob (keys can be exported no other way)", &err);
+                if may_be_version_limit(&err)
+                    && let Some(why) = past_version_limit(vault, self).await
+                {
+                    reason = format!("{reason}: {why}");
+                }
+                captured.problems.push(reason);
+            }
         }
-        let changed = updated.is_some() && updated != baseline;
-        if !changed || attempt + 1 == CAPTURE_ATTEMPTS {
-            captured.recaptured = recaptured(Kind::Key, name, &first_version, &version);
-            break;
+        Attempt {
+            captured,
+            version,
+            updated,
         }
-        baseline = updated;
-        first_version = version;
     }
-    captured
 }
 
-async fn capture_certificate(vault: &AzureVault, props: &CertificateProperties) -> Captured {
-    let name = props.name.as_str();
-    let mut baseline = props.attributes.updated;
-    let mut first_version: Option<String> = None;
-    let mut captured = Captured::new(Kind::Certificate, name);
-    for attempt in 0..CAPTURE_ATTEMPTS {
-        captured = Captured::new(Kind::Certificate, name);
+/// A certificate, captured as its native backup blob (with its managed key and secret), its
+/// public certificate, its policy and, when the policy allows, its exportable private key.
+struct CertificateCapture<'a> {
+    props: &'a CertificateProperties,
+}
+
+impl Capture for CertificateCapture<'_> {
+    fn kind(&self) -> Kind {
+        Kind::Certificate
+    }
+
+    fn name(&self) -> &str {
+        &self.props.name
+    }
+
+    fn listed_updated(&self) -> Option<OffsetDateTime> {
+        self.props.attributes.updated
+    }
+
+    async fn versions(&self, vault: &AzureVault) -> Result<Vec<VersionStamp>, VaultError> {
+        let versions = vault.list_certificate_versions(self.name()).await?;
+        Ok(versions
+            .into_iter()
+            .map(|v| (v.version, v.attributes.updated))
+            .collect())
+    }
+
+    async fn attempt(&self, vault: &AzureVault) -> Attempt {
+        let props = self.props;
+        let name = props.name.as_str();
+        let mut captured = Captured::new(Kind::Certificate, name);
         let blob = vault.backup(ItemKind::Certificate, name).await;
         let mut version = None;
         let mut updated = None;
@@ -1370,19 +1659,22 @@ async fn capture_certificate(vault: &AzureVault, props: &CertificateProperties) 
                 info.tags = props.tags.clone();
                 captured.pieces.push(Piece::Blob(info, blob.0));
             }
-            Err(err) => captured
-                .problems
-                .push(describe_failure("backup blob", &err)),
+            Err(err) => {
+                let mut reason = describe_failure("backup blob", &err);
+                if may_be_version_limit(&err)
+                    && let Some(why) = past_version_limit(vault, self).await
+                {
+                    reason = format!("{reason}: {why}");
+                }
+                captured.problems.push(reason);
+            }
         }
-        let changed = updated.is_some() && updated != baseline;
-        if !changed || attempt + 1 == CAPTURE_ATTEMPTS {
-            captured.recaptured = recaptured(Kind::Certificate, name, &first_version, &version);
-            break;
+        Attempt {
+            captured,
+            version,
+            updated,
         }
-        baseline = updated;
-        first_version = version;
     }
-    captured
 }
 
 /// The certificate with its private key, from the managed secret of the same version.
@@ -1560,6 +1852,76 @@ mod tests {
             choose(nested.clone(), true).ok(),
             Some(OutputChoice::FileInNewDir(nested))
         );
+    }
+
+    fn writer_in(dir: &Path) -> ArchiveWriter {
+        let identity = age::x25519::Identity::generate();
+        let mut recipients = crate::archive::keys::RecipientSet::new();
+        recipients
+            .add(&identity.to_public().to_string())
+            .expect("recipient");
+        let encryption = Encryption::to_recipients(recipients).expect("encryption");
+        let source = Source {
+            vault: "kv".to_owned(),
+            url: "https://kv.vault.azure.net/".to_owned(),
+        };
+        ArchiveWriter::create(Destination::Dir(dir.to_owned()), &encryption, source)
+            .expect("writer")
+    }
+
+    /// The writer thread told to finish, as `backup_vault` tells it.
+    async fn finish_on_writer_thread(
+        writer: ArchiveWriter,
+    ) -> Result<Option<ArchiveSummary>, crate::archive::ArchiveError> {
+        let (tx, rx) = mpsc::channel::<Record>(4);
+        let started = OffsetDateTime::now_utc();
+        let thread = tokio::task::spawn_blocking(move || write_records(writer, rx));
+        tx.send(Record::Finish { started }).await.expect("sent");
+        drop(tx);
+        thread.await.expect("writer thread")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupt_during_finish_never_says_no_archive_when_one_was_written() {
+        // The interrupt first: the writer, told to finish afterwards, never renames.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = writer_in(dir.path());
+        let gate = writer.commit_gate();
+        let err = stopped(StopSignal::Interrupt, "kv", Some(gate)).await;
+        assert_eq!(
+            err.message,
+            "kv: interrupted (SIGINT); no archive was written"
+        );
+        assert!(matches!(
+            finish_on_writer_thread(writer).await,
+            Err(crate::archive::ArchiveError::Abandoned)
+        ));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert!(left.is_empty(), "no archive, no temporary file: {left:?}");
+
+        // The writer first: the interrupt that follows names the archive it finds complete.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = writer_in(dir.path());
+        let gate = writer.commit_gate();
+        let summary = finish_on_writer_thread(writer)
+            .await
+            .expect("finished")
+            .expect("summary");
+        let path = summary.path.expect("path");
+        let err = stopped(StopSignal::Terminate, "kv", Some(gate)).await;
+        assert_eq!(err.code, ExitCode::Terminated);
+        assert!(
+            err.message.contains("already complete")
+                && err.message.contains(&path.display().to_string()),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("no archive"), "{}", err.message);
+        assert!(path.is_file());
+
+        // Before any archive was started there is nothing to abandon.
+        let err = stopped(StopSignal::HangUp, "kv", None).await;
+        assert!(err.message.ends_with("no archive was written"));
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub delete_delay: f64,
 
+    /// Seconds a backup of an object with more than 500 versions is held before it is
+    /// answered 504 (Azure's backup of such an object times out).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub backup_timeout: f64,
+
     /// Extra DNS name or IP for the server certificate (repeatable).
     #[arg(long = "tls-name", value_name = "NAME")]
     pub tls_names: Vec<String>,
@@ -145,6 +150,7 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
             .collect::<Result<_, _>>()?,
         purge_window: seconds("--purge-window", args.purge_window)?,
         delete_delay: seconds("--delete-delay", args.delete_delay)?,
+        backup_timeout: seconds("--backup-timeout", args.backup_timeout)?,
         extra_names: args.tls_names.clone(),
         tenant_id: args.tenant_id.clone(),
         client_id: args.client_id.clone(),

@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             "/faults",
             get(faults_get).post(faults_add).delete(faults_clear),
         )
+        .route("/faults/release", post(faults_release))
         .route("/clock", get(clock_get).post(clock_set))
         .route("/settings", get(settings_get).patch(settings_patch))
         .route(
@@ -84,7 +85,12 @@ async fn journal_clear(State(state): State<AppState>) -> Response {
 }
 
 async fn faults_get(State(state): State<AppState>) -> Response {
-    ok_json(&json!({ "faults": state.faults.list() }))
+    ok_json(&json!({ "faults": state.faults.list(), "held": state.faults.held() }))
+}
+
+/// Lets every request parked by a `hold` fault go on.
+async fn faults_release(State(state): State<AppState>) -> Response {
+    ok_json(&json!({ "released": state.faults.release() }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +113,7 @@ async fn faults_add(State(state): State<AppState>, JsonBody(body): JsonBody<Faul
 
 async fn faults_clear(State(state): State<AppState>) -> Response {
     state.faults.clear();
+    state.faults.release();
     state.faults.reset_budgets();
     StatusCode::NO_CONTENT.into_response()
 }
@@ -294,6 +301,7 @@ async fn reset(State(state): State<AppState>) -> Response {
     let _ = super::persist::flush(&state).await;
     state.journal.clear();
     state.faults.clear();
+    state.faults.release();
     state.faults.reset_budgets();
     state.permissions.clear();
     state.clock.reset();

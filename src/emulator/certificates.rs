@@ -1473,7 +1473,7 @@ async fn certificates_backup(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = ctx.timing();
-    let contents = {
+    let contents = 'backup: {
         let mut store = ctx.lock();
         let mut objects = Vec::with_capacity(FAMILY.len());
         for kind in FAMILY {
@@ -1487,10 +1487,14 @@ async fn certificates_backup(
                         kind.noun()
                     )));
                 }
-                Err(e) => return Err(ctx.store_error(kind, &name, e)),
+                Err(e) => break 'backup Err((kind, e)),
             }
         }
-        BackupContents { format: 1, objects }
+        Ok(BackupContents { format: 1, objects })
+    };
+    let contents = match contents {
+        Ok(contents) => contents,
+        Err((kind, err)) => return Err(ctx.backup_error(kind, &name, err).await),
     };
     let blob = ctx.seal(KIND, &contents)?;
     Ok(ok_json(&json!({ "value": blob })))

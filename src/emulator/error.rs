@@ -62,6 +62,21 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "NotSupported", message)
     }
 
+    /// 504 `RequestTimeout`: the backup of an object past the version limit ran out of time,
+    /// as Azure's does. Azure's status and code for it are not recorded; 504 is what a
+    /// gateway answers when the service behind it runs past its limit.
+    pub fn backup_timed_out(kind: Kind, versions: usize) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "RequestTimeout",
+            format!(
+                "The operation timed out: backup of a {} with {versions} versions (more than {}) does not complete.",
+                kind.noun(),
+                super::store::MAX_BACKUP_VERSIONS
+            ),
+        )
+    }
+
     /// 403 `Forbidden` with an inner code (`SecretDisabled`, `SecretManagedByKeyVault`, ...).
     pub fn forbidden(inner: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner(inner)
@@ -174,11 +189,7 @@ impl ApiError {
                     noun = kind.noun()
                 ),
             ),
-            StoreError::TooManyVersions(n) => Self::not_supported(format!(
-                "Backup of a {} with {n} versions is not supported: the limit is {} versions.",
-                kind.noun(),
-                super::store::MAX_BACKUP_VERSIONS
-            )),
+            StoreError::TooManyVersions(n) => Self::backup_timed_out(kind, n),
         }
     }
 }

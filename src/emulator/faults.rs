@@ -1,6 +1,8 @@
 //! What tests steer and read besides the vaults: injected faults (the next N requests or a
 //! fraction of them, matching method, path and vault), the per-vault throttle budget, the
-//! request journal, and per-principal permissions.
+//! request journal, and per-principal permissions. A `hold` fault parks a request until the
+//! test releases it, so a test can change the vault at a chosen point of a client's run
+//! without racing it against a timer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -30,6 +32,9 @@ pub enum FaultKind {
     /// Runs the request (a write commits), then closes the connection without an answer: the
     /// response is lost on its way back, so a client that retries blindly writes twice.
     Lost,
+    /// Parks the request before its handler runs until `POST /_emulator/faults/release`
+    /// (or `delay_ms` passes, a safety net), then answers normally.
+    Hold,
 }
 
 /// One injected fault, as posted to `/_emulator/faults`.
@@ -54,7 +59,8 @@ pub struct FaultSpec {
     /// `Retry-After` seconds for 429 and 503 (default 1).
     #[serde(default)]
     pub retry_after: Option<u64>,
-    /// Wait for `delay` (default 1000 ms).
+    /// Wait for `delay` (default 1000 ms); for `hold`, the longest wait before the request
+    /// goes on unreleased.
     #[serde(default)]
     pub delay_ms: Option<u64>,
 }
@@ -72,7 +78,7 @@ impl FaultSpec {
         ))
         .map_err(|_| {
             format!(
-                "unknown fault kind '{kind_text}' (throttle, internal, unavailable, delay, drop, lost)"
+                "unknown fault kind '{kind_text}' (throttle, internal, unavailable, delay, drop, lost, hold)"
             )
         })?;
         let mut spec = FaultSpec {
@@ -167,10 +173,25 @@ struct BudgetWindow {
 pub const BUDGET_WINDOW_MS: i64 = 10_000;
 
 /// Injected faults and throttle budgets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     active: Mutex<Vec<ActiveFault>>,
     budgets: Mutex<BTreeMap<String, BudgetWindow>>,
+    /// Requests parked by `hold` faults right now.
+    held: Mutex<u64>,
+    /// Bumped by [`Faults::release`]; a parked request waits for the next bump.
+    release: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            active: Mutex::default(),
+            budgets: Mutex::default(),
+            held: Mutex::new(0),
+            release: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Faults {
@@ -254,6 +275,29 @@ impl Faults {
     /// Forgets every budget window.
     pub fn reset_budgets(&self) {
         lock(&self.budgets).clear();
+    }
+
+    /// Parks the calling request until the next [`Faults::release`], or `at_most` passes.
+    /// It counts as held from the moment this is called, so a test that sees it held and
+    /// then releases it never misses it.
+    pub async fn hold(&self, at_most: std::time::Duration) {
+        let mut released = self.release.subscribe();
+        *lock(&self.held) += 1;
+        let _ = tokio::time::timeout(at_most, released.changed()).await;
+        let mut held = lock(&self.held);
+        *held = held.saturating_sub(1);
+    }
+
+    /// How many requests are parked by `hold` faults.
+    pub fn held(&self) -> u64 {
+        *lock(&self.held)
+    }
+
+    /// Lets every parked request go on; answers how many were parked.
+    pub fn release(&self) -> u64 {
+        let held = self.held();
+        self.release.send_modify(|generation| *generation += 1);
+        held
     }
 }
 
@@ -467,6 +511,24 @@ mod tests {
             Some((Kind::Key, "sign"))
         );
         assert_eq!(required_permission("GET", "/_emulator/journal"), None);
+    }
+
+    #[tokio::test]
+    async fn a_held_request_goes_on_when_released_not_before() {
+        let faults = std::sync::Arc::new(Faults::default());
+        // A release with nothing parked lets nothing through later.
+        assert_eq!(faults.release(), 0);
+        let parked = {
+            let faults = faults.clone();
+            tokio::spawn(async move { faults.hold(std::time::Duration::from_secs(600)).await })
+        };
+        while faults.held() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!parked.is_finished(), "still parked");
+        assert_eq!(faults.release(), 1);
+        parked.await.expect("released");
+        assert_eq!(faults.held(), 0);
     }
 
     #[test]

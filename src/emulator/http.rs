@@ -326,6 +326,12 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         match fault.kind {
             FaultKind::Lost => lose_response = true,
             FaultKind::Delay => tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await,
+            FaultKind::Hold => {
+                state
+                    .faults
+                    .hold(Duration::from_millis(fault.delay_ms))
+                    .await
+            }
             FaultKind::Throttle => return with_note(throttled(fault.retry_after), note),
             FaultKind::Unavailable => {
                 let err = ApiError::new(

@@ -269,6 +269,9 @@ pub struct EmulatorConfig {
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<store::Redacted<String>>,
+    /// How long a backup of an object with more than 500 versions is held before its 504
+    /// (Azure's backup of such an object times out).
+    pub backup_timeout: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -292,6 +295,7 @@ impl Default for EmulatorConfig {
             tenant_id: None,
             client_id: None,
             client_secret: None,
+            backup_timeout: Duration::from_millis(state::DEFAULT_BACKUP_TIMEOUT_MS),
         }
     }
 }

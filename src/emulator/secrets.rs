@@ -417,13 +417,17 @@ async fn secrets_backup(
     let t = ctx.timing();
     let object = {
         let mut store = ctx.lock();
-        let object = store
-            .backup(KIND, &name, t)
-            .map_err(|e| ctx.store_error(KIND, &name, e))?;
-        if object.latest().is_some_and(|v| v.managed) {
+        let object = store.backup(KIND, &name, t);
+        if let Ok(object) = &object
+            && object.latest().is_some_and(|v| v.managed)
+        {
             return Err(managed_refusal("backup", &name));
         }
         object
+    };
+    let object = match object {
+        Ok(object) => object,
+        Err(err) => return Err(ctx.backup_error(KIND, &name, err).await),
     };
     let blob = ctx.seal(KIND, &BackupContents::single(KIND, object))?;
     Ok(ok_json(&json!({ "value": blob })))

@@ -47,6 +47,9 @@ pub struct Settings {
     pub delete_delay_ms: u64,
     /// Token checking.
     pub auth: AuthMode,
+    /// How long a backup of an object with more than 500 versions is held before it is
+    /// answered 504: Azure's backup of such an object times out (see `docs/EMULATOR.md`).
+    pub backup_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             purge_window_ms: 0,
             delete_delay_ms: 0,
             auth: AuthMode::Jwt,
+            backup_timeout_ms: DEFAULT_BACKUP_TIMEOUT_MS,
         }
     }
 }
@@ -76,9 +80,14 @@ impl Settings {
             purge_window_ms: u64::try_from(config.purge_window.as_millis()).unwrap_or(u64::MAX),
             delete_delay_ms: u64::try_from(config.delete_delay.as_millis()).unwrap_or(u64::MAX),
             auth: config.auth,
+            backup_timeout_ms: u64::try_from(config.backup_timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
+
+/// How long a backup past the version limit is held unless configured: a minute, the order of
+/// the limits of gateways in front of web services (Azure publishes no figure for Key Vault).
+pub const DEFAULT_BACKUP_TIMEOUT_MS: u64 = 60_000;
 
 /// One vault: its declaration and its contents.
 #[derive(Debug)]
@@ -357,6 +366,22 @@ impl VaultCtx {
     pub fn page_body<T>(&self, page: Page<T>, render: impl Fn(&T) -> Value) -> Value {
         let value: Vec<Value> = page.items.iter().map(render).collect();
         json!({ "value": value, "nextLink": page.next_link })
+    }
+
+    /// Maps a failed backup of `kind`/`name` to Azure's answer. An object past the version
+    /// limit is not refused at once: Azure's backup of it times out ("after 500 versions the
+    /// backup operation will time out", a Key Vault engineer on Azure/azure-sdk-for-net#20934),
+    /// so the request is held for `backup_timeout_ms` and answered 504. Other failures are
+    /// [`VaultCtx::store_error`]'s.
+    pub async fn backup_error(&self, kind: Kind, name: &str, err: StoreError) -> ApiError {
+        match err {
+            StoreError::TooManyVersions(count) => {
+                let hold = self.state.settings().backup_timeout_ms;
+                tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
+                ApiError::backup_timed_out(kind, count)
+            }
+            other => self.store_error(kind, name, other),
+        }
     }
 
     /// Maps a store failure on `kind`/`name` to Azure's answer (ids rendered from this host).

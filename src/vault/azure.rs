@@ -703,6 +703,27 @@ impl VaultReader for AzureVault {
         }
     }
 
+    async fn list_key_versions(&self, name: &str) -> Result<Vec<KeyProperties>, VaultError> {
+        Self::check_name(name)?;
+        let options = km::KeyClientListKeyPropertiesVersionsOptions {
+            maxresults: Some(self.inner.page_size),
+            ..Default::default()
+        };
+        let pager = self
+            .inner
+            .keys
+            .list_key_properties_versions(name, Some(options))
+            .map_err(|e| self.error(e))?;
+        let chain = self.inner.chain.clone();
+        let mut versions: Vec<KeyProperties> = pager
+            .map_err(move |e| map_error(e, &chain))
+            .and_then(|p| async move { key_properties(p) })
+            .try_collect()
+            .await?;
+        versions.sort_by(|a, b| (a.attributes.created, &a.id).cmp(&(b.attributes.created, &b.id)));
+        Ok(versions)
+    }
+
     async fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, VaultError> {
         Self::check_name(name)?;
         Self::check_version(version)?;
@@ -755,6 +776,30 @@ impl VaultReader for AzureVault {
                 other => Err(other),
             },
         }
+    }
+
+    async fn list_certificate_versions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<CertificateProperties>, VaultError> {
+        Self::check_name(name)?;
+        let options = cm::CertificateClientListCertificatePropertiesVersionsOptions {
+            maxresults: Some(self.inner.page_size),
+            ..Default::default()
+        };
+        let pager = self
+            .inner
+            .certificates
+            .list_certificate_properties_versions(name, Some(options))
+            .map_err(|e| self.error(e))?;
+        let chain = self.inner.chain.clone();
+        let mut versions: Vec<CertificateProperties> = pager
+            .map_err(move |e| map_error(e, &chain))
+            .and_then(|p| async move { certificate_properties(p) })
+            .try_collect()
+            .await?;
+        versions.sort_by(|a, b| (a.attributes.created, &a.id).cmp(&(b.attributes.created, &b.id)));
+        Ok(versions)
     }
 
     fn list_certificates(&self) -> BoxStream<'static, Result<CertificateProperties, VaultError>> {

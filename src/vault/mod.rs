@@ -786,6 +786,12 @@ pub trait VaultReader: Send + Sync {
     /// Every key in the vault (properties only), managed ones included with `managed: true`.
     fn list_keys(&self) -> BoxStream<'static, Result<KeyProperties, VaultError>>;
 
+    /// Every version of a key, oldest first (by `created`, then by id).
+    fn list_key_versions(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<KeyProperties>, VaultError>> + Send;
+
     /// A key version's properties and public JWK; `version: None` reads the current one.
     fn get_key(
         &self,
@@ -801,6 +807,12 @@ pub trait VaultReader: Send + Sync {
 
     /// Every certificate in the vault (properties only).
     fn list_certificates(&self) -> BoxStream<'static, Result<CertificateProperties, VaultError>>;
+
+    /// Every version of a certificate, oldest first (by `created`, then by id).
+    fn list_certificate_versions(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<CertificateProperties>, VaultError>> + Send;
 
     /// A certificate version with its public certificate and policy; `version: None` reads the
     /// current one.
