@@ -6,6 +6,7 @@ mod demo;
 mod docs;
 mod emulator;
 mod emulator_keys;
+mod pacing;
 mod restore;
 mod support;
 mod vault;

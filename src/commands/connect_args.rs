@@ -1,5 +1,5 @@
-//! `--ca-cert` and `--auth`, shared by the commands that reach a vault, and the translation of
-//! vault failures into the command line's errors and hints.
+//! `--ca-cert`, `--auth` and `--max-rate`, shared by the commands that reach a vault, and the
+//! translation of vault failures into the command line's errors and hints.
 
 use std::path::PathBuf;
 
@@ -20,11 +20,26 @@ pub struct ConnectArgs {
     /// managed-identity, azure-cli.
     #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
     pub auth: Option<AuthMethod>,
+
+    /// Send at most N requests per second to each vault (decimals allowed). Without it the
+    /// rate follows the vault's throttling: the most it admits.
+    #[arg(long, value_name = "N", value_parser = parse_max_rate)]
+    pub max_rate: Option<f64>,
 }
 
 fn parse_auth(text: &str) -> Result<AuthMethod, String> {
     text.parse()
         .map_err(|e: crate::vault::credentials::UnknownAuthMethod| e.to_string())
+}
+
+/// `--max-rate`: a positive, finite number of requests per second.
+fn parse_max_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second, a number above 0 (e.g. 50 or 0.5)"
+        )),
+    }
 }
 
 impl ConnectArgs {
@@ -33,6 +48,7 @@ impl ConnectArgs {
         ConnectOptions {
             ca_cert: self.ca_cert.clone(),
             auth: self.auth,
+            max_rate: self.max_rate,
             ..ConnectOptions::from_process_env()
         }
     }
