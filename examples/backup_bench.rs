@@ -17,7 +17,7 @@
 //! - throttling: 2,000 secrets (`--throttle-secrets`) at 20 ms latency under a budget of 2,000
 //!   requests per 10 s, with 0 %, 1 % and 5 % of requests answered 429 (`Retry-After: 1`) at
 //!   random on top, as other clients of a shared budget cause. This local Key Vault persists
-//!   to a `--state-dir`, as users run it. Each row prints the achieved request rate, the share
+//!   to a `--state-dir`, as users run it (`--in-memory`: without one). Each row prints the achieved request rate, the share
 //!   of the budget the admitted requests used, the 429s and the items lost (targets: at least
 //!   80 % of the budget at 1 %, 60 % at 5 %, nothing lost).
 //!
@@ -40,6 +40,8 @@ struct Options {
     python: Option<PathBuf>,
     throttle_secrets: usize,
     throttling_only: bool,
+    /// Run the throttling scenarios on an in-memory local Key Vault instead.
+    in_memory: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -49,6 +51,7 @@ fn parse_options() -> Result<Options, String> {
         python: None,
         throttle_secrets: 2_000,
         throttling_only: false,
+        in_memory: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,6 +64,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--skip-baseline" => options.baseline = false,
             "--throttling-only" => options.throttling_only = true,
+            "--in-memory" => options.in_memory = true,
             "--throttle-secrets" => {
                 options.throttle_secrets = args
                     .next()
@@ -239,7 +243,12 @@ fn throttling(
     println!();
     println!(
         "throttling: {n} secrets, 20 ms latency, budget {BUDGET} requests per 10 s \
-         ({allowed:.0} req/s), local Key Vault with --state-dir"
+         ({allowed:.0} req/s), local Key Vault {}",
+        if options.in_memory {
+            "in memory"
+        } else {
+            "with --state-dir"
+        }
     );
     println!(
         "{:<12} {:>8} {:>9} {:>6} {:>8} {:>15} {:>10}",
@@ -250,7 +259,7 @@ fn throttling(
             latency: Duration::from_millis(20),
             budget: Some(BUDGET),
             stray_429: stray,
-            state_dir: true,
+            state_dir: !options.in_memory,
         };
         let run = runtime.block_on(scenario(binary, work, recipient, n, setup))?;
         // The budget counts what the vault admitted: every request that was not refused.

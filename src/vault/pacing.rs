@@ -8,9 +8,9 @@
 //! - A lone or rare 429 changes nothing shared: azure_core's retry policy waits out that
 //!   request's `Retry-After` and sends it again, and every other request goes on at the same rate.
 //! - Sustained throttling (a large share of 429s among the last answers: a run of them, or
-//!   many interleaved with admitted answers) closes a gate that every request to the vault waits at until the latest
-//!   `Retry-After` deadline, and sets the rate to what the vault really admitted: the answers
-//!   that were not 429 over the last budget window, not what was sent.
+//!   many interleaved with admitted ones) closes a gate that every request to the vault waits
+//!   at until the latest `Retry-After` deadline, and sets the rate to what the vault really
+//!   admitted: the answers that were not 429 over the last budget window, not what was sent.
 //! - After such a pause the learned rate holds near that figure for a few seconds (growing 2 % a
 //!   second), then doubles every second until it no longer binds, so a run is back at full speed
 //!   seconds after the throttling stops. The next sustained throttling measures the budget again.
@@ -61,6 +61,8 @@ const GROWTH_PER_SECOND: f64 = 2.0;
 const MIN_RATE: f64 = 1.0;
 /// A learned rate above this no longer binds anything and is dropped (requests per second).
 const MAX_RATE: f64 = 50_000.0;
+/// Admitted answers are counted in slices this long, so memory stays small at any rate.
+const SLICE: Duration = Duration::from_millis(100);
 /// The admitted rate is never measured over less than this, so a pause right after the first
 /// requests does not read a burst as a rate.
 const MIN_SPAN: Duration = Duration::from_secs(1);
@@ -162,8 +164,8 @@ pub struct Controller {
     first_send: Option<Instant>,
     /// When the last pause began: 429s of requests sent before it are the same episode.
     episode_start: Option<Instant>,
-    /// Answer times of admitted requests within the last budget window.
-    admitted: VecDeque<Instant>,
+    /// Admitted answers within the last budget window: (start of a slice, answers in it).
+    admitted: VecDeque<(Instant, u32)>,
     /// The last answers, `true` for a 429.
     recent: VecDeque<bool>,
     /// 429s among `recent`.
@@ -251,7 +253,10 @@ impl Controller {
         match answer {
             Answer::Admitted => {
                 self.forget_old(now);
-                self.admitted.push_back(now);
+                match self.admitted.back_mut() {
+                    Some((start, count)) if now < *start + SLICE => *count += 1,
+                    _ => self.admitted.push_back((now, 1)),
+                }
                 self.remember(false);
             }
             Answer::Throttled(wait) => self.record_throttle(ticket.sent, now, wait),
@@ -260,8 +265,8 @@ impl Controller {
     }
 
     fn forget_old(&mut self, now: Instant) {
-        while let Some(front) = self.admitted.front() {
-            if now.saturating_duration_since(*front) > BUDGET_WINDOW {
+        while let Some((start, _)) = self.admitted.front() {
+            if now.saturating_duration_since(*start) > BUDGET_WINDOW {
                 self.admitted.pop_front();
             } else {
                 break;
@@ -311,7 +316,8 @@ impl Controller {
             .first_send
             .map_or(Duration::ZERO, |first| now.saturating_duration_since(first));
         let span = (sending + wait.min(MAX_RETRY_AFTER)).clamp(MIN_SPAN, BUDGET_WINDOW);
-        let admitted = self.admitted.len() as f64 / span.as_secs_f64();
+        let admitted: u32 = self.admitted.iter().map(|(_, count)| count).sum();
+        let admitted = f64::from(admitted) / span.as_secs_f64();
         let base = (admitted * MARGIN).max(MIN_RATE);
         self.learned = Some(Learned {
             base,
@@ -665,7 +671,7 @@ mod tests {
         assert!((100.0..115.0).contains(&held), "{held}");
         let probing = c.rate(t0 + HOLD + secs(3.0)).unwrap();
         assert!(probing > 8.0 * 100.0, "{probing}");
-        // Gone after about 14 s of doubling: it no longer limits anything.
+        // Gone after about 9 s of doubling: it no longer limits anything.
         assert_eq!(c.rate(t0 + HOLD + secs(15.0)), None);
         assert_eq!(c.learned.map(|l| l.base), None);
     }

@@ -76,7 +76,6 @@ impl Scenario {
 }
 
 /// What a simulated run achieved.
-#[derive(Debug)]
 struct Outcome {
     /// When the last answer came.
     elapsed: Duration,
@@ -89,6 +88,23 @@ struct Outcome {
     lost: u64,
     cuts: u64,
     lowest_learned: Option<f64>,
+}
+
+impl std::fmt::Debug for Outcome {
+    /// The figures, not every answer time.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} admitted in {:.1} s, {} sent, {} 429s, {} lost, {} cuts, lowest learned {:?}",
+            self.admitted.len(),
+            self.elapsed.as_secs_f64(),
+            self.sent,
+            self.throttled,
+            self.lost,
+            self.cuts,
+            self.lowest_learned
+        )
+    }
 }
 
 impl Outcome {
