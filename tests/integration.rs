@@ -10,6 +10,7 @@ mod emulator_keys;
 mod emulator_persist;
 mod network;
 mod outputs;
+mod pacing;
 mod restore;
 mod support;
 mod vault;

@@ -505,6 +505,10 @@ struct VaultReport {
     recaptured: Vec<RecapturedItem>,
     requests: u64,
     throttled: u64,
+    /// Times sustained throttling paused every request and set the learned rate, and the
+    /// lowest rate it learned (requests per second).
+    rate_cuts: u64,
+    lowest_learned_rate: Option<f64>,
     signed_in_with: Option<String>,
     /// The vault was listed and holds no item in scope: the archive is a true copy of
     /// nothing, and the run succeeds with a note.
@@ -831,6 +835,8 @@ async fn backup_vault(
         recaptured,
         requests: stats.requests,
         throttled: stats.throttled,
+        rate_cuts: stats.rate_cuts,
+        lowest_learned_rate: stats.lowest_learned_rate,
         signed_in_with,
         empty,
         renamed_from,

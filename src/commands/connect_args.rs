@@ -1,5 +1,5 @@
-//! `--ca-cert`, `--auth` and `--timeout`, shared by the commands that reach a vault, and the
-//! translation of vault failures into the command line's errors and hints.
+//! `--ca-cert`, `--auth`, `--timeout` and `--max-rate`, shared by the commands that reach a
+//! vault, and the translation of vault failures into the command line's errors and hints.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +22,11 @@ pub struct ConnectArgs {
     /// managed-identity, azure-cli.
     #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
     pub auth: Option<AuthMethod>,
+
+    /// Send at most N requests per second to each vault (decimals allowed). Without it the
+    /// rate follows the vault's throttling: the most it admits.
+    #[arg(long, value_name = "N", value_parser = parse_max_rate)]
+    pub max_rate: Option<f64>,
 
     /// Give up on a request, its retries included, after this long (e.g. 30s, 2m, 1m30s)
     /// [default: 2m]. A connection attempt waits at most 10s (or half of this).
@@ -74,6 +79,16 @@ fn parse_auth(text: &str) -> Result<AuthMethod, String> {
         .map_err(|e: crate::vault::credentials::UnknownAuthMethod| e.to_string())
 }
 
+/// `--max-rate`: a positive, finite number of requests per second.
+fn parse_max_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second, a number above 0 (e.g. 50 or 0.5)"
+        )),
+    }
+}
+
 impl ConnectArgs {
     /// Connection options with this process's `AZURE_*` environment.
     pub fn options(&self) -> ConnectOptions {
@@ -86,6 +101,7 @@ impl ConnectArgs {
             network_warning: Some(NetworkWarning::new(|line| {
                 eprintln!("coldvault: warning: {line}");
             })),
+            max_rate: self.max_rate,
             ..ConnectOptions::from_process_env()
         }
     }

@@ -37,7 +37,7 @@ use time::OffsetDateTime;
 use super::credentials::{
     AuthAttempt, AuthError, AuthMethod, CredentialChain, EnvSnapshot, SelectedCredential,
 };
-use super::pacing::{Pacer, PacingPolicy, RequestStats, retry_after};
+use super::pacing::{Pacer, PacingConfig, PacingPolicy, RequestStats, retry_after};
 use super::transport::{
     DEFAULT_TIMEOUT, DeadlinePolicy, NetworkWarning, azure_transport_with, build_http_client_with,
     find_network_failure,
@@ -70,9 +70,11 @@ pub struct ConnectOptions {
     pub network_warning: Option<NetworkWarning>,
     /// The environment the credentials read (`AZURE_*`, `COLDVAULT_CA_CERT`).
     pub env: EnvSnapshot,
-    /// Learn a request rate from throttling (see [`super::pacing`]); the shared gate on 429 is
-    /// always on.
+    /// Learn a request rate from sustained throttling (see [`super::pacing`]); the shared
+    /// pause on sustained throttling is always on.
     pub adaptive_rate: bool,
+    /// `--max-rate`: at most this many requests per second to the vault (positive).
+    pub max_rate: Option<f64>,
     /// Retries per request for 429, 5xx and dropped connections.
     pub max_retries: u32,
     /// Items per list page, 1-25.
@@ -84,7 +86,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     /// No extra root, the whole chain, a 2-minute request deadline, no warning hook, an empty
-    /// environment, adaptive pacing, 10 retries, pages of 25, sign-in at connect.
+    /// environment, adaptive pacing without a cap, 10 retries, pages of 25, sign-in at connect.
     fn default() -> Self {
         Self {
             ca_cert: None,
@@ -93,6 +95,7 @@ impl Default for ConnectOptions {
             network_warning: None,
             env: EnvSnapshot::default(),
             adaptive_rate: true,
+            max_rate: None,
             max_retries: 10,
             page_size: MAX_PAGE_SIZE,
             sign_in: true,
@@ -163,7 +166,10 @@ impl AzureVault {
             &transport,
             url.host(),
         )?);
-        let pacer = Arc::new(Pacer::new(options.adaptive_rate));
+        let pacer = Arc::new(Pacer::new(PacingConfig {
+            adaptive: options.adaptive_rate,
+            max_rate: options.max_rate,
+        }));
         let client_options = ClientOptions {
             transport: Some(transport),
             per_call_policies: vec![
