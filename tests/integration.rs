@@ -8,6 +8,7 @@ mod emulator;
 mod emulator_arm;
 mod emulator_keys;
 mod network;
+mod reader_limits;
 mod restore;
 mod support;
 mod vault;

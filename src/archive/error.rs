@@ -204,6 +204,14 @@ pub enum VerifyError {
         /// The bound.
         limit: u64,
     },
+    /// `manifest.json` larger than its bound.
+    #[error("manifest.json is {size} bytes, over the limit of {limit} bytes")]
+    ManifestTooLarge {
+        /// Its declared size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
     /// The decompressed stream exceeds the total bound.
     #[error("the decompressed archive exceeds {limit} bytes")]
     TotalTooLarge {

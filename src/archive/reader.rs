@@ -29,33 +29,76 @@ use super::manifest::{
 use super::streams::{DecompressedReader, DecryptedReader, FailureSlot, RawReader, StreamBounds};
 use super::{FORMAT_NAME, FORMAT_VERSION};
 
-/// Bounds that keep a hostile archive from exhausting memory or disk.
+/// Bounds that keep a hostile archive from exhausting memory, disk or time.
+///
+/// Anyone holding an archive's public recipient can write an archive that opens, so every
+/// bound is enforced while reading, before the memory it protects is taken: the
+/// manifest's size and each entry's size are checked against the tar header before a byte
+/// of data is read, the entry count as each header arrives, the total as the decompressed
+/// stream grows. [`ReadLimits::default`] derives the defaults from what Key Vault can hold
+/// (see there); a larger archive opens with raised limits (the reading commands'
+/// `--max-*` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
-    /// Largest item entry (default 64 MiB; Key Vault's largest backup blobs are far smaller).
+    /// Largest item entry, in bytes: what the reader holds in memory at once while it
+    /// hands out entries.
     pub max_entry_size: u64,
-    /// Largest `manifest.json` (default 1 GiB).
+    /// Largest `manifest.json`, in bytes: the manifest is parsed and held whole.
     pub max_manifest_size: u64,
-    /// Largest decompressed tar stream (default 64 GiB).
+    /// Largest decompressed tar stream, in bytes: bounds the time a pass takes.
     pub max_total_size: u64,
     /// Largest decompressed:compressed ratio, checked once `ratio_after` bytes are out
     /// (default 1000:1 after 16 MiB; coldvault's own archives stay far below 100:1).
     pub max_ratio: u64,
     /// See `max_ratio`.
     pub ratio_after: u64,
-    /// Most tar entries (default 10 million).
+    /// Most tar entries: the verification pass keeps a small record per entry.
     pub max_entries: u64,
 }
 
+/// The vault the defaults are sized for: 100,000 items (a large vault; Key Vault sets no
+/// item limit but lists at 25 a page, so a vault of this size already takes an hour to
+/// list under throttling).
+const DESIGN_ITEMS: u64 = 100_000;
+
+/// Entries per item at the design point, with `--all-versions`: the native blob plus four
+/// plain versions for a secret; blob, public parts and policy for keys and certificates.
+const DESIGN_ENTRIES_PER_ITEM: u64 = 5;
+
+/// Bytes of `manifest.json` per entry: a secret version's record with its attributes, a
+/// short tag and its SHA-256 is about 450 bytes (measured on the writer's output); the
+/// shortest possible record is about 150.
+const MANIFEST_BYTES_PER_ENTRY: u64 = 450;
+
 impl Default for ReadLimits {
+    /// The defaults, derived from Key Vault's own limits (names of at most 127 characters,
+    /// secret values of at most 25 KB, at most 500 versions in a native backup blob):
+    ///
+    /// - `max_entries`, 1,000,000: the design point is 100,000 items × 5 entries =
+    ///   500,000 entries; twice that leaves room for secrets with more versions. The
+    ///   verification pass keeps about 60 bytes per entry: 60 MB at the limit.
+    /// - `max_manifest_size`, 256 MiB: 500,000 records × 450 bytes = 225 MB, rounded up.
+    ///   It also caps the entry count a manifest can list: 256 MiB of the shortest records
+    ///   (150 bytes) is 1.8 M, the same order as `max_entries`. Parsed, a manifest takes
+    ///   about twice its size in memory.
+    /// - `max_entry_size`, 64 MiB: the largest entry is a secret's native blob holding 500
+    ///   versions of 25 KB, 12.5 MB of values; Key Vault's envelope adds about 8 KB per
+    ///   version (a one-version secret's blob is 7.7 KB in Azure's recordings) and base64
+    ///   a third, about 22 MB in all. A certificate's blob is 45 KB per version, a few
+    ///   hundred KB for a certificate with many; a plain secret version is at most about
+    ///   160 KB (25 KB of value escaped as JSON, 15 tags). 64 MiB keeps a threefold margin.
+    /// - `max_total_size`, 16 GiB: 100,000 items × 160 KB (a certificate with a few
+    ///   versions, or a secret with a dozen large ones) on average. Entries stream through,
+    ///   so this bounds time (a pass reads about 200 MB/s), not memory.
     fn default() -> Self {
+        let design_entries = DESIGN_ITEMS * DESIGN_ENTRIES_PER_ITEM;
         Self {
             max_entry_size: 64 << 20,
-            max_manifest_size: 1 << 30,
-            max_total_size: 64 << 30,
+            max_manifest_size: (design_entries * MANIFEST_BYTES_PER_ENTRY).next_power_of_two(),
+            max_total_size: 16 << 30,
             max_ratio: 1000,
             ratio_after: 16 << 20,
-            max_entries: 10_000_000,
+            max_entries: 2 * design_entries,
         }
     }
 }
@@ -112,9 +155,10 @@ impl ArchiveReader {
         }
     }
 
-    /// Opens and fully verifies the archive at `path` with the default [`ReadLimits`].
+    /// Opens and fully verifies the archive at `path` within the decryption's limits
+    /// ([`Decryption::limits`]: the defaults unless raised).
     pub fn open(path: &Path, decryption: &Decryption) -> Result<Self, ArchiveError> {
-        Self::open_with_limits(path, decryption, ReadLimits::default())
+        Self::open_with_limits(path, decryption, decryption.limits())
     }
 
     /// Opens and fully verifies the archive at `path`. Fails with the first broken rule:
@@ -469,9 +513,9 @@ fn verify_pass(
                 return Err(VerifyError::EntryAfterManifest(path).into());
             }
             if path == MANIFEST_PATH {
+                // Checked on the tar header's size, before any of it is read or parsed.
                 if size > limits.max_manifest_size {
-                    return Err(VerifyError::EntryTooLarge {
-                        path,
+                    return Err(VerifyError::ManifestTooLarge {
                         size,
                         limit: limits.max_manifest_size,
                     }
