@@ -26,7 +26,9 @@ use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
     EntryType, FormatMarker, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
 };
-use super::streams::{DecompressedReader, DecryptedReader, FailureSlot, RawReader, StreamBounds};
+use super::streams::{
+    DecompressedReader, DecryptedReader, FailureSlot, HeaderGuard, RawReader, StreamBounds,
+};
 use super::{FORMAT_NAME, FORMAT_VERSION};
 
 /// Bounds that keep a hostile archive from exhausting memory, disk or time.
@@ -109,10 +111,12 @@ const MARKER_LIMIT: u64 = 64 * 1024;
 /// Trailing zero padding after the tar end marker is bounded too (GNU tar pads to 10 KiB).
 const TRAILING_LIMIT: u64 = 1 << 20;
 
-type TarStream = DecompressedReader<
-    zstd::Decoder<
-        'static,
-        BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+type TarStream = HeaderGuard<
+    DecompressedReader<
+        zstd::Decoder<
+            'static,
+            BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+        >,
     >,
 >;
 
@@ -322,7 +326,8 @@ fn open_stream(
             ratio_after: limits.ratio_after,
         },
     };
-    Ok((tar::Archive::new(bounded), failure, file_bytes))
+    let guarded = HeaderGuard::new(bounded, failure.clone());
+    Ok((tar::Archive::new(guarded), failure, file_bytes))
 }
 
 /// Nothing at the path: the file, or a folder on the way to it, does not exist.
@@ -355,7 +360,7 @@ fn finish_tar(
 ) -> Result<(), ArchiveError> {
     let mut stream = archive.into_inner();
     drain(&mut stream, failure)?;
-    if stream.produced.saturating_sub(entries_end) < 2 * BLOCK {
+    if stream.inner.produced.saturating_sub(entries_end) < 2 * BLOCK {
         return Err(VerifyError::MissingTarEnd.into());
     }
     Ok(())
