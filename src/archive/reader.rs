@@ -58,18 +58,18 @@ pub struct ReadLimits {
     pub max_entries: u64,
 }
 
-/// The vault the defaults are sized for: 100,000 items (a large vault; Key Vault sets no
-/// item limit but lists at 25 a page, so a vault of this size already takes an hour to
-/// list under throttling).
+/// The vault the defaults are sized for: 100,000 items, a large vault (Key Vault sets no
+/// item limit; at its throttle budget of about 400 requests a second, backing up this many
+/// items takes about ten minutes).
 const DESIGN_ITEMS: u64 = 100_000;
 
 /// Entries per item at the design point, with `--all-versions`: the native blob plus four
 /// plain versions for a secret; blob, public parts and policy for keys and certificates.
 const DESIGN_ENTRIES_PER_ITEM: u64 = 5;
 
-/// Bytes of `manifest.json` per entry: a secret version's record with its attributes, a
-/// short tag and its SHA-256 is about 450 bytes (measured on the writer's output); the
-/// shortest possible record is about 150.
+/// Bytes of `manifest.json` per entry: a secret version's record (`docs/FORMAT.md`) with its
+/// attributes, a short tag and its SHA-256 is about 450 bytes compact; the shortest
+/// possible record is about 150.
 const MANIFEST_BYTES_PER_ENTRY: u64 = 450;
 
 impl Default for ReadLimits {
@@ -78,20 +78,22 @@ impl Default for ReadLimits {
     ///
     /// - `max_entries`, 1,000,000: the design point is 100,000 items × 5 entries =
     ///   500,000 entries; twice that leaves room for secrets with more versions. The
-    ///   verification pass keeps about 60 bytes per entry: 60 MB at the limit.
+    ///   verification pass keeps 56 bytes per entry in a hash table, up to three times that
+    ///   while the table grows: an archive refused at the limit peaks at 190 MB
+    ///   (`examples/reader_limits_bench.rs`).
     /// - `max_manifest_size`, 256 MiB: 500,000 records × 450 bytes = 225 MB, rounded up.
     ///   It also caps the entry count a manifest can list: 256 MiB of the shortest records
     ///   (150 bytes) is 1.8 M, the same order as `max_entries`. Parsed, a manifest takes
     ///   about twice its size in memory.
     /// - `max_entry_size`, 64 MiB: the largest entry is a secret's native blob holding 500
-    ///   versions of 25 KB, 12.5 MB of values; Key Vault's envelope adds about 8 KB per
-    ///   version (a one-version secret's blob is 7.7 KB in Azure's recordings) and base64
-    ///   a third, about 22 MB in all. A certificate's blob is 45 KB per version, a few
-    ///   hundred KB for a certificate with many; a plain secret version is at most about
-    ///   160 KB (25 KB of value escaped as JSON, 15 tags). 64 MiB keeps a threefold margin.
+    ///   versions of 25 KB, 12.5 MB of values; if every version carried the 7.7 KB a
+    ///   one-version secret's blob takes in Azure's recordings, 4 MB more, and base64 a
+    ///   third: about 22 MB. A one-version certificate's blob is 45 KB, a few hundred KB
+    ///   for one with many versions; a plain secret version is at most about 160 KB (25 KB
+    ///   of value escaped as JSON, 15 tags). 64 MiB keeps a threefold margin.
     /// - `max_total_size`, 16 GiB: 100,000 items × 160 KB (a certificate with a few
     ///   versions, or a secret with a dozen large ones) on average. Entries stream through,
-    ///   so this bounds time (a pass reads about 200 MB/s), not memory.
+    ///   so this bounds time, not memory.
     fn default() -> Self {
         let design_entries = DESIGN_ITEMS * DESIGN_ENTRIES_PER_ITEM;
         Self {
