@@ -11,6 +11,9 @@
 //!   with its own SHA-256 (about 2.4 million records), the manifest that must be parsed and
 //!   held whole;
 //! - `entries-10m`: ten million empty entries;
+//! - `manifest-64m-versions`: a `manifest.json` of 64 MiB, under the default bound, whose
+//!   one entry lists 16 million one-letter versions (random letters, about 6:1 compressed): the costliest manifest per byte (each
+//!   4-byte `"a",` becomes a `String`);
 //! - `longname-1g`: a GNU long name of 1 GiB, compressing about 60:1 (under the ratio
 //!   bound), which the tar crate would read whole into memory before handing out its entry.
 //!
@@ -59,10 +62,11 @@ fn main() -> Result<()> {
     let recipient = identity.to_public();
 
     type Build = fn(&mut dyn Write) -> io::Result<()>;
-    let cases: [(&str, Build); 4] = [
+    let cases: [(&str, Build); 5] = [
         ("manifest-1g-spaces", manifest_of_spaces),
         ("manifest-1g-records", manifest_of_records),
         ("entries-10m", ten_million_entries),
+        ("manifest-64m-versions", manifest_of_versions),
         ("longname-1g", long_name),
     ];
     println!("coldvault: {}", binary.display());
@@ -209,6 +213,36 @@ fn manifest_of_records(out: &mut dyn Write) -> io::Result<()> {
     // Spaces up to the declared size: JSON allows them before the closing brackets.
     let fill = GIB - written - tail.len() as u64;
     out.write_all(&vec![b' '; fill as usize])?;
+    out.write_all(tail)?;
+    end(out)
+}
+
+fn manifest_of_versions(out: &mut dyn Write) -> io::Result<()> {
+    entry(out, "coldvault-archive.json", MARKER)?;
+    let size = 64u64 << 20;
+    out.write_all(&header("manifest.json", size)?)?;
+    let head = br#"{"format":"coldvault-archive","format_version":1,"tool":{"name":"coldvault","version":"0.1.0"},"created":"2026-06-01T00:00:00Z","source":{"vault":"v","url":"https://v.vault.azure.net/"},"counts":{"secrets":0,"keys":0,"certificates":0,"entries":0,"skipped":0,"deleted":0},"entries":[{"path":"keys/k/backup.bin","type":"backup","kind":"key","name":"k","size":1,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","versions":["a""#;
+    let tail = b"]}],\"skipped\":[],\"deleted\":[]}";
+    out.write_all(head)?;
+    let mut written = head.len() as u64;
+    // Pseudo-random letters keep zstd under the ratio bound.
+    let count = (size - written - tail.len() as u64) / 4;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut chunk = Vec::with_capacity(4 << 16);
+    let mut left = count;
+    while left > 0 {
+        chunk.clear();
+        for _ in 0..left.min(1 << 16) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.extend_from_slice(&[b',', b'"', b'a' + (state % 26) as u8, b'"']);
+        }
+        out.write_all(&chunk)?;
+        left -= (chunk.len() / 4) as u64;
+    }
+    written += count * 4;
+    out.write_all(&vec![b' '; (size - written - tail.len() as u64) as usize])?;
     out.write_all(tail)?;
     end(out)
 }

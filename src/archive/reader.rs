@@ -83,8 +83,11 @@ impl Default for ReadLimits {
     ///   (`examples/reader_limits_bench.rs`).
     /// - `max_manifest_size`, 256 MiB: 500,000 records × 450 bytes = 225 MB, rounded up.
     ///   It also caps the entry count a manifest can list: 256 MiB of the shortest records
-    ///   (150 bytes) is 1.8 M, the same order as `max_entries`. Parsed, a manifest takes
-    ///   about twice its size in memory.
+    ///   (150 bytes) is 1.8 M, the same order as `max_entries`. Parsed, a manifest of the
+    ///   writer's records takes about 1.75 times its size in memory (1,798 MiB for 1 GiB);
+    ///   a crafted one up to 14 times (one-letter version ids, each 4 bytes of JSON and a
+    ///   `String`: 913 MiB for 64 MiB), about 3.6 GB at this bound. Only a manifest that is
+    ///   not held whole would remove that; until then a lower bound is the remedy.
     /// - `max_entry_size`, 64 MiB: the largest entry is a secret's native blob holding 500
     ///   versions of 25 KB, 12.5 MB of values; if every version carried the 7.7 KB a
     ///   one-version secret's blob takes in Azure's recordings, 4 MB more, and base64 a
