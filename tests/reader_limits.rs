@@ -347,3 +347,34 @@ fn ten_million_entries_are_refused_by_default_as_soon_as_the_count_passes_the_li
         "{err:?}"
     );
 }
+
+#[test]
+fn help_of_every_reading_command_lists_the_limit_flags_with_their_defaults() {
+    for command in ["verify", "inspect", "extract", "diff", "restore"] {
+        let output = coldvault().args([command, "--help"]).output().expect("run");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command}");
+        let limits = text
+            .split("Archive limits (raise only for archives you trust):")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command} --help has no limits section:\n{text}"));
+        // Wrapped lines joined: a default may fall on the next line.
+        let limits = limits.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (flag, default) in [
+            ("--max-manifest-size", "256MiB"),
+            ("--max-entries", "1000000"),
+            ("--max-entry-size", "64MiB"),
+            ("--max-total-size", "16GiB"),
+        ] {
+            let at = limits
+                .find(flag)
+                .unwrap_or_else(|| panic!("{command} --help lacks {flag}"));
+            let described = limits[at..].split(" --max-").next().unwrap_or_default();
+            let described = described.split(']').next().unwrap_or_default();
+            assert!(
+                described.ends_with(&format!("[default: {default}")),
+                "{command}: {described}"
+            );
+        }
+    }
+}
