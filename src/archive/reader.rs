@@ -79,7 +79,7 @@ impl Default for ReadLimits {
     /// - `max_entries`, 1,000,000: the design point is 100,000 items × 5 entries =
     ///   500,000 entries; twice that leaves room for secrets with more versions. The
     ///   verification pass keeps 56 bytes per entry in a hash table, up to three times that
-    ///   while the table grows: an archive refused at the limit peaks at 190 MB
+    ///   while the table grows: an archive refused at the limit peaks at 188 MiB
     ///   (`examples/reader_limits_bench.rs`).
     /// - `max_manifest_size`, 256 MiB: 500,000 records × 450 bytes = 225 MB, rounded up.
     ///   It also caps the entry count a manifest can list: 256 MiB of the shortest records
