@@ -173,6 +173,9 @@ impl From<crate::archive::ArchiveError> for CliError {
             E::WrongPassphrase => CliError::failed(message)
                 .with_hint("check COLDVAULT_PASSPHRASE or the --passphrase-file"),
             E::Verify(verify) => {
+                if let Some(err) = limit_refusal(&verify) {
+                    return err;
+                }
                 let hint = match &verify {
                     V::UnknownFormatVersion { .. } => {
                         Some("the archive was written by a newer coldvault: read it with that version")
@@ -205,4 +208,38 @@ impl From<crate::archive::ArchiveError> for CliError {
             | E::Io { .. } => CliError::failed(message),
         }
     }
+}
+
+/// An archive refused by one of the reader's bounds: the message names the flag that sets
+/// the bound, the hint a value that would let this archive through. Raising is the user's
+/// call (the archive may be hostile), so the hint says when it is safe.
+fn limit_refusal(verify: &crate::archive::VerifyError) -> Option<CliError> {
+    use crate::archive::VerifyError as V;
+    use crate::commands::keys_args::{
+        MAX_ENTRIES_FLAG, MAX_ENTRY_SIZE_FLAG, MAX_MANIFEST_SIZE_FLAG, MAX_TOTAL_SIZE_FLAG,
+        show_size,
+    };
+    // A size limit is raised to the next power of two above what the archive declared;
+    // counts and totals, known only up to the limit, to twice the limit.
+    let (flag, raised) = match *verify {
+        V::ManifestTooLarge { size, .. } => (
+            MAX_MANIFEST_SIZE_FLAG,
+            show_size(size.checked_next_power_of_two().unwrap_or(size)),
+        ),
+        V::EntryTooLarge { size, .. } => (
+            MAX_ENTRY_SIZE_FLAG,
+            show_size(size.checked_next_power_of_two().unwrap_or(size)),
+        ),
+        V::TooManyEntries { limit } => (MAX_ENTRIES_FLAG, limit.saturating_mul(2).to_string()),
+        V::TotalTooLarge { limit } => (MAX_TOTAL_SIZE_FLAG, show_size(limit.saturating_mul(2))),
+        _ => return None,
+    };
+    Some(
+        CliError::verification(format!(
+            "archive failed verification: {verify} (the limit set by {flag})"
+        ))
+        .with_hint(format!(
+            "if the archive comes from a source you trust, raise the limit: {flag} {raised}"
+        )),
+    )
 }

@@ -11,6 +11,7 @@ mod emulator_persist;
 mod network;
 mod outputs;
 mod pacing;
+mod reader_limits;
 mod restore;
 mod support;
 mod vault;

@@ -219,6 +219,25 @@ pub enum VerifyError {
         /// The bound.
         limit: u64,
     },
+    /// A GNU long-name or pax extended header larger than its bound (a tar reader holds its
+    /// data in memory).
+    #[error("the archive holds a {kind} of {size} bytes, over the limit of {limit} bytes")]
+    ExtensionHeaderTooLarge {
+        /// "GNU long name", "GNU long link name" or "pax extended header".
+        kind: &'static str,
+        /// Its declared size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// `manifest.json` larger than its bound.
+    #[error("manifest.json is {size} bytes, over the limit of {limit} bytes")]
+    ManifestTooLarge {
+        /// Its declared size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
     /// The decompressed stream exceeds the total bound.
     #[error("the decompressed archive exceeds {limit} bytes")]
     TotalTooLarge {

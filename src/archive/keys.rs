@@ -18,6 +18,7 @@ use age::secrecy::{ExposeSecret, SecretString};
 use age::{DecryptError, Decryptor, EncryptError, Encryptor, plugin, ssh, x25519};
 
 use super::error::{ArchiveError, VerifyError};
+use super::reader::ReadLimits;
 
 /// Recipient and identity files larger than this are refused (age's own bound).
 const KEY_FILE_LIMIT: u64 = 16 << 20;
@@ -411,12 +412,16 @@ impl IdentitySet {
     }
 }
 
-/// How an archive is opened: with identities, or with its passphrase. Cheap to clone and
-/// `Send`, so a reader can open the archive again on another thread.
+/// How an archive is opened: with identities, or with its passphrase, and within which
+/// [`ReadLimits`] (the defaults unless raised with [`Decryption::with_limits`]). Cheap to
+/// clone and `Send`, so a reader can open the archive again on another thread.
 #[derive(Clone)]
 pub struct Decryption {
     mode: DecryptionMode,
     prompt: Arc<dyn Prompt>,
+    // Carried here so that every command that opens an archive honours the limits its user
+    // set, through the one value it already hands to the reader.
+    limits: ReadLimits,
 }
 
 #[derive(Clone)]
@@ -448,7 +453,22 @@ impl Decryption {
             (false, None) => DecryptionMode::Identities(identities),
             (true, Some(passphrase)) => DecryptionMode::Passphrase(passphrase),
         };
-        Ok(Self { mode, prompt })
+        Ok(Self {
+            mode,
+            prompt,
+            limits: ReadLimits::default(),
+        })
+    }
+
+    /// The same decryption, opening archives within `limits` instead.
+    pub fn with_limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits [`ArchiveReader::open`](super::ArchiveReader::open) applies.
+    pub fn limits(&self) -> ReadLimits {
+        self.limits
     }
 
     /// Decryption with identities and no user interface.

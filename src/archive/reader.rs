@@ -26,36 +26,86 @@ use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
     EntryType, FormatMarker, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
 };
-use super::streams::{DecompressedReader, DecryptedReader, FailureSlot, RawReader, StreamBounds};
+use super::streams::{
+    DecompressedReader, DecryptedReader, FailureSlot, HeaderGuard, RawReader, StreamBounds,
+};
 use super::{FORMAT_NAME, FORMAT_VERSION};
 
-/// Bounds that keep a hostile archive from exhausting memory or disk.
+/// Bounds that keep a hostile archive from exhausting memory, disk or time.
+///
+/// Anyone holding an archive's public recipient can write an archive that opens, so every
+/// bound is enforced while reading, before the memory it protects is taken: the
+/// manifest's size and each entry's size are checked against the tar header before a byte
+/// of data is read, the entry count as each header arrives, the total as the decompressed
+/// stream grows. [`ReadLimits::default`] derives the defaults from what Key Vault can hold
+/// (see there); a larger archive opens with raised limits (the reading commands'
+/// `--max-*` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
-    /// Largest item entry (default 64 MiB; Key Vault's largest backup blobs are far smaller).
+    /// Largest item entry, in bytes: what the reader holds in memory at once while it
+    /// hands out entries.
     pub max_entry_size: u64,
-    /// Largest `manifest.json` (default 1 GiB).
+    /// Largest `manifest.json`, in bytes: the manifest is parsed and held whole.
     pub max_manifest_size: u64,
-    /// Largest decompressed tar stream (default 64 GiB).
+    /// Largest decompressed tar stream, in bytes: bounds the time a pass takes.
     pub max_total_size: u64,
     /// Largest decompressed:compressed ratio, checked once `ratio_after` bytes are out
     /// (default 1000:1 after 16 MiB; coldvault's own archives stay far below 100:1).
     pub max_ratio: u64,
     /// See `max_ratio`.
     pub ratio_after: u64,
-    /// Most tar entries (default 10 million).
+    /// Most tar entries: the verification pass keeps a small record per entry.
     pub max_entries: u64,
 }
 
+/// The vault the defaults are sized for: 100,000 items, a large vault (Key Vault sets no
+/// item limit; at its throttle budget of about 400 requests a second, backing up this many
+/// items takes about ten minutes).
+const DESIGN_ITEMS: u64 = 100_000;
+
+/// Entries per item at the design point, with `--all-versions`: the native blob plus four
+/// plain versions for a secret; blob, public parts and policy for keys and certificates.
+const DESIGN_ENTRIES_PER_ITEM: u64 = 5;
+
+/// Bytes of `manifest.json` per entry: a secret version's record (`docs/FORMAT.md`) with its
+/// attributes, a short tag and its SHA-256 is about 450 bytes compact; the shortest
+/// possible record is about 150.
+const MANIFEST_BYTES_PER_ENTRY: u64 = 450;
+
 impl Default for ReadLimits {
+    /// The defaults, derived from Key Vault's own limits (names of at most 127 characters,
+    /// secret values of at most 25 KB, at most 500 versions in a native backup blob):
+    ///
+    /// - `max_entries`, 1,000,000: the design point is 100,000 items × 5 entries =
+    ///   500,000 entries; twice that leaves room for secrets with more versions. The
+    ///   verification pass keeps 56 bytes per entry in a hash table, up to three times that
+    ///   while the table grows: an archive refused at the limit peaks at 188 MiB
+    ///   (`examples/reader_limits_bench.rs`).
+    /// - `max_manifest_size`, 256 MiB: 500,000 records × 450 bytes = 225 MB, rounded up.
+    ///   It also caps the entry count a manifest can list: 256 MiB of the shortest records
+    ///   (150 bytes) is 1.8 M, the same order as `max_entries`. Parsed, a manifest of the
+    ///   writer's records takes about 1.75 times its size in memory (1,798 MiB for 1 GiB);
+    ///   a crafted one up to 14 times (one-letter version ids, each 4 bytes of JSON and a
+    ///   `String`: 913 MiB for 64 MiB), about 3.6 GB at this bound. Only a manifest that is
+    ///   not held whole would remove that; until then a lower bound is the remedy.
+    /// - `max_entry_size`, 64 MiB: the largest entry is a secret's native blob holding 500
+    ///   versions of 25 KB, 12.5 MB of values; if every version carried the 7.7 KB a
+    ///   one-version secret's blob takes in Azure's recordings, 4 MB more, and base64 a
+    ///   third: about 22 MB. A one-version certificate's blob is 45 KB, a few hundred KB
+    ///   for one with many versions; a plain secret version is at most about 160 KB (25 KB
+    ///   of value escaped as JSON, 15 tags). 64 MiB keeps a threefold margin.
+    /// - `max_total_size`, 16 GiB: 100,000 items × 160 KB (a certificate with a few
+    ///   versions, or a secret with a dozen large ones) on average. Entries stream through,
+    ///   so this bounds time, not memory.
     fn default() -> Self {
+        let design_entries = DESIGN_ITEMS * DESIGN_ENTRIES_PER_ITEM;
         Self {
             max_entry_size: 64 << 20,
-            max_manifest_size: 1 << 30,
-            max_total_size: 64 << 30,
+            max_manifest_size: (design_entries * MANIFEST_BYTES_PER_ENTRY).next_power_of_two(),
+            max_total_size: 16 << 30,
             max_ratio: 1000,
             ratio_after: 16 << 20,
-            max_entries: 10_000_000,
+            max_entries: 2 * design_entries,
         }
     }
 }
@@ -66,10 +116,12 @@ const MARKER_LIMIT: u64 = 64 * 1024;
 /// Trailing zero padding after the tar end marker is bounded too (GNU tar pads to 10 KiB).
 const TRAILING_LIMIT: u64 = 1 << 20;
 
-type TarStream = DecompressedReader<
-    zstd::Decoder<
-        'static,
-        BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+type TarStream = HeaderGuard<
+    DecompressedReader<
+        zstd::Decoder<
+            'static,
+            BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+        >,
     >,
 >;
 
@@ -112,9 +164,10 @@ impl ArchiveReader {
         }
     }
 
-    /// Opens and fully verifies the archive at `path` with the default [`ReadLimits`].
+    /// Opens and fully verifies the archive at `path` within the decryption's limits
+    /// ([`Decryption::limits`]: the defaults unless raised).
     pub fn open(path: &Path, decryption: &Decryption) -> Result<Self, ArchiveError> {
-        Self::open_with_limits(path, decryption, ReadLimits::default())
+        Self::open_with_limits(path, decryption, decryption.limits())
     }
 
     /// Opens and fully verifies the archive at `path`. Fails with the first broken rule:
@@ -278,7 +331,8 @@ fn open_stream(
             ratio_after: limits.ratio_after,
         },
     };
-    Ok((tar::Archive::new(bounded), failure, file_bytes))
+    let guarded = HeaderGuard::new(bounded, failure.clone());
+    Ok((tar::Archive::new(guarded), failure, file_bytes))
 }
 
 /// Nothing at the path: the file, or a folder on the way to it, does not exist.
@@ -311,7 +365,7 @@ fn finish_tar(
 ) -> Result<(), ArchiveError> {
     let mut stream = archive.into_inner();
     drain(&mut stream, failure)?;
-    if stream.produced.saturating_sub(entries_end) < 2 * BLOCK {
+    if stream.inner.produced.saturating_sub(entries_end) < 2 * BLOCK {
         return Err(VerifyError::MissingTarEnd.into());
     }
     Ok(())
@@ -469,9 +523,9 @@ fn verify_pass(
                 return Err(VerifyError::EntryAfterManifest(path).into());
             }
             if path == MANIFEST_PATH {
+                // Checked on the tar header's size, before any of it is read or parsed.
                 if size > limits.max_manifest_size {
-                    return Err(VerifyError::EntryTooLarge {
-                        path,
+                    return Err(VerifyError::ManifestTooLarge {
                         size,
                         limit: limits.max_manifest_size,
                     }

@@ -1,7 +1,9 @@
 //! The age key arguments every archive command shares: [`EncryptArgs`] (`-r`, `-R`,
 //! `--passphrase`, `--passphrase-file`) for commands that write archives and [`DecryptArgs`]
 //! (`-i`, `--passphrase`, `--passphrase-file`) for commands that read them. Commands flatten
-//! them with `#[command(flatten)]` and call `resolve()`.
+//! them with `#[command(flatten)]` and call `resolve()`. [`DecryptArgs`] also carries the
+//! [`LimitArgs`] (`--max-manifest-size`, `--max-entries`, `--max-entry-size`,
+//! `--max-total-size`) that raise the reader's bounds, so every reading command has them.
 //!
 //! A passphrase never comes from argv: `--passphrase-file`, else `COLDVAULT_PASSPHRASE`,
 //! else a prompt when stdin is a terminal. A passphrase-protected SSH key is unlocked with
@@ -15,7 +17,7 @@ use age::secrecy::zeroize::Zeroizing;
 use age::secrecy::{ExposeSecret, SecretString};
 
 use crate::archive::keys::{IdentitySet, Prompt, RecipientSet, looks_like_private_key};
-use crate::archive::{ArchiveError, Decryption, Encryption};
+use crate::archive::{ArchiveError, Decryption, Encryption, ReadLimits};
 use crate::error::CliError;
 
 /// The environment variable holding an archive's passphrase.
@@ -113,6 +115,10 @@ pub struct DecryptArgs {
     /// Read the passphrase from the first line of FILE (implies --passphrase).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+
+    /// Bounds on what the archive may hold.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl DecryptArgs {
@@ -132,8 +138,109 @@ impl DecryptArgs {
         } else {
             None
         };
-        Ok(Decryption::new(set, passphrase, Arc::new(TerminalPrompt))?)
+        Ok(Decryption::new(set, passphrase, Arc::new(TerminalPrompt))?
+            .with_limits(self.limits.resolve()))
     }
+}
+
+/// The flag that raises [`ReadLimits::max_manifest_size`].
+pub const MAX_MANIFEST_SIZE_FLAG: &str = "--max-manifest-size";
+/// The flag that raises [`ReadLimits::max_entries`].
+pub const MAX_ENTRIES_FLAG: &str = "--max-entries";
+/// The flag that raises [`ReadLimits::max_entry_size`].
+pub const MAX_ENTRY_SIZE_FLAG: &str = "--max-entry-size";
+/// The flag that raises [`ReadLimits::max_total_size`].
+pub const MAX_TOTAL_SIZE_FLAG: &str = "--max-total-size";
+
+/// Where `--help` lists the limit flags.
+const LIMITS_HEADING: &str = "Archive limits (raise only for archives you trust)";
+
+/// The reader's bounds, each left at its default unless given. Anyone holding an archive's
+/// public recipient can write one, so an archive is read within limits sized for a vault of
+/// 100,000 items with all their versions (`docs/FORMAT.md`, "Threat model"); a larger
+/// archive from a trusted source opens with a raised limit.
+// Each flag names its heading: a `next_help_heading` would also file the flags declared
+// after the flattened struct under it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LimitArgs {
+    /// Refuse a manifest.json larger than SIZE [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = LIMITS_HEADING)]
+    pub max_manifest_size: Option<u64>,
+
+    /// Refuse an archive of more than N entries [default: 1000000].
+    #[arg(long, value_name = "N", help_heading = LIMITS_HEADING)]
+    pub max_entries: Option<u64>,
+
+    /// Refuse an entry (a backup blob, a secret version…) larger than SIZE [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = LIMITS_HEADING)]
+    pub max_entry_size: Option<u64>,
+
+    /// Refuse an archive larger than SIZE once decompressed [default: 16GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = LIMITS_HEADING)]
+    pub max_total_size: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The default limits, with each one given replaced.
+    pub fn resolve(&self) -> ReadLimits {
+        let mut limits = ReadLimits::default();
+        if let Some(size) = self.max_manifest_size {
+            limits.max_manifest_size = size;
+        }
+        if let Some(count) = self.max_entries {
+            limits.max_entries = count;
+        }
+        if let Some(size) = self.max_entry_size {
+            limits.max_entry_size = size;
+        }
+        if let Some(size) = self.max_total_size {
+            limits.max_total_size = size;
+        }
+        limits
+    }
+}
+
+/// Parses a size: a number of bytes, optionally followed by a unit, `KiB`, `MiB`, `GiB`,
+/// `TiB` (`K`, `M`, `G`, `T` for short) or `KB`, `MB`, `GB`, `TB` (powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: expected a number such as 512MiB"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use KiB, MiB, GiB or TiB (or KB, MB, GB, TB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Shows a byte count the way the limit flags take it: `256MiB`, or bytes when it is not a
+/// whole number of a unit.
+pub fn show_size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Asks on the terminal (via /dev/tty), or answers from the environment in scripts.
@@ -214,4 +321,53 @@ fn read_passphrase(file: Option<&Path>, confirm: bool) -> Result<SecretString, C
         }
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_size_takes_bytes_and_units() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("3KB"), Ok(3000));
+        assert_eq!(parse_size(" 1TiB "), Ok(1 << 40));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn show_size_round_trips_through_parse_size() {
+        for bytes in [0, 1, 1000, 1 << 10, 256 << 20, 16 << 30, (1 << 20) + 1] {
+            assert_eq!(parse_size(&show_size(bytes)), Ok(bytes));
+        }
+        assert_eq!(show_size(256 << 20), "256MiB");
+    }
+
+    #[test]
+    fn limit_flags_replace_only_the_limits_given() {
+        let defaults = ReadLimits::default();
+        assert_eq!(LimitArgs::default().resolve(), defaults);
+        let args = LimitArgs {
+            max_entries: Some(7),
+            ..LimitArgs::default()
+        };
+        let limits = args.resolve();
+        assert_eq!(limits.max_entries, 7);
+        assert_eq!(limits.max_manifest_size, defaults.max_manifest_size);
+    }
+
+    #[test]
+    fn help_defaults_match_the_reader_defaults() {
+        // The `[default: …]` texts are written out in the doc comments; this keeps them true.
+        let defaults = ReadLimits::default();
+        assert_eq!(show_size(defaults.max_manifest_size), "256MiB");
+        assert_eq!(defaults.max_entries, 1_000_000);
+        assert_eq!(show_size(defaults.max_entry_size), "64MiB");
+        assert_eq!(show_size(defaults.max_total_size), "16GiB");
+    }
 }
