@@ -1464,3 +1464,82 @@ async fn a_name_matching_nothing_is_exit_1_with_the_closest_names() {
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_restore_with_exit_143_and_a_rerun_hint() {
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha"), VaultSpec::new("beta")]).await;
+    let alpha = vault(&emulator, "alpha").await;
+    alpha
+        .set_secret(
+            "db-password",
+            &NewSecretVersion {
+                value: SecretString::from("s3cret"),
+                content_type: None,
+                tags: BTreeMap::new(),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("set");
+    let archive = backup(&emulator, &ws, "alpha").await;
+    // Every write to beta is parked until released, so the signal lands mid-apply for certain.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(
+                json!({"kind": "hold", "vault": "beta", "method": "PUT", "count": 100,
+                        "delay_ms": 60_000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ready = emulator.ready();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(["restore", path_str(&archive), "--vault"])
+        .arg(emulator.vault_url("beta"))
+        .args(["-i", path_str(&ws.identity_file), "--mode", "plain"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("restore starts");
+    let mut held = 0;
+    for _ in 0..1200 {
+        let (_, body) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
+        held = body["held"].as_u64().unwrap_or(0);
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held > 0, "a write is parked");
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let output = child.wait_with_output().await.expect("restore ends");
+    let (_, _) = emulator
+        .admin(reqwest::Method::POST, "/faults/release", None)
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains(
+            "beta: interrupted (SIGTERM); run the same command again to finish the restore"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret") && !String::from_utf8_lossy(&output.stdout).contains("s3cret")
+    );
+}

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
+use super::interrupt::Interrupts;
 use super::keys_args::DecryptArgs;
 use super::restore_plan::{
     Action, ArchiveContents, ArchivedItem, LiveView, Method, Mode, NativeTarget, OnConflict,
@@ -53,7 +54,8 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 
 Exit codes: 0 everything restored or already right, 1 failed (nothing or not everything was \
 attempted), 2 usage, 3 partial (some items not restored, each named), 4 archive failed \
-verification, 130 interrupted. A rerun finishes an interrupted restore.")]
+verification, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
+restore that was stopped.")]
 pub struct RestoreArgs {
     /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
     #[arg(value_name = "ARCHIVE")]
@@ -156,18 +158,17 @@ pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
 /// prints and answers its exit code.
 pub async fn execute(plan: &RestorePlan) -> Result<ExitCode, CliError> {
     let progress = Progress::new(ProgressStyle::detect(plan.json));
+    // SIGINT, SIGTERM and SIGHUP end a restore alike (exit 130 / 143 / 129): what was written
+    // stays written, and a rerun plans from what the target now holds.
+    let mut interrupts = Interrupts::listen()?;
     let outcome = tokio::select! {
         outcome = restore(plan, &progress) => outcome,
-        _ = tokio::signal::ctrl_c() => {
+        stop = interrupts.recv() => {
             progress.finish_vault();
-            return Err(CliError {
-                code: ExitCode::Interrupted,
-                message: format!(
-                    "{}: interrupted; run the same command again to finish the restore",
-                    plan.target.name()
-                ),
-                hint: None,
-            });
+            return Err(stop.error(
+                plan.target.name(),
+                "run the same command again to finish the restore",
+            ));
         }
     };
     progress.finish_vault();
