@@ -5,8 +5,11 @@
 //! Azure Key Vault access (no archive knowledge), [`commands`] joins them one subcommand per
 //! file, [`output`] renders human text, JSON and progress, and [`emulator`] is the local Key
 //! Vault that every end-to-end test runs against.
+//! [`atomic_file`] (temp file, fsync, rename, folder fsync) imports nothing else of the crate,
+//! so the archive writer, the commands and the emulator all write files through it.
 
 pub mod archive;
+pub mod atomic_file;
 pub mod cli;
 pub mod commands;
 pub mod emulator;

@@ -27,6 +27,7 @@ use super::manifest::{
 };
 use super::streams::CountingWriter;
 use super::{FILE_SUFFIX, FORMAT_NAME, FORMAT_VERSION};
+use crate::atomic_file::{AtomicFile, Replace, parent_dir, sync_folder};
 
 /// Where a new archive goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub struct ArchiveSummary {
 
 /// The bottom of the chain: a temporary file beside the final name, or stdout.
 enum Sink {
-    File(tempfile::NamedTempFile),
+    File(AtomicFile),
     Stdout(io::BufWriter<io::Stdout>),
 }
 
@@ -217,13 +218,9 @@ impl ArchiveWriter {
                 // writing process's id is part of the name, so a later run can tell a file
                 // left by a killed run from a live one (`remove_stale_partials`).
                 let prefix = format!("{PARTIAL_PREFIX}{}-", std::process::id());
-                let tmp = tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .suffix(PARTIAL_SUFFIX)
-                    .tempfile_in(dir)
-                    .map_err(|e| {
-                        ArchiveError::io(format!("cannot create a file in {}", dir.display()), e)
-                    })?;
+                let tmp = AtomicFile::create_in(dir, &prefix, PARTIAL_SUFFIX).map_err(|e| {
+                    ArchiveError::io(format!("cannot create a file in {}", dir.display()), e)
+                })?;
                 Sink::File(tmp)
             }
         };
@@ -436,7 +433,6 @@ impl ArchiveWriter {
         let mut final_path = self.final_path.take();
         match (counting.inner, &mut final_path) {
             (Sink::File(tmp), Some(path)) => {
-                tmp.as_file().sync_all().map_err(io_err)?;
                 *path = persist_free(tmp, path).map_err(|e| match e {
                     Persist::Taken(first) => ArchiveError::OutputExists(first),
                     Persist::Io(e) => io_err(e),
@@ -614,45 +610,6 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     path.with_file_name(renamed)
 }
 
-/// Syncs a folder, so that a rename in it survives a crash. As PostgreSQL's `fsync_fname`
-/// does, a folder that cannot be opened for reading (a write-only drop folder: EACCES) or a
-/// file system that cannot sync folders (EINVAL, EBADF) is no failure: nothing more can be
-/// done there. Anything else (EIO, ENOSPC, EROFS…) is reported. Windows has no folder sync.
-fn sync_folder(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let folder = match std::fs::File::open(dir) {
-            Ok(folder) => folder,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        match folder.sync_all() {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc_errno::EINVAL | libc_errno::EBADF)
-                ) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// The two errno values a folder sync may answer on a file system that cannot do it (Linux
-/// and the BSDs agree on them).
-#[cfg(unix)]
-mod libc_errno {
-    pub const EBADF: i32 = 9;
-    pub const EINVAL: i32 = 22;
-}
-
 enum Persist {
     /// Every numbered alternative of this name was taken.
     Taken(PathBuf),
@@ -662,11 +619,11 @@ enum Persist {
 /// Renames the finished temporary file to `path`, never replacing a file: when another run
 /// took the name meanwhile (two backups of one vault in the same second), the next numbered
 /// name is used, so the finished work is never thrown away. Returns the name used.
-fn persist_free(mut tmp: tempfile::NamedTempFile, path: &Path) -> Result<PathBuf, Persist> {
+fn persist_free(mut tmp: AtomicFile, path: &Path) -> Result<PathBuf, Persist> {
     for n in 0..=MAX_NAME_SUFFIX {
         let candidate = numbered(path, n);
-        match tmp.persist_noclobber(&candidate) {
-            Ok(_) => return Ok(candidate),
+        match tmp.commit(&candidate, Replace::Never) {
+            Ok(()) => return Ok(candidate),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => tmp = e.file,
             Err(e) => return Err(Persist::Io(e.error)),
         }
@@ -766,13 +723,6 @@ fn file_name(vault: &str, created: OffsetDateTime) -> Result<String, ArchiveErro
         created.second()
     );
     Ok(format!("{vault}-{stamp}{FILE_SUFFIX}"))
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
 }
 
 fn shown_path(path: Option<&Path>) -> String {

@@ -31,9 +31,8 @@ use crate::archive::{
     Destination, Encryption, FILE_SUFFIX, ItemInfo, Kind, SecretRecord, Source,
 };
 use crate::error::{CliError, ExitCode};
-use crate::output::progress::{
-    ItemEvent, PeriodicReport, Progress, ProgressStyle, emit_json, human_bytes,
-};
+use crate::output::progress::{ItemEvent, PeriodicReport, Progress, ProgressStyle, emit_json};
+use crate::output::table::human_bytes;
 use crate::vault::azure::{AzureVault, ConnectOptions};
 use crate::vault::pacing::RequestStats;
 use crate::vault::{

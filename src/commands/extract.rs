@@ -18,6 +18,7 @@ use age::secrecy::ExposeSecret;
 use age::secrecy::zeroize::Zeroizing;
 
 use crate::archive::{ArchiveReader, EntryData, Kind, SecretRecord};
+use crate::atomic_file::{self, AtomicFile, AtomicWriteError, Replace, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
 
@@ -246,33 +247,17 @@ fn json(secrets: &BTreeMap<String, SecretRecord>) -> Result<Zeroizing<String>, C
 }
 
 /// Writes through a 0600 temporary file beside `path`, then renames (no clobber unless
-/// `force`).
+/// `force`) and syncs the folder.
 fn write_file(path: &Path, data: &[u8], force: bool) -> Result<(), CliError> {
-    let shown = path.display();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".coldvault-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| CliError::failed(format!("cannot create a file in {}: {e}", dir.display())))?;
-    tmp.write_all(data)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| CliError::failed(format!("cannot write {shown}: {e}")))?;
-    let persisted = if force {
-        tmp.persist(path).map(drop)
+    let replace = if force {
+        Replace::Existing
     } else {
-        tmp.persist_noclobber(path).map(drop)
+        Replace::Never
     };
-    persisted.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            CliError::failed(format!("{shown} already exists"))
-                .with_hint("pass --force to replace it, or choose another -o")
-        } else {
-            CliError::failed(format!("cannot write {shown}: {}", e.error))
-        }
+    atomic_file::write(path, data, replace).map_err(|e| match e {
+        AtomicWriteError::Exists { .. } => CliError::failed(e.to_string())
+            .with_hint("pass --force to replace it, or choose another -o"),
+        e => CliError::failed(e.to_string()),
     })
 }
 
@@ -341,25 +326,21 @@ fn write_dir(
         let file = path.join(&record.name);
         let write_failed =
             |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", file.display()));
-        // tempfile creates with mode 0600 and O_EXCL; the rename keeps the mode.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".coldvault-")
-            .suffix(".partial")
-            .tempfile_in(path)
+        // Created new with mode 0600 (O_EXCL); the rename keeps the mode.
+        let mut tmp = AtomicFile::create_in(path, TEMP_PREFIX, TEMP_SUFFIX)
             .map_err(|e| CliError::failed(format!("cannot create a file in {shown}: {e}")))?;
         tmp.write_all(record.value.expose_secret().as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
             .map_err(write_failed)?;
-        let persisted = if force {
-            tmp.persist(&file).map(drop)
+        let replace = if force {
+            Replace::Existing
         } else {
-            tmp.persist_noclobber(&file).map(drop)
+            Replace::Never
         };
-        persisted.map_err(|e| write_failed(e.error))?;
+        tmp.commit(&file, replace)
+            .map_err(|e| write_failed(e.error))?;
     }
-    // The renames are durable only once the folder itself is synced.
-    std::fs::File::open(path)
-        .and_then(|dir| dir.sync_all())
+    // The renames are durable only once the folder itself is synced (once, after them all).
+    atomic_file::sync_folder(path)
         .map_err(|e| CliError::failed(format!("cannot sync {shown}: {e}")))?;
     Ok(())
 }

@@ -3,14 +3,15 @@
 //! folders are created with mode 0700) and the recipient to stdout, ready for `-r`; without
 //! it the identity goes to stdout and the recipient to stderr, as `age-keygen` does.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::DirBuilder;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 use age::secrecy::zeroize::Zeroizing;
 
+use crate::atomic_file::{self, AtomicWriteError, Replace};
 use crate::error::{CliError, ExitCode};
 
 /// Arguments of `coldvault keygen`.
@@ -45,22 +46,15 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
         Some(path) => {
             let shown = path.display();
             create_parent(path)?;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        CliError::failed(format!("{shown} already exists"))
-                            .with_hint("an identity is never overwritten: choose another -o")
-                    } else {
-                        CliError::failed(format!("cannot create {shown}: {e}"))
-                    }
-                })?;
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| CliError::failed(format!("cannot write {shown}: {e}")))?;
+            // Through a temporary file and a no-clobber rename: a crash never leaves half an
+            // identity under the name, and an existing identity is never replaced.
+            atomic_file::write(path, text.as_bytes(), Replace::Never).map_err(|e| match e {
+                AtomicWriteError::Exists { .. } => {
+                    CliError::failed(format!("{shown} already exists"))
+                        .with_hint("an identity is never overwritten: choose another -o")
+                }
+                e => CliError::failed(e.to_string()),
+            })?;
             crate::output::stdout::print(&format!("{recipient}\n")).map_err(CliError::stdout)?;
         }
         None => {

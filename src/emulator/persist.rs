@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use super::state::{AppState, Vault};
 use super::store::VaultStore;
+use crate::atomic_file::{self, AtomicFile, Replace};
 
 /// How long a change waits before it is saved. A burst of writes (a restore of thousands of
 /// items) then costs about four saves a second instead of one per request, so a `--state-dir`
@@ -37,38 +38,18 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// The current `vaults.json` format; format 1 is the only one written so far.
 const VAULTS_FORMAT: u32 = 1;
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part.
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part
+/// (through [`crate::atomic_file`], replacing the previous file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }
 
-/// [`write_atomic`] with the content written by `fill`: a temporary file in `path`'s directory
-/// (removed if anything fails), fsync, rename over `path`, fsync of the directory so the rename
-/// itself survives a power cut.
+/// [`write_atomic`] with the content written by `fill`.
 fn write_atomic_with(
     path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    fill: impl FnOnce(&mut AtomicFile) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    fill(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    // Directories cannot be opened for syncing on Windows; NTFS journals the rename.
-    Ok(())
+    atomic_file::write_with(path, Replace::Existing, fill).map_err(std::io::Error::from)
 }
 
 /// True when a successful request of `method` on the vault route `path` may have changed the
@@ -358,31 +339,6 @@ mod tests {
             Payload::Secret { value } => value.0.clone(),
             other => panic!("not a secret: {other:?}"),
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn failed_temp_write_leaves_the_previous_file_and_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        write_atomic(&path, b"previous contents").unwrap();
-        let err = write_atomic_with(&path, |file| {
-            file.write_all(b"half of the ne")?;
-            Err(std::io::Error::other("disk full"))
-        })
-        .unwrap_err();
-        assert_eq!(err.to_string(), "disk full");
-        assert_eq!(std::fs::read(&path).unwrap(), b"previous contents");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::json_document;
+use super::table::human_bytes;
 
 /// How progress is shown, chosen once per run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,32 +278,9 @@ pub fn emit_json<T: Serialize>(kind: &str, body: &T) {
     }
 }
 
-/// `1.5 MB`-style sizes for people.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500), "1.5 kB");
-        assert_eq!(human_bytes(2_000_000), "2.0 MB");
-    }
 
     #[test]
     fn periodic_line_format() {

@@ -75,7 +75,8 @@ impl Table {
     }
 }
 
-/// A byte count for humans: `812 B`, `1.5 KiB`, `3.2 MiB`.
+/// A byte count for humans in binary units, as the docs and the size flags (`64MiB`) write
+/// them: `812 B`, `1.5 KiB`, `3.2 MiB`. The one size formatter of every human output.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
@@ -104,5 +105,13 @@ mod tests {
             "KIND         SIZE\nsecret         12\ncertificate  1234\n"
         );
         assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn human_sizes_use_binary_units() {
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(2 * 1024 * 1024), "2.0 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

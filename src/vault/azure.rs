@@ -38,6 +38,7 @@ use super::credentials::{
     AuthAttempt, AuthError, AuthMethod, CredentialChain, EnvSnapshot, SelectedCredential,
 };
 use super::pacing::{Pacer, PacingConfig, PacingPolicy, RequestStats, retry_after};
+use super::transport::error_chain;
 use super::transport::{
     DEFAULT_TIMEOUT, DeadlinePolicy, NetworkWarning, azure_transport_with, build_http_client_with,
     find_network_failure,
@@ -368,7 +369,7 @@ fn map_error(err: azure_core::Error, chain: &CredentialChain) -> VaultError {
                     chain
                         .selected()
                         .map_or(AuthMethod::Env, |selected| selected.method),
-                    error_text(&err),
+                    error_chain(&err),
                 )],
                 fallback_hint:
                     "pin the method you mean with --auth to see only its failure".to_owned(),
@@ -376,12 +377,12 @@ fn map_error(err: azure_core::Error, chain: &CredentialChain) -> VaultError {
         }
         ErrorKind::Io | ErrorKind::Connection => VaultError::Transient {
             status: None,
-            message: error_text(&err),
+            message: error_chain(&err),
         },
-        ErrorKind::DataConversion => VaultError::UnexpectedResponse(error_text(&err)),
+        ErrorKind::DataConversion => VaultError::UnexpectedResponse(error_chain(&err)),
         _ => VaultError::Other {
             status: None,
-            message: error_text(&err),
+            message: error_chain(&err),
         },
     }
 }
@@ -398,20 +399,6 @@ fn innermost_code(error: &serde_json::Value) -> Option<String> {
         current = inner.get("innererror");
     }
     code
-}
-
-/// An error and its causes on one line (reqwest hides the useful part in `source()`).
-fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 fn tags(tags: Option<std::collections::HashMap<String, String>>) -> Tags {
@@ -773,7 +760,7 @@ impl VaultReader for AzureVault {
                 let raw: serde_json::Value = response
                     .body()
                     .json()
-                    .map_err(|e| VaultError::UnexpectedResponse(error_text(&e)))?;
+                    .map_err(|e| VaultError::UnexpectedResponse(error_chain(&e)))?;
                 Ok(Some(raw))
             }
             Err(e) => match self.error(e) {
@@ -876,7 +863,7 @@ impl VaultReader for AzureVault {
         response
             .body()
             .json()
-            .map_err(|e| VaultError::UnexpectedResponse(error_text(&e)))
+            .map_err(|e| VaultError::UnexpectedResponse(error_chain(&e)))
     }
 
     async fn backup(&self, kind: ItemKind, name: &str) -> Result<BackupBlob, VaultError> {

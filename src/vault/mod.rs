@@ -548,6 +548,47 @@ pub enum BadRequestReason {
     Other,
 }
 
+/// Azure's `error.code` for a damaged blob on a restore call, as recorded
+/// (`azure-sdk-for-js`, `recording_can_restore_a_secret_malformed_backup_bytes`): a phrase,
+/// not an identifier, but distinctive, so it is matched exactly.
+const MALFORMED_BACKUP_CODE: &str = "Malformed backup blob";
+
+/// The code phrase of a blob from another subscription or geography, matched like
+/// [`MALFORMED_BACKUP_CODE`] should Azure send it as a code.
+const CANNOT_DECRYPT_CODE: &str = "Cannot decrypt backup blob";
+
+impl BadRequestReason {
+    /// Why a 400 answered a restore, from what Azure sends: first the envelope's `error.code`
+    /// and innermost `innererror.code` (structure), then, for the cross-subscription refusal
+    /// only, the message text.
+    ///
+    /// The message is a fallback because Azure's code for that refusal is not distinctive:
+    /// every public report of it shows only the message "Cannot decrypt backup blob.", and
+    /// the generic `BadParameter` that accompanies it also answers any other bad argument
+    /// (the local Key Vault answers a blob of the wrong kind with it too). A damaged blob has
+    /// a code of its own, so no message is read for it.
+    fn classify(code: &str, inner_code: Option<&str>, message: &str) -> Self {
+        let codes = [Some(code), inner_code];
+        let has_code = |wanted: &str| {
+            codes
+                .iter()
+                .flatten()
+                .any(|c| c.trim().trim_end_matches('.').eq_ignore_ascii_case(wanted))
+        };
+        if has_code(MALFORMED_BACKUP_CODE) {
+            BadRequestReason::MalformedBackup
+        } else if has_code(CANNOT_DECRYPT_CODE)
+            || message
+                .to_ascii_lowercase()
+                .contains(&CANNOT_DECRYPT_CODE.to_ascii_lowercase())
+        {
+            BadRequestReason::CannotDecryptBackup
+        } else {
+            BadRequestReason::Other
+        }
+    }
+}
+
 /// A Key Vault failure, classified so callers can act on it. Messages carry Azure's code and
 /// message and never a secret value, token or request body.
 #[derive(Debug, thiserror::Error)]
@@ -640,19 +681,7 @@ impl VaultError {
             .unwrap_or_else(|| format!("HTTP {status}"));
         match status {
             400 => {
-                let lower_code = outer.to_ascii_lowercase();
-                let lower_message = message.to_ascii_lowercase();
-                let reason = if lower_message.contains("cannot decrypt")
-                    || lower_code.contains("cannot decrypt")
-                {
-                    BadRequestReason::CannotDecryptBackup
-                } else if lower_code.contains("malformed backup")
-                    || lower_message.contains("backup blob")
-                {
-                    BadRequestReason::MalformedBackup
-                } else {
-                    BadRequestReason::Other
-                };
+                let reason = BadRequestReason::classify(outer, inner_code, &message);
                 VaultError::BadRequest {
                     reason,
                     code: non_empty_or(outer, "BadRequest"),
@@ -1019,6 +1048,83 @@ mod tests {
             None,
         );
         assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn cross_subscription_refusal_is_recognised_by_its_code() {
+        let err = VaultError::from_response(
+            400,
+            Some("BadParameter"),
+            Some("Cannot decrypt backup blob"),
+            Some("The request is invalid."),
+            None,
+        );
+        assert!(err.is_cannot_decrypt_backup(), "{err:?}");
+        let outer =
+            VaultError::from_response(400, Some("Cannot decrypt backup blob."), None, None, None);
+        assert!(outer.is_cannot_decrypt_backup(), "{outer:?}");
+    }
+
+    #[test]
+    fn cross_subscription_refusal_falls_back_to_azure_message() {
+        // What every public report shows: the generic code and Azure's message.
+        let err = VaultError::from_response(
+            400,
+            Some("BadParameter"),
+            None,
+            Some("Cannot decrypt backup blob."),
+            None,
+        );
+        assert!(err.is_cannot_decrypt_backup(), "{err:?}");
+        let unrelated = VaultError::from_response(
+            400,
+            Some("BadParameter"),
+            None,
+            Some("The value cannot decrypt here: bad maxresults"),
+            None,
+        );
+        assert!(!unrelated.is_cannot_decrypt_backup(), "{unrelated:?}");
+    }
+
+    #[test]
+    fn wrong_kind_blob_is_not_taken_for_a_malformed_one() {
+        // The local Key Vault's answer to a key's blob posted to the secrets' restore route:
+        // `BadParameter`, whose message mentions the backup blob; only Azure's own code
+        // `Malformed backup blob` means a damaged blob.
+        let wrong_kind = VaultError::from_response(
+            400,
+            Some("BadParameter"),
+            None,
+            Some("The backup blob holds a key; it cannot be restored as a secret."),
+            None,
+        );
+        assert!(
+            matches!(
+                wrong_kind,
+                VaultError::BadRequest {
+                    reason: BadRequestReason::Other,
+                    ..
+                }
+            ),
+            "{wrong_kind:?}"
+        );
+        let malformed = VaultError::from_response(
+            400,
+            Some("Malformed backup blob"),
+            None,
+            Some("anything"),
+            None,
+        );
+        assert!(
+            matches!(
+                malformed,
+                VaultError::BadRequest {
+                    reason: BadRequestReason::MalformedBackup,
+                    ..
+                }
+            ),
+            "{malformed:?}"
+        );
     }
 
     #[test]

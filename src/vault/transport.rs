@@ -355,8 +355,10 @@ fn classify_one(e: &(dyn std::error::Error + 'static)) -> Option<NetworkCause> {
     None
 }
 
-/// An error and its causes on one line.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text
+/// an outer one already contains (reqwest hides the useful part in `source()`, and many
+/// errors repeat their cause in their own text). The vault module's one chain flattener.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![err.to_string()];
     let mut source = err.source();
     while let Some(cause) = source {
@@ -577,6 +579,37 @@ impl HttpClient for ClassifyingClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn error_chain_joins_causes_and_skips_repeated_ones() {
+        let root = Layer {
+            text: "connection reset",
+            source: None,
+        };
+        let repeating = Layer {
+            text: "request failed: connection reset",
+            source: Some(Box::new(root)),
+        };
+        let outer = Layer {
+            text: "cannot list secrets",
+            source: Some(Box::new(Layer {
+                text: "send error",
+                source: Some(Box::new(repeating)),
+            })),
+        };
+        assert_eq!(
+            error_chain(&outer),
+            "cannot list secrets: send error: request failed: connection reset"
+        );
+    }
 
     #[test]
     fn network_causes_are_told_apart_by_type() {
