@@ -637,10 +637,7 @@ fn persist_free(mut tmp: AtomicFile, path: &Path) -> Result<PathBuf, Persist> {
 /// `.coldvault-PID-RANDOM.probe`: a `.partial` file always means an archive being written.
 pub fn check_folder_writable(dir: &Path) -> Result<(), ArchiveError> {
     let prefix = format!("{PARTIAL_PREFIX}{}-", std::process::id());
-    tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(PROBE_SUFFIX)
-        .tempfile_in(dir)
+    AtomicFile::create_in(dir, &prefix, PROBE_SUFFIX)
         .map(drop)
         .map_err(|e| ArchiveError::io(format!("cannot create a file in {}", dir.display()), e))
 }
