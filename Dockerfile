@@ -4,7 +4,7 @@
 # The binary is built outside the image (no toolchain in it, no base image to pull), then
 # copied in with the CA roots. From the repository's root:
 #
-#   RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu
+#   RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' cargo build --release --locked --target x86_64-unknown-linux-gnu
 #   docker build --build-context bin=target/x86_64-unknown-linux-gnu/release --build-context certs=/etc/ssl/certs -t coldvault:0.1.0 .
 #
 # What the binary needs at run time: no shared library (glibc is linked in; since glibc 2.34
@@ -13,7 +13,11 @@
 # — a glibc 2.36 static binary in an empty root resolves through /etc/hosts), and CA roots to
 # check Key Vault's and Entra ID's TLS certificates: it trusts the platform's store, which
 # `scratch` lacks, so the build host's bundle is copied to the path the verifier reads
-# (SSL_CERT_FILE names it too).
+# (SSL_CERT_FILE names it too). `getrandom_backend="linux_getrandom"` makes the random source the
+# getrandom system call alone: in a static binary the default backend cannot find glibc's
+# getrandom() and falls back to /dev/random and /dev/urandom, which an empty root without a
+# runtime-provided /dev lacks (checked: a backup and a verify in a chroot holding only the
+# binary, the CA bundle and /etc/hosts).
 FROM scratch
 COPY --from=certs ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=bin coldvault /coldvault

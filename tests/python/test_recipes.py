@@ -404,6 +404,7 @@ def test_kubernetes_recipe_names_the_image_the_dockerfile_builds():
     assert re.search(r"^FROM scratch$", text, re.M)
     assert 'ENTRYPOINT ["/coldvault"]' in text
     assert "crt-static" in commands[0], "a static binary: scratch has no libc"
+    assert 'getrandom_backend="linux_getrandom"' in commands[0], "randomness without /dev"
 
 
 def container_args(container, env, mounts):
