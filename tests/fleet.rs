@@ -265,6 +265,52 @@ async fn discovery_finds_every_vault_of_each_tenant_with_its_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_exactly_the_readable_vaults_and_names_the_other() {
+    let ws = Workspace::new();
+    let emulator = fleet_emulator(&ws).await;
+    let output = coldvault_as(
+        &emulator,
+        TENANT_A,
+        &["vaults", "--all-subscriptions", "--check", "--json"],
+        &[],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{shown}");
+    assert!(!shown.contains(CANARY));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains(&format!("coldvault: error: vaults not readable: {LOCKED}")),
+        "{shown}"
+    );
+    let document: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let rows = document["vaults"].as_array().unwrap();
+    let readable: BTreeSet<String> = rows
+        .iter()
+        .filter(|v| v["readable"] == true)
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        readable,
+        expected(|d| d.tenant == TENANT_A && d.name != LOCKED)
+    );
+    let locked = rows.iter().find(|v| v["name"] == LOCKED).unwrap();
+    assert_eq!(locked["readable"], false);
+    assert!(
+        locked["read_error"]
+            .as_str()
+            .unwrap()
+            .contains("ForbiddenByPolicy"),
+        "{locked}"
+    );
+    // Neither the HSM nor the deleted vault is checked: there is nothing to read.
+    for name in [HSM, DELETED] {
+        let row = rows.iter().find(|v| v["name"] == name).unwrap();
+        assert!(row.get("readable").is_none(), "{row}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_of_another_tenant_is_a_named_failure() {
     let ws = Workspace::new();
     let emulator = fleet_emulator(&ws).await;
