@@ -11,9 +11,11 @@
 //!
 //! The fleet: `--vaults` vaults over 3 subscriptions of one tenant, `--secrets` secrets of
 //! about 40 bytes each. Every run is checked: each vault's archive must hold every secret, or
-//! the benchmark fails. Rows print wall time, requests sent and the peak resident memory of
-//! the `coldvault` process (VmHWM, sampled every 10 ms; for the sequential runs, the highest
-//! of the 40 processes).
+//! the benchmark fails. Rows print wall time, requests sent, the peak resident memory of the
+//! `coldvault` process (VmHWM, sampled every 10 ms; for the sequential runs, the highest of the
+//! 40 processes), and the CPU time of `coldvault` and of the local Key Vault (this process):
+//! when both together come near the machine's cores times the wall time, the run is bound by
+//! this machine's CPU, not by the vaults' latency.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -79,6 +81,10 @@ struct Run {
     seconds: f64,
     requests: u64,
     peak_rss_kib: u64,
+    /// CPU seconds of the `coldvault` process(es).
+    client_cpu: f64,
+    /// CPU seconds of this process (the local Key Vault) during the run.
+    server_cpu: f64,
 }
 
 #[tokio::main]
@@ -113,16 +119,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!();
     println!(
-        "| run | vaults | wall s | requests | peak RSS (coldvault) |\n| --- | ---: | ---: | ---: | ---: |"
+        "| run | vaults | wall s | requests | peak RSS (coldvault) | CPU s coldvault / local Key Vault |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
     let row = |name: &str, vaults: usize, run: &Run| {
         println!(
-            "| {name} | {vaults} | {:.1} | {} | {:.1} MiB |",
+            "| {name} | {vaults} | {:.1} | {} | {:.1} MiB | {:.1} / {:.1} |",
             run.seconds,
             run.requests,
-            run.peak_rss_kib as f64 / 1024.0
+            run.peak_rss_kib as f64 / 1024.0,
+            run.client_cpu,
+            run.server_cpu,
         );
     };
+    println!(
+        "(this machine: {} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     row(
         "one `backup --all-subscriptions` run",
         options.vaults,
@@ -229,17 +241,25 @@ fn command(binary: &Path, running: &RunningEmulator) -> tokio::process::Command 
     command
 }
 
-/// Runs `command`, sampling its peak memory; answers its stdout, wall time and peak.
+/// What one process used.
+struct Usage {
+    stdout: String,
+    seconds: f64,
+    peak_rss_kib: u64,
+    cpu: f64,
+}
+
+/// Runs `command`, sampling its peak memory and CPU time.
 async fn measured(
     mut command: tokio::process::Command,
-) -> Result<(String, f64, u64), Box<dyn std::error::Error>> {
+) -> Result<Usage, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let child = command.spawn()?;
     let pid = child.id().ok_or("child has no pid")?;
-    let peak = tokio::spawn(sample_peak_rss(pid));
+    let peak = tokio::spawn(sample_usage(pid));
     let output = child.wait_with_output().await?;
     let seconds = started.elapsed().as_secs_f64();
-    let peak = peak.await.unwrap_or(0);
+    let (peak_rss_kib, cpu) = peak.await.unwrap_or((0, 0.0));
     if !output.status.success() {
         return Err(format!(
             "backup failed ({}): {}",
@@ -248,11 +268,12 @@ async fn measured(
         )
         .into());
     }
-    Ok((
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+    Ok(Usage {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         seconds,
-        peak,
-    ))
+        peak_rss_kib,
+        cpu,
+    })
 }
 
 /// One fleet run over `vaults` vaults; every vault must hold every secret.
@@ -273,10 +294,14 @@ async fn fleet_run(
             "-o",
         ])
         .arg(out.path());
+    let server_before = cpu_seconds("self");
     let result = measured(cmd).await;
+    let server_cpu = cpu_seconds("self") - server_before;
     running.shutdown().await;
-    let (stdout, seconds, peak_rss_kib) = result?;
-    let events: Vec<Value> = stdout
+    let usage = result?;
+    let seconds = usage.seconds;
+    let events: Vec<Value> = usage
+        .stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
@@ -301,7 +326,9 @@ async fn fleet_run(
     Ok(Run {
         seconds,
         requests,
-        peak_rss_kib,
+        peak_rss_kib: usage.peak_rss_kib,
+        client_cpu: usage.cpu,
+        server_cpu,
     })
 }
 
@@ -318,7 +345,10 @@ async fn sequential_runs(
         seconds: 0.0,
         requests: 0,
         peak_rss_kib: 0,
+        client_cpu: 0.0,
+        server_cpu: 0.0,
     };
+    let server_before = cpu_seconds("self");
     let started = Instant::now();
     for i in 0..options.vaults {
         let url = running
@@ -327,8 +357,9 @@ async fn sequential_runs(
         let mut cmd = command(binary, &running);
         cmd.args(["backup", "--vault", &url, "-r", recipient, "--json", "-o"])
             .arg(out.path());
-        let (stdout, _, peak) = measured(cmd).await?;
-        let summary: Value = stdout
+        let usage = measured(cmd).await?;
+        let summary: Value = usage
+            .stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|v| v["type"] == "summary")
@@ -337,9 +368,11 @@ async fn sequential_runs(
             return Err(format!("a sequential run missed items: {summary}").into());
         }
         total.requests += summary["requests"].as_u64().unwrap_or(0);
-        total.peak_rss_kib = total.peak_rss_kib.max(peak);
+        total.peak_rss_kib = total.peak_rss_kib.max(usage.peak_rss_kib);
+        total.client_cpu += usage.cpu;
     }
     total.seconds = started.elapsed().as_secs_f64();
+    total.server_cpu = cpu_seconds("self") - server_before;
     running.shutdown().await;
     println!(
         "sequential runs, {} vaults: {:.1} s",
@@ -348,10 +381,12 @@ async fn sequential_runs(
     Ok(total)
 }
 
-/// The high-water mark of a process's resident memory, sampled until it exits.
-async fn sample_peak_rss(pid: u32) -> u64 {
+/// The high-water mark of a process's resident memory (KiB) and its CPU time (s), sampled
+/// until it exits.
+async fn sample_usage(pid: u32) -> (u64, f64) {
     let path = format!("/proc/{pid}/status");
     let mut peak = 0;
+    let mut cpu = 0.0f64;
     while let Ok(status) = tokio::fs::read_to_string(&path).await {
         if status.contains("State:\tZ") {
             break;
@@ -363,7 +398,30 @@ async fn sample_peak_rss(pid: u32) -> u64 {
         {
             peak = peak.max(kib);
         }
+        cpu = cpu.max(cpu_seconds(&pid.to_string()));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    peak
+    (peak, cpu)
+}
+
+/// User plus system CPU seconds of `/proc/{pid}` (`self` for this process), from its `stat`
+/// (fields 14 and 15, in clock ticks of 1/100 s, Linux's `USER_HZ` on every architecture it
+/// exposes to `/proc`).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After `)`: field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
