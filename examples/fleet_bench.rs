@@ -119,6 +119,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!();
     println!(
+        "this machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
         "| run | vaults | wall s | requests | peak RSS (coldvault) | CPU s coldvault / local Key Vault |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
     let row = |name: &str, vaults: usize, run: &Run| {
@@ -131,10 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             run.server_cpu,
         );
     };
-    println!(
-        "(this machine: {} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+
     row(
         "one `backup --all-subscriptions` run",
         options.vaults,

@@ -419,7 +419,8 @@ pub async fn run_backup(args: BackupArgs) -> Result<ExitCode, CliError> {
 fn check_fleet_output(output: Option<&Path>) -> Result<(), CliError> {
     let Some(path) = output else { return Ok(()) };
     let text = path.as_os_str().to_string_lossy();
-    if text == "-" || (!path.is_dir() && text.ends_with(".age")) {
+    let a_file = !path.is_dir() && (text.ends_with(".age") || path.symlink_metadata().is_ok());
+    if text == "-" || a_file {
         return Err(CliError::usage(format!(
             "-o {text}: a fleet backup writes one archive per vault into a folder"
         ))
@@ -746,5 +747,11 @@ mod tests {
             ExitCode::Usage
         );
         assert!(check_fleet_output(Some(Path::new("/nonexistent/x.tar.zst.age"))).is_err());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        assert!(
+            check_fleet_output(Some(file.path())).is_err(),
+            "an existing file"
+        );
+        assert!(check_fleet_output(Some(Path::new("/nonexistent/new-folder"))).is_ok());
     }
 }
