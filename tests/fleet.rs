@@ -684,6 +684,43 @@ async fn fleet_flags_are_checked_before_any_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_resource_manager_is_one_line_and_a_hint() {
+    let ws = Workspace::new();
+    let emulator = fleet_emulator(&ws).await;
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("https://localhost:{port}/");
+    let output = coldvault_as(
+        &emulator,
+        TENANT_A,
+        &["vaults", "--all-subscriptions", "--arm-endpoint", &endpoint],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("coldvault: warning:"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("coldvault: error: listing subscriptions: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("hint: check --arm-endpoint"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_every_vault_and_leaves_no_partial_file() {
     let ws = Workspace::new();
     let emulator = fleet_emulator(&ws).await;

@@ -263,31 +263,13 @@ impl ArmClient {
                 Some(_) => return Err(ArmError::Malformed("'value' is not a list".into())),
             }
             next = match page.get("nextLink") {
-                Some(Value::String(link)) if !link.is_empty() => Some(self.same_origin(link)?),
+                Some(Value::String(link)) if !link.is_empty() => {
+                    Some(same_origin(&self.endpoint, link)?)
+                }
                 _ => None,
             };
         }
         Ok(items)
-    }
-
-    /// A `nextLink`, refused when it leaves the endpoint's host (the token would follow it).
-    fn same_origin(&self, link: &str) -> Result<Url, ArmError> {
-        let url = Url::parse(link)
-            .map_err(|e| ArmError::Malformed(format!("nextLink is not a URL: {e}")))?;
-        let origin = |u: &Url| {
-            (
-                u.scheme().to_owned(),
-                u.host_str().map(str::to_ascii_lowercase),
-                u.port_or_known_default(),
-            )
-        };
-        if origin(&url) != origin(&self.endpoint) {
-            return Err(ArmError::Malformed(format!(
-                "a nextLink leads to another host ({}): not followed",
-                url.host_str().unwrap_or_default()
-            )));
-        }
-        Ok(url)
     }
 
     async fn bearer(&self) -> Result<String, ArmError> {
@@ -371,6 +353,27 @@ impl ArmClient {
             });
         }
     }
+}
+
+/// A `nextLink`, refused when it leaves the endpoint's scheme, host or port: the bearer token
+/// would follow it.
+fn same_origin(endpoint: &Url, link: &str) -> Result<Url, ArmError> {
+    let url =
+        Url::parse(link).map_err(|e| ArmError::Malformed(format!("nextLink is not a URL: {e}")))?;
+    let origin = |u: &Url| {
+        (
+            u.scheme().to_owned(),
+            u.host_str().map(str::to_ascii_lowercase),
+            u.port_or_known_default(),
+        )
+    };
+    if origin(&url) != origin(endpoint) {
+        return Err(ArmError::Malformed(format!(
+            "a nextLink leads to another host ({}): not followed",
+            url.host_str().unwrap_or_default()
+        )));
+    }
+    Ok(url)
 }
 
 /// The wait before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, 4 s.
@@ -480,6 +483,25 @@ mod tests {
         );
         assert!(parse_endpoint("http://management.azure.com/").is_err());
         assert!(parse_endpoint("management.azure.com").is_err());
+    }
+
+    #[test]
+    fn next_links_are_followed_only_on_the_endpoints_host() {
+        let endpoint = Url::parse("https://management.azure.com/").unwrap();
+        let next =
+            "https://MANAGEMENT.azure.com:443/subscriptions?api-version=2022-12-01&%24skiptoken=x";
+        assert_eq!(
+            same_origin(&endpoint, next).unwrap().as_str(),
+            "https://management.azure.com/subscriptions?api-version=2022-12-01&%24skiptoken=x"
+        );
+        for elsewhere in [
+            "https://attacker.example/subscriptions?x",
+            "http://management.azure.com/subscriptions",
+            "https://management.azure.com:8443/subscriptions",
+            "not a url",
+        ] {
+            assert!(same_origin(&endpoint, elsewhere).is_err(), "{elsewhere}");
+        }
     }
 
     #[test]
