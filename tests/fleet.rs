@@ -634,6 +634,75 @@ async fn a_fleet_backup_in_text_names_each_vault_in_one_summary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_vault_is_named_and_its_archive_kept() {
+    let ws = Workspace::new();
+    let emulator = fleet_emulator(&ws).await;
+    // app-kv-02's values cannot be read (no get): its secrets are not captured in full.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::PUT,
+            "/permissions",
+            Some(json!({"vault": "app-kv-02", "secrets": ["list", "backup"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out = ws.path("fleet");
+    let out_text = out.to_string_lossy().into_owned();
+    let output = coldvault_as(
+        &emulator,
+        TENANT_A,
+        &[
+            "backup",
+            "--subscription",
+            SUB_1,
+            "--vault-name",
+            "app-kv-0[024]",
+            "-r",
+            &ws.recipient,
+            "-o",
+            &out_text,
+            "--mkdir",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{shown}");
+    assert!(!shown.contains(CANARY));
+    assert!(
+        shown.contains("fleet backup incomplete: partial: app-kv-02"),
+        "{shown}"
+    );
+    let summary: Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "fleet_summary")
+        .unwrap();
+    let statuses: BTreeMap<&str, &str> = summary["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["vault"].as_str().unwrap(), v["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeMap::from([
+            ("app-kv-00", "ok"),
+            ("app-kv-02", "partial"),
+            ("app-kv-04", "ok")
+        ])
+    );
+    let partial = &summary["vaults"][1];
+    assert!(partial["not_captured"].as_u64().unwrap() > 0, "{partial}");
+    // The partial vault's archive is written, as a single-vault run writes it.
+    assert_eq!(
+        archives(&out).keys().cloned().collect::<Vec<_>>(),
+        ["app-kv-00", "app-kv-02", "app-kv-04"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_flags_are_checked_before_any_request() {
     let ws = Workspace::new();
     let emulator = fleet_emulator(&ws).await;
