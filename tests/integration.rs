@@ -13,5 +13,6 @@ mod outputs;
 mod pacing;
 mod reader_limits;
 mod restore;
+mod storage;
 mod support;
 mod vault;

@@ -88,10 +88,19 @@ pub struct ArchiveSummary {
     pub created: OffsetDateTime,
 }
 
-/// The bottom of the chain: a temporary file beside the final name, or stdout.
+/// A byte sink whose content appears at its destination only when committed (an upload to
+/// an object store, committed last). Dropped uncommitted, it must leave nothing behind.
+pub trait CommitSink: Write + Send {
+    /// Makes everything written appear, whole, under its final name.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// The bottom of the chain: a temporary file beside the final name, stdout, or a sink that
+/// commits last.
 enum Sink {
     File(AtomicFile),
     Stdout(io::BufWriter<io::Stdout>),
+    Remote(Box<dyn CommitSink>),
 }
 
 impl Write for Sink {
@@ -99,12 +108,14 @@ impl Write for Sink {
         match self {
             Sink::File(f) => f.write(buf),
             Sink::Stdout(s) => s.write(buf),
+            Sink::Remote(r) => r.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File(f) => f.flush(),
             Sink::Stdout(s) => s.flush(),
+            Sink::Remote(r) => r.flush(),
         }
     }
 }
@@ -224,6 +235,37 @@ impl ArchiveWriter {
                 Sink::File(tmp)
             }
         };
+        Self::start(sink, final_path, created, encryption, source)
+    }
+
+    /// Starts a new archive into a [`CommitSink`]: `open` gets the archive's file name
+    /// (`VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age`) and returns the sink and how to show where it
+    /// goes (no credential). The archive appears only when [`ArchiveWriter::finish`] commits
+    /// the sink; dropped before, the sink is dropped uncommitted.
+    pub fn create_in_sink(
+        open: impl FnOnce(&str) -> Result<(Box<dyn CommitSink>, String), ArchiveError>,
+        encryption: &Encryption,
+        source: Source,
+    ) -> Result<Self, ArchiveError> {
+        let created = now();
+        let name = file_name(&source.vault, created)?;
+        let (sink, shown) = open(&name)?;
+        Self::start(
+            Sink::Remote(sink),
+            Some(PathBuf::from(shown)),
+            created,
+            encryption,
+            source,
+        )
+    }
+
+    fn start(
+        sink: Sink,
+        final_path: Option<PathBuf>,
+        created: OffsetDateTime,
+        encryption: &Encryption,
+        source: Source,
+    ) -> Result<Self, ArchiveError> {
         let shown = shown_path(final_path.as_deref());
         let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
         let stream = encryption
@@ -431,6 +473,7 @@ impl ArchiveWriter {
         counting.flush().map_err(io_err)?;
         let bytes = counting.written;
         let mut final_path = self.final_path.take();
+        let mut local = true;
         match (counting.inner, &mut final_path) {
             (Sink::File(tmp), Some(path)) => {
                 *path = persist_free(tmp, path).map_err(|e| match e {
@@ -438,11 +481,15 @@ impl ArchiveWriter {
                     Persist::Io(e) => io_err(e),
                 })?;
             }
+            (Sink::Remote(sink), _) => {
+                sink.commit().map_err(io_err)?;
+                local = false;
+            }
             (Sink::Stdout(_), _) | (Sink::File(_), None) => {}
         }
         *gate = GateState::Committed(final_path.clone());
         drop(gate);
-        if let Some(path) = &final_path {
+        if let Some(path) = final_path.as_ref().filter(|_| local) {
             // The rename is durable only once the folder itself is synced: a folder that
             // cannot be synced leaves an archive that a crash may still take away.
             sync_folder(parent_dir(path)).map_err(|source| ArchiveError::NotDurable {
@@ -585,6 +632,12 @@ fn name_error(e: layout::NameError) -> ArchiveError {
 
 /// How many numbered alternatives (`-1` … `-99`) a taken archive name is tried with.
 const MAX_NAME_SUFFIX: u32 = 99;
+
+/// `name` itself for 0, else the name with `-N` before the archive suffix: the alternatives
+/// tried when an archive name is taken.
+pub fn numbered_name(name: &str, n: u32) -> String {
+    numbered(Path::new(name), n).to_string_lossy().into_owned()
+}
 
 /// The first of `path`, `NAME-1.tar.zst.age`, `NAME-2.tar.zst.age`… that does not exist.
 fn free_name(path: &Path) -> Option<PathBuf> {
