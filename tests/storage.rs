@@ -751,3 +751,328 @@ async fn lock_days_sets_object_lock_on_moto_and_is_refused_where_unsupported() {
     }
     assert!(store.head(&archive.name).await.expect("head").is_some());
 }
+
+fn ssh_keygen(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ssh-keygen")
+        .args(args)
+        .output()
+        .expect("ssh-keygen runs")
+}
+
+/// The archives of a folder, oldest name first.
+fn archives_in(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_archives_verify_with_ssh_keygen_and_unsigned_or_swapped_ones_are_refused() {
+    if find_server("COLDVAULT_SSH_KEYGEN", "ssh-keygen", &[]).is_none() {
+        return;
+    }
+    let ws = Workspace::new();
+    let emulator = seeded(&ws, 5).await;
+    let env = StorageEnv::new(&emulator, None, None);
+    let key = ws.path("signing");
+    let key_text = key.to_string_lossy().into_owned();
+    assert!(
+        ssh_keygen(&[
+            "-q", "-t", "ed25519", "-N", "", "-C", "ops", "-f", &key_text
+        ])
+        .status
+        .success()
+    );
+    let public = std::fs::read_to_string(ws.path("signing.pub")).expect("public key");
+    let public_file = ws.path("signing.pub").to_string_lossy().into_owned();
+    let out = ws.path("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let out_text = out.to_string_lossy().into_owned();
+    let alpha = emulator.vault_url("alpha");
+    let identity = ws.identity_file.to_string_lossy().into_owned();
+
+    let signed = env
+        .run(&[
+            "backup",
+            "--vault",
+            &alpha,
+            "-r",
+            &ws.recipient,
+            "-o",
+            &out_text,
+            "--sign",
+            &key_text,
+        ])
+        .await;
+    assert_ok(&signed, "signed backup");
+    let unsigned = env
+        .run(&[
+            "backup",
+            "--vault",
+            &alpha,
+            "-r",
+            &ws.recipient,
+            "-o",
+            &out_text,
+        ])
+        .await;
+    assert_ok(&unsigned, "unsigned backup");
+    let archives = archives_in(&out);
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    let sig_of = |p: &Path| PathBuf::from(format!("{}.sig", p.display()));
+    let (signed_archive, unsigned_archive) = if sig_of(&archives[0]).exists() {
+        (archives[0].clone(), archives[1].clone())
+    } else {
+        (archives[1].clone(), archives[0].clone())
+    };
+    assert!(sig_of(&signed_archive).exists());
+    assert!(!sig_of(&unsigned_archive).exists());
+
+    // OpenSSH alone checks coldvault's signature.
+    let allowed = ws.path("allowed_signers");
+    std::fs::write(&allowed, format!("ops {public}")).expect("allowed signers");
+    let check = std::process::Command::new("ssh-keygen")
+        .args([
+            "-Y",
+            "verify",
+            "-f",
+            &allowed.to_string_lossy(),
+            "-I",
+            "ops",
+            "-n",
+            "coldvault",
+        ])
+        .args(["-s", &sig_of(&signed_archive).to_string_lossy()])
+        .stdin(std::fs::File::open(&signed_archive).expect("archive"))
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        check.status.success(),
+        "ssh-keygen -Y verify: {}",
+        text(&check)
+    );
+
+    let verify = |archive: &Path, signer: &str| {
+        let archive = archive.to_string_lossy().into_owned();
+        let signer = signer.to_owned();
+        let identity = identity.clone();
+        let env = &env;
+        async move {
+            env.run(&[
+                "verify",
+                &archive,
+                "-i",
+                &identity,
+                "--trusted-signer",
+                &signer,
+            ])
+            .await
+        }
+    };
+    assert_ok(
+        &verify(&signed_archive, &public_file).await,
+        "verify, signer file",
+    );
+    assert_ok(
+        &verify(&signed_archive, public.trim()).await,
+        "verify, signer key",
+    );
+
+    // Unsigned: refused with exit 4 when a signer is trusted, accepted when none is.
+    let refused = verify(&unsigned_archive, &public_file).await;
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
+    assert!(text(&refused).contains("not signed"), "{}", text(&refused));
+    let plain = env
+        .run(&[
+            "verify",
+            &unsigned_archive.to_string_lossy(),
+            "-i",
+            &identity,
+        ])
+        .await;
+    assert_ok(&plain, "verify without a trusted signer");
+
+    // A signature moved onto another archive (a swap, or a re-encrypted copy): refused.
+    std::fs::copy(sig_of(&signed_archive), sig_of(&unsigned_archive)).expect("sig copied");
+    let swapped = verify(&unsigned_archive, &public_file).await;
+    assert_eq!(swapped.status.code(), Some(4), "{}", text(&swapped));
+    assert!(
+        text(&swapped).contains("does not match"),
+        "{}",
+        text(&swapped)
+    );
+    std::fs::remove_file(sig_of(&unsigned_archive)).expect("sig removed");
+
+    // Signed by a key nobody trusts: refused.
+    let other = ws.path("other");
+    assert!(
+        ssh_keygen(&[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &other.to_string_lossy()
+        ])
+        .status
+        .success()
+    );
+    let stranger = verify(&signed_archive, &ws.path("other.pub").to_string_lossy()).await;
+    assert_eq!(stranger.status.code(), Some(4), "{}", text(&stranger));
+    assert!(
+        text(&stranger).contains("not a trusted signer"),
+        "{}",
+        text(&stranger)
+    );
+
+    // The other way round: a signature ssh-keygen makes is accepted by coldvault.
+    let by_openssh = ssh_keygen(&[
+        "-Y",
+        "sign",
+        "-f",
+        &key_text,
+        "-n",
+        "coldvault",
+        &unsigned_archive.to_string_lossy(),
+    ]);
+    assert!(
+        by_openssh.status.success(),
+        "ssh-keygen -Y sign: {}",
+        text(&by_openssh)
+    );
+    assert_ok(
+        &verify(&unsigned_archive, &public_file).await,
+        "verify an ssh-keygen signature",
+    );
+
+    // restore and diff refuse an unsigned archive before touching the vault.
+    let third = env
+        .run(&[
+            "backup",
+            "--vault",
+            &alpha,
+            "-r",
+            &ws.recipient,
+            "-o",
+            &out_text,
+        ])
+        .await;
+    assert_ok(&third, "third backup");
+    let unsigned_again = archives_in(&out)
+        .into_iter()
+        .find(|p| !sig_of(p).exists())
+        .expect("an unsigned archive");
+    let beta = emulator.vault_url("beta");
+    for verb in ["restore", "diff"] {
+        let refused = env
+            .run(&[
+                verb,
+                &unsigned_again.to_string_lossy(),
+                "--vault",
+                &beta,
+                "-i",
+                &identity,
+                "--trusted-signer",
+                &public_file,
+            ])
+            .await;
+        assert_eq!(refused.status.code(), Some(4), "{verb}: {}", text(&refused));
+    }
+    let listed = emulator
+        .secret_client("beta")
+        .list_secret_properties(None)
+        .expect("pager");
+    use futures::TryStreamExt;
+    let names: Vec<_> = listed.try_collect().await.expect("listed");
+    assert!(names.is_empty(), "restore wrote to beta");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forget_on_a_folder_keeps_restics_daily_choice_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let names = [
+        "kv-20260101T010000Z.tar.zst.age",
+        "kv-20260102T010000Z.tar.zst.age",
+        "kv-20260103T010000Z.tar.zst.age",
+        "kv-20260104T010000Z.tar.zst.age",
+        "kv-20260105T010000Z.tar.zst.age",
+        "kv-20260105T020000Z.tar.zst.age",
+        "other-20250101T000000Z.tar.zst.age",
+    ];
+    for name in names {
+        std::fs::write(dir.path().join(name), b"archive").expect("file");
+    }
+    std::fs::write(
+        dir.path().join("kv-20260102T010000Z.tar.zst.age.json"),
+        b"{}",
+    )
+    .expect("sidecar");
+    std::fs::write(dir.path().join("notes.txt"), b"not an archive").expect("other file");
+    let folder = dir.path().to_string_lossy().into_owned();
+    let run = |args: Vec<&str>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+            .args(args)
+            .output()
+            .expect("coldvault runs")
+    };
+    let none = run(vec!["forget", &folder]);
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+    let dry = run(vec![
+        "forget",
+        &folder,
+        "--keep-daily",
+        "3",
+        "--vault",
+        "kv",
+        "--dry-run",
+    ]);
+    assert_ok(&dry, "dry run");
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert!(shown.contains("kv: keep 3, would remove 3"), "{shown}");
+    assert!(shown.contains("daily snapshot"), "{shown}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 9);
+    let done = run(vec![
+        "forget",
+        &folder,
+        "--keep-daily",
+        "3",
+        "--vault",
+        "kv",
+        "--json",
+    ]);
+    assert_ok(&done, "forget");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "kv-20260103T010000Z.tar.zst.age",
+            "kv-20260104T010000Z.tar.zst.age",
+            "kv-20260105T020000Z.tar.zst.age",
+            "notes.txt",
+            "other-20250101T000000Z.tar.zst.age",
+        ]
+    );
+    let listed = run(vec!["list", &folder, "--json"]);
+    assert_ok(&listed, "list");
+    let doc = &json_lines(&listed)[0];
+    let vaults: Vec<&str> = doc["archives"]
+        .as_array()
+        .expect("archives")
+        .iter()
+        .filter_map(|a| a["vault"].as_str())
+        .collect();
+    assert_eq!(vaults, ["kv", "kv", "kv", "other"]);
+    assert_eq!(
+        doc["archives"][0]["name"],
+        "kv-20260105T020000Z.tar.zst.age"
+    );
+}
