@@ -156,6 +156,9 @@ enum Fault {
     Cut { after: u64, cuts: usize },
     /// Once `after` bytes went up in all, forward nothing more (and keep connections open).
     Stall { after: u64 },
+    /// A connection whose request holds this text is held open, forwarding nothing more;
+    /// other connections go through (counted in `cuts`).
+    StallOn(&'static str),
 }
 
 /// A TCP proxy in front of a server, on its own port.
@@ -226,6 +229,12 @@ async fn forward(
             Fault::Cut { after, cuts: most }
                 if mine + n as u64 > after && take_cut(&cuts, most) =>
             {
+                down.abort();
+                return;
+            }
+            Fault::StallOn(text) if String::from_utf8_lossy(&buf[..n]).contains(text) => {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = client_read.read_to_end(&mut Vec::new()).await;
                 down.abort();
                 return;
             }
@@ -1074,5 +1083,81 @@ async fn forget_on_a_folder_keeps_restics_daily_choice_and_dry_run_changes_nothi
     assert_eq!(
         doc["archives"][0]["name"],
         "kv-20260105T020000Z.tar.zst.age"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_upload_to_s3_is_aborted_and_leaves_no_object() {
+    let Some(moto) = start_moto().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let emulator = seeded(&ws, 300).await;
+    // The second part's upload never gets through: the run hangs there until interrupted.
+    let staller = proxy(moto.port, Fault::StallOn("partNumber=2")).await;
+    let env =
+        StorageEnv::new(&emulator, None, Some(staller.port)).with("COLDVAULT_PART_SIZE", "65536");
+    let direct = StorageEnv::new(&emulator, None, Some(moto.port));
+    let store = direct.store("s3://interrupted");
+    store.create(false).await.expect("bucket");
+    let alpha = emulator.vault_url("alpha");
+    let child = env
+        .command(&[
+            "backup",
+            "--vault",
+            &alpha,
+            "-r",
+            &ws.recipient,
+            "-o",
+            "s3://interrupted",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("backup starts");
+    for _ in 0..600 {
+        if staller.cuts.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        staller.cuts.load(Ordering::SeqCst) > 0,
+        "the upload never reached part 2"
+    );
+    assert_eq!(
+        store.unfinished_uploads().await.expect("uploads").len(),
+        1,
+        "the upload is under way"
+    );
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the run stops on SIGINT")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    assert!(
+        text(&output).contains("no archive was written"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        store.list().await.expect("list").is_empty(),
+        "an object appeared"
+    );
+    assert!(
+        store
+            .unfinished_uploads()
+            .await
+            .expect("uploads")
+            .is_empty(),
+        "the multipart upload was not aborted"
     );
 }

@@ -25,8 +25,8 @@ pub use reader::{
     ReadStats,
 };
 pub use writer::{
-    AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, CommitSink, Destination, ItemInfo,
-    check_folder_writable, numbered_name, remove_stale_partials,
+    AbandonHook, AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, CommitSink,
+    Destination, ItemInfo, check_folder_writable, numbered_name, remove_stale_partials,
 };
 
 /// The format name written in `coldvault-archive.json` and `manifest.json`.

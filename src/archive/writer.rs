@@ -93,7 +93,16 @@ pub struct ArchiveSummary {
 pub trait CommitSink: Write + Send {
     /// Makes everything written appear, whole, under its final name.
     fn commit(self: Box<Self>) -> io::Result<()>;
+
+    /// What [`CommitGate::abandon`] calls to stop the sink at once (a write stuck on a dead
+    /// connection included): the writer's thread then fails and drops the sink uncommitted.
+    fn abandon_hook(&self) -> Option<AbandonHook> {
+        None
+    }
 }
+
+/// See [`CommitSink::abandon_hook`].
+pub type AbandonHook = Arc<dyn Fn() + Send + Sync>;
 
 /// The bottom of the chain: a temporary file beside the final name, stdout, or a sink that
 /// commits last.
@@ -144,8 +153,16 @@ pub enum AbandonOutcome {
 /// chunk, the sync and the rename to its final name). The writer takes that step only while
 /// the gate is open, holding it; [`CommitGate::abandon`] waits for a step in progress, so
 /// whoever abandons learns for certain whether an archive was written.
-#[derive(Debug, Clone, Default)]
-pub struct CommitGate(Arc<Mutex<GateState>>);
+#[derive(Clone, Default)]
+pub struct CommitGate(Arc<Mutex<GateState>>, Arc<Mutex<Option<AbandonHook>>>);
+
+impl std::fmt::Debug for CommitGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CommitGate")
+            .field(&self.0)
+            .finish_non_exhaustive()
+    }
+}
 
 impl CommitGate {
     /// Closes the gate for good, unless the archive was already committed. Blocks while the
@@ -156,6 +173,10 @@ impl CommitGate {
             GateState::Committed(path) => AbandonOutcome::AlreadyCommitted(path.clone()),
             GateState::Open | GateState::Abandoned => {
                 *state = GateState::Abandoned;
+                let hook = self.1.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(hook) = hook {
+                    hook();
+                }
                 AbandonOutcome::Abandoned
             }
         }
@@ -250,13 +271,16 @@ impl ArchiveWriter {
         let created = now();
         let name = file_name(&source.vault, created)?;
         let (sink, shown) = open(&name)?;
-        Self::start(
+        let hook = sink.abandon_hook();
+        let writer = Self::start(
             Sink::Remote(sink),
             Some(PathBuf::from(shown)),
             created,
             encryption,
             source,
-        )
+        )?;
+        *writer.gate.1.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+        Ok(writer)
     }
 
     fn start(

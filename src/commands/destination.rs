@@ -118,6 +118,10 @@ impl Write for HashingSink {
 }
 
 impl CommitSink for HashingSink {
+    fn abandon_hook(&self) -> Option<crate::archive::AbandonHook> {
+        Some(self.inner.inner.canceller())
+    }
+
     fn commit(self: Box<Self>) -> io::Result<()> {
         let digest = self.inner.digest();
         self.inner.inner.commit().map_err(io::Error::other)?;

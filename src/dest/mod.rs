@@ -150,6 +150,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn delete(&self, name: &str) -> Result<(), DestError>;
     /// Checks that objects written here can carry a retention lock, before any work.
     async fn check_lock_support(&self) -> Result<(), DestError>;
+    /// The names of uploads started and neither completed nor aborted (S3 lists them; Blob
+    /// Storage cannot, its uncommitted blocks expire by themselves: empty there).
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, DestError> {
+        Ok(Vec::new())
+    }
     /// Creates the container, bucket or folder (first setup, tests), with retention locks
     /// enabled when `lockable` (S3 Object Lock); an existing one is left as it is.
     async fn create(&self, lockable: bool) -> Result<(), DestError>;

@@ -744,6 +744,30 @@ impl ObjectStore for S3Bucket {
         self.create_bucket(lockable).await
     }
 
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, DestError> {
+        let what = format!("cannot list the uploads of {}", self.display());
+        let query = [("prefix", self.prefix.clone()), ("uploads", String::new())];
+        let response = self
+            .send(
+                &what,
+                reqwest::Method::GET,
+                None,
+                &query,
+                &[],
+                Default::default(),
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(http::error(&what, response).await);
+        }
+        let body = Self::body_text(&what, response).await?;
+        Ok(xml::elements(&body, "Upload")
+            .into_iter()
+            .filter_map(|u| xml::text(u, "Key"))
+            .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned))
+            .collect())
+    }
+
     async fn check_lock_support(&self) -> Result<(), DestError> {
         let what = format!(
             "cannot read the Object Lock settings of s3://{}",

@@ -37,6 +37,8 @@ enum Msg {
 /// A streaming upload of one object. See the module documentation.
 pub struct RemoteSink {
     shown: String,
+    /// Told when the sink is dropped uncommitted: the part in flight is given up.
+    cancel: Arc<tokio::sync::Notify>,
     buffer: Vec<u8>,
     part_size: usize,
     tx: Option<SyncSender<Msg>>,
@@ -65,12 +67,15 @@ impl RemoteSink {
         let (tx, rx) = sync_channel::<Msg>(1);
         let (started_tx, started_rx) = sync_channel::<Result<(), DestError>>(1);
         let name = name.to_owned();
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let cancelled = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("coldvault-upload".to_owned())
-            .spawn(move || upload_thread(store, name, lock_until, rx, started_tx))
+            .spawn(move || upload_thread(store, name, lock_until, rx, started_tx, cancelled))
             .map_err(|e| DestError::io("cannot start the upload thread", e))?;
         let mut sink = Self {
             shown,
+            cancel,
             buffer: Vec::with_capacity(part_size),
             part_size,
             tx: Some(tx),
@@ -81,6 +86,13 @@ impl RemoteSink {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(sink.thread_error()),
         }
+    }
+
+    /// A handle that stops the upload from another thread: the part in flight is given up,
+    /// the upload aborted, and the next write fails. For a run being interrupted.
+    pub fn canceller(&self) -> crate::archive::AbandonHook {
+        let cancel = self.cancel.clone();
+        Arc::new(move || cancel.notify_one())
     }
 
     /// Where the object goes, for messages.
@@ -155,13 +167,23 @@ impl Write for RemoteSink {
 
 impl Drop for RemoteSink {
     fn drop(&mut self) {
-        // Closing the channel without a commit makes the thread abort the upload; wait for
-        // it, so the process never exits with the abort still unsent.
+        // Closing the channel without a commit makes the thread abort the upload; the part
+        // in flight (perhaps stuck on a dead connection) is given up at once. Wait for the
+        // abort (bounded by ABORT_TIME), so the process never exits with it unsent.
+        self.cancel.notify_one();
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// How long an abort may take before the run exits anyway (S3 then expires the parts by its
+/// lifecycle rule; Blob Storage discards uncommitted blocks by itself).
+const ABORT_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn abort(store: &Arc<dyn ObjectStore>, name: &str, state: &UploadState) {
+    let _ = tokio::time::timeout(ABORT_TIME, store.abort_upload(name, state)).await;
 }
 
 fn upload_thread(
@@ -170,6 +192,7 @@ fn upload_thread(
     lock_until: Option<OffsetDateTime>,
     rx: Receiver<Msg>,
     started: SyncSender<Result<(), DestError>>,
+    cancel: Arc<tokio::sync::Notify>,
 ) -> Result<(), DestError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,16 +214,20 @@ fn upload_thread(
             match msg {
                 Msg::Part(bytes) => {
                     let len = bytes.len() as u64;
-                    match store
-                        .put_part(&name, &state, state.parts.len(), bytes)
-                        .await
-                    {
+                    let sent = tokio::select! {
+                        sent = store.put_part(&name, &state, state.parts.len(), bytes) => sent,
+                        () = cancel.notified() => {
+                            abort(&store, &name, &state).await;
+                            return Ok(());
+                        }
+                    };
+                    match sent {
                         Ok(id) => {
                             state.parts.push(id);
                             size += len;
                         }
                         Err(e) => {
-                            let _ = store.abort_upload(&name, &state).await;
+                            abort(&store, &name, &state).await;
                             return Err(e);
                         }
                     }
@@ -208,7 +235,7 @@ fn upload_thread(
                 Msg::Commit(reply) => {
                     let result = store.commit_upload(&name, &state, size, lock_until).await;
                     if result.is_err() {
-                        let _ = store.abort_upload(&name, &state).await;
+                        abort(&store, &name, &state).await;
                     }
                     let _ = reply.send(result);
                     return Ok(());
@@ -216,7 +243,7 @@ fn upload_thread(
             }
         }
         // The writer went away without committing: nothing may appear.
-        let _ = store.abort_upload(&name, &state).await;
+        abort(&store, &name, &state).await;
         Ok(())
     })
 }
@@ -224,5 +251,9 @@ fn upload_thread(
 impl crate::archive::CommitSink for RemoteSink {
     fn commit(self: Box<Self>) -> io::Result<()> {
         RemoteSink::commit(*self).map_err(io::Error::other)
+    }
+
+    fn abandon_hook(&self) -> Option<crate::archive::AbandonHook> {
+        Some(self.canceller())
     }
 }
