@@ -364,7 +364,10 @@ async fn seeded(ws: &Workspace, count: usize) -> TestEmulator {
     use sha2::Digest;
     let mut secrets: Vec<Value> = (0..count)
         .map(|i| {
-            let value = hex::encode(sha2::Sha512::digest(format!("value-{i}")).repeat(8));
+            // 1,024 hex digits of distinct hashes: zstd cannot shrink them much.
+            let value: String = (0..8)
+                .map(|k| hex::encode(sha2::Sha512::digest(format!("value-{i}-{k}"))))
+                .collect();
             json!({"name": format!("app-secret-{i:04}"), "versions": [{"value": value}]})
         })
         .collect();
@@ -466,6 +469,15 @@ async fn round_trip(emulator: &TestEmulator, env: &StorageEnv, ws: &Workspace, d
         .expect("secret body");
     assert_eq!(restored.value.as_deref(), Some(CANARY));
     assert_no_canary(&[&backup, &list, &verify, &inspect, &restore]);
+    for output in [&backup, &list, &verify, &inspect, &restore] {
+        for secret in [DEV_KEY, "testing-secret"] {
+            assert!(
+                !text(output).contains(secret),
+                "a storage key leaked: {}",
+                text(output)
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

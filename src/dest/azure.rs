@@ -5,7 +5,8 @@
 //! discards them (after a week). `--lock-days` sets a version-level immutability policy on
 //! the commit, where the container allows it.
 //!
-//! Credentials, first found wins: a SAS token in the URL, `AZURE_STORAGE_SAS_TOKEN`,
+//! Credentials, first found wins (a SAS token in the URL is refused: a command line is
+//! visible to every user of the machine): `AZURE_STORAGE_SAS_TOKEN`,
 //! `AZURE_STORAGE_CONNECTION_STRING` (account key or SAS; `UseDevelopmentStorage=true` and
 //! Azurite's well-known string work unchanged), `AZURE_STORAGE_ACCOUNT_KEY`, else a bearer
 //! token from the vault credential chain — with its own identity under `--output-auth`
@@ -170,9 +171,14 @@ impl BlobContainer {
         if container.is_empty() {
             return Err(bad("no container"));
         }
-        let auth = if let Some(sas) = url_sas.filter(|s| s.contains("sig=")) {
-            Auth::Sas(Arc::new(sas))
-        } else if let Some(sas) = env("AZURE_STORAGE_SAS_TOKEN") {
+        if url_sas.as_deref().is_some_and(|q| q.contains("sig=")) {
+            // Any user of the machine can read a command line: a SAS token is a credential.
+            return Err(DestError::InvalidUrl(format!(
+                "{shown}: the URL carries a SAS token, which the command line would show to \
+                 every user of this machine; put it in AZURE_STORAGE_SAS_TOKEN instead"
+            )));
+        }
+        let auth = if let Some(sas) = env("AZURE_STORAGE_SAS_TOKEN") {
             Auth::Sas(Arc::new(sas.trim_start_matches('?').to_owned()))
         } else if let (Some(key), true) = (&conn.key, conn.account.as_deref() == Some(&account)) {
             Auth::SharedKey(Arc::new(decode_key(key)?))
@@ -914,6 +920,18 @@ mod tests {
             )
         );
         assert_eq!(block_id(0).len(), block_id(12345).len());
+    }
+
+    #[test]
+    fn a_sas_token_on_the_command_line_is_refused_without_being_shown() {
+        let err = BlobContainer::from_url(
+            "https://acct.blob.core.windows.net/c/p?sv=2022-11-02&sig=SECRETSIG",
+            &RemoteOptions::default(),
+        )
+        .expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("AZURE_STORAGE_SAS_TOKEN"), "{text}");
+        assert!(!text.contains("SECRETSIG"), "{text}");
     }
 
     #[test]
