@@ -40,6 +40,10 @@ pub enum Command {
     Vaults(commands::vaults::VaultsArgs),
     /// Write an archive's plain secrets out for use without Azure.
     Extract(commands::extract::ExtractArgs),
+    /// List the archives at a destination, per vault, newest first.
+    List(commands::list::ListArgs),
+    /// Remove the archives a retention policy does not keep (restic's semantics).
+    Forget(commands::forget::ForgetArgs),
     /// Generate a new age identity.
     Keygen(commands::keygen::KeygenArgs),
     /// Run the local Key Vault.

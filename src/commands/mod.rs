@@ -4,14 +4,17 @@ pub mod backup;
 pub mod completions;
 pub mod connect_args;
 pub mod demo;
+pub mod destination;
 pub mod diff;
 pub mod emulator;
 pub mod extract;
 pub mod fleet;
+pub mod forget;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
 pub mod keys_args;
+pub mod list;
 pub mod restore;
 pub mod restore_plan;
 pub mod scope;
@@ -32,6 +35,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Verify(args) => verify::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::List(args) => runtime()?.block_on(list::run(args)),
+        Command::Forget(args) => runtime()?.block_on(forget::run(args)),
         Command::Emulator(args) => runtime()?.block_on(emulator::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Completions(args) => completions::run(args),
