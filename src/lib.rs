@@ -4,7 +4,9 @@
 //! [`archive`] is the on-disk format (no Azure, no command line, no printing), [`vault`] is
 //! Azure Key Vault access (no archive knowledge), [`commands`] joins them one subcommand per
 //! file, [`output`] renders human text, JSON and progress, and [`emulator`] is the local Key
-//! Vault that every end-to-end test runs against.
+//! Vault that every end-to-end test runs against. [`model`] is the item kind every layer
+//! shares, and [`engine`] runs the verbs (restore, diff) over store traits, with no command
+//! line and no printing (`docs/ARCHITECTURE.md`).
 //! [`atomic_file`] (temp file, fsync, rename, folder fsync) imports nothing else of the crate,
 //! so the archive writer, the commands and the emulator all write files through it.
 
@@ -13,7 +15,9 @@ pub mod atomic_file;
 pub mod cli;
 pub mod commands;
 pub mod emulator;
+pub mod engine;
 pub mod error;
+pub mod model;
 pub mod output;
 pub mod usage;
 pub mod vault;

@@ -20,7 +20,9 @@ pub use manifest::{
     Attributes, Counts, DeletedItem, EntryType, Kind, Manifest, ManifestEntry, RecapturedItem,
     RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
 };
-pub use reader::{ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats};
+pub use reader::{
+    ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats, StreamedEntry,
+};
 pub use writer::{
     AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, Destination, ItemInfo,
     check_folder_writable, remove_stale_partials,
