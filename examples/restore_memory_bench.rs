@@ -1,6 +1,8 @@
 //! Peak memory of `coldvault restore --dry-run` and `coldvault diff` on a large archive: a
 //! 100,000-entry archive (by default 50,000 secrets, each with its native blob of 2 KiB and
-//! one plain version of 1 KiB) compared with an empty vault of the local Key Vault. Each
+//! one plain version of 1 KiB) compared with an empty vault of the local Key Vault; and of
+//! `coldvault verify` on the same archive, the floor every reading command shares (the parsed
+//! manifest). Each
 //! command runs as a child `coldvault` process under `/usr/bin/time -v`, which reports its
 //! peak resident set size; the figures go into the README's "Memory" table. Asserts nothing.
 //!
@@ -67,7 +69,10 @@ async fn main() -> Result<(), BoxError> {
     ];
     let archive_arg = archive.to_str().ok_or("archive path is not UTF-8")?;
     let identity_arg = identity_file.to_str().ok_or("identity path is not UTF-8")?;
-    let runs: [(&str, Vec<&str>); 2] = [
+    let runs: [(&str, Vec<&str>); 3] = [
+        // The floor every reading command shares: the verification pass holds the parsed
+        // manifest and a record per entry.
+        ("verify", vec!["verify", archive_arg, "-i", identity_arg]),
         (
             "restore --dry-run",
             vec![

@@ -126,8 +126,8 @@ type TarStream = HeaderGuard<
     >,
 >;
 
-/// An archive that passed verification.
-#[derive(Debug)]
+/// An archive that passed verification. Cloning it is cheap (the manifest is shared).
+#[derive(Debug, Clone)]
 pub struct ArchiveReader {
     path: PathBuf,
     decryption: Decryption,
@@ -231,14 +231,6 @@ impl ArchiveReader {
             manifest: Arc::new(manifest),
             stats,
         }))
-    }
-
-    /// Checks, without reading past the age header, that `decryption` opens the archive at
-    /// `path`: the cheap part of [`ArchiveReader::open`]'s failures (missing file, no
-    /// matching identity, wrong passphrase, not an age file), for callers that do other work
-    /// before their one streaming pass.
-    pub fn check_opens(path: &Path, decryption: &Decryption) -> Result<(), ArchiveError> {
-        open_stream(path, decryption, &decryption.limits()).map(|_| ())
     }
 
     /// The verified manifest.

@@ -71,7 +71,9 @@ pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let options = args.connect.options();
     let name = target.name().to_owned();
 
-    let contents = open_archive(&args.archive, &decryption, &scope).await?;
+    let mut contents = open_archive(&args.archive, &decryption, &scope).await?;
+    // A diff writes nothing: the manifest and the reader go now.
+    contents.release_feed();
     let vault = connect(&target, &options).await?;
     let listing = list_target(&vault, &scope)
         .await

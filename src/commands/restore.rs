@@ -1,9 +1,11 @@
 //! `coldvault restore`: an archive's items back into a vault, planned then applied.
 //!
-//! The archive is opened and verified, the target is listed once (live and soft-deleted
-//! items), each item present on both sides is read and compared by digest, and every item gets
-//! one plan line ([`super::restore_plan::decide`]). `--dry-run` prints the plan and stops.
-//! Applying it writes natively (the backup blob: every version, same ids) or plainly (secret
+//! The command joins the engine (`crate::engine::restore`) to the command line and the
+//! output: the target is listed once (live and soft-deleted items), the archive is read in one
+//! verifying pass that keeps names and digests ([`open_archive`]), each item present on both
+//! sides is read and compared by digest, and every item gets one plan line
+//! ([`super::restore_plan::decide`]). `--dry-run` prints the plan and stops. Applying it reads
+//! the archive again item by item and writes natively (the backup blob: every version, same ids) or plainly (secret
 //! versions by value, certificates by import), recovers soft-deleted items when asked, and
 //! waits out Azure's settling answers (409 `ObjectIsBeingDeleted` after a purge, 404 after a
 //! recover). A rerun plans again from what the target holds, so it finishes an interrupted run
@@ -22,10 +24,10 @@ use super::restore_plan::{
     list_target, target_state,
 };
 use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
-use crate::archive::{ArchiveReader, Decryption, Kind};
+use crate::archive::{Decryption, Kind};
 use crate::engine::restore::apply::{Applier, Outcome, line_reason};
-use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_keep, probe_native};
-use crate::engine::source::{ArchiveHeads, Keep, read_heads};
+use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_native};
+use crate::engine::source::{ArchiveHeads, read_heads};
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
@@ -174,23 +176,11 @@ pub async fn open_archive(
     decryption: &Decryption,
     scope: &Scope,
 ) -> Result<ArchiveHeads, CliError> {
-    open_archive_keeping(path, decryption, scope, Vec::new()).await
-}
-
-/// [`open_archive`], keeping whole the items the `keep` rules pick (see
-/// [`crate::engine::source::read_heads`]).
-pub async fn open_archive_keeping(
-    path: &std::path::Path,
-    decryption: &Decryption,
-    scope: &Scope,
-    keep: Vec<Keep>,
-) -> Result<ArchiveHeads, CliError> {
     let (path, decryption, owned_scope) = (path.to_owned(), decryption.clone(), scope.clone());
-    let heads =
-        tokio::task::spawn_blocking(move || read_heads(&path, &decryption, &owned_scope, &keep))
-            .await
-            .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
-            .map_err(CliError::from)?;
+    let heads = tokio::task::spawn_blocking(move || read_heads(&path, &decryption, &owned_scope))
+        .await
+        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+        .map_err(CliError::from)?;
     scope.check_names_match(
         heads
             .names
@@ -200,60 +190,43 @@ pub async fn open_archive_keeping(
     Ok(heads)
 }
 
-/// The cheap failures of opening an archive (no file, no matching identity, wrong
-/// passphrase), checked before a run reaches the network, as a full read used to check them.
-pub async fn check_archive_opens(
-    path: &std::path::Path,
-    decryption: &Decryption,
-) -> Result<(), CliError> {
-    let (path, decryption) = (path.to_owned(), decryption.clone());
-    tokio::task::spawn_blocking(move || ArchiveReader::check_opens(&path, &decryption))
-        .await
-        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
-        .map_err(CliError::from)
-}
-
 async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let target = plan.target.name().to_owned();
-    // A missing archive or a wrong key fails before the network is reached; the one full
-    // pass over the archive comes after the target's listing, which tells it which items to
-    // keep whole for the probe and the first native write.
-    check_archive_opens(&plan.archive, &plan.decryption).await?;
+    let mut heads = open_archive(&plan.archive, &plan.decryption, &plan.scope).await?;
     let vault = connect(&plan.target, &plan.connect).await?;
     progress.start_vault(&target);
     let listing = list_target(&vault, &plan.scope)
         .await
         .map_err(|e| vault_error(&target, &e))?;
-    let mut heads = open_archive_keeping(
-        &plan.archive,
-        &plan.decryption,
-        &plan.scope,
-        probe_keep(&listing),
-    )
-    .await?;
     for note in &listing.notes {
         progress.note(&format!("{target}: {note}"));
     }
-    let mut kept = std::mem::take(&mut heads.kept).into_iter();
-    let (live, deleted, first) = (
-        kept.next().flatten(),
-        kept.next().flatten(),
-        kept.next().flatten(),
-    );
     // The dry run and the real run learn the same way whether native blobs are accepted, so
-    // they plan alike.
+    // they plan alike. The blob posted is read from the archive only when a probe is needed.
+    let feed = &heads.feed;
     let native_blobs = probe_native(
         &vault,
         &heads.items,
-        [live.as_ref(), deleted.as_ref()],
+        |key| {
+            let source = feed.blob_source(&key);
+            async move {
+                tokio::task::spawn_blocking(move || source.read())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        },
         &listing,
         plan.target.as_str(),
         &heads.source_url,
         plan.policy,
     )
     .await;
-    drop((live, deleted));
+    if plan.dry_run {
+        // Nothing will be written: the manifest and the reader go now.
+        heads.release_feed();
+    }
     if let Some(note) = &native_blobs.note {
         progress.note(&format!("{target}: {note}"));
     }
@@ -343,7 +316,6 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
         &heads.items,
         &lines,
         plan.policy.mode,
-        first,
         heads.feed,
         plan.concurrency,
         progress,

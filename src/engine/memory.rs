@@ -23,6 +23,8 @@ use crate::vault::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredVersion {
     version: String,
+    /// `updated`, in seconds since the epoch: each write a second after the previous one.
+    updated: i64,
     value: String,
     content_type: Option<String>,
     tags: BTreeMap<String, String>,
@@ -43,6 +45,10 @@ pub struct MemoryStore {
     id: String,
     secrets: Arc<Mutex<BTreeMap<String, Vec<StoredVersion>>>>,
     writes: Arc<Mutex<Vec<String>>>,
+    /// A secret and a value written as a new version when the next backup is asked for:
+    /// a rotation between the listing and the capture.
+    rotate_on_backup: Arc<Mutex<Option<(String, String)>>>,
+    clock: Arc<Mutex<i64>>,
 }
 
 impl MemoryStore {
@@ -53,21 +59,34 @@ impl MemoryStore {
             id: id.to_owned(),
             secrets: Arc::default(),
             writes: Arc::default(),
+            rotate_on_backup: Arc::default(),
+            clock: Arc::new(Mutex::new(1_700_000_000)),
         }
     }
 
     /// Adds a version of `name` holding `value`.
     pub fn put(&self, name: &str, value: &str) -> String {
+        let updated = {
+            let mut clock = self.clock.lock().expect("lock");
+            *clock += 1;
+            *clock
+        };
         let mut secrets = self.secrets.lock().expect("lock");
         let versions = secrets.entry(name.to_owned()).or_default();
         let version = format!("{:032x}", versions.len() + 1);
         versions.push(StoredVersion {
             version: version.clone(),
+            updated,
             value: value.to_owned(),
             content_type: None,
             tags: BTreeMap::new(),
         });
         version
+    }
+
+    /// Writes `value` as a new version of `name` when the next native backup is asked for.
+    pub fn rotate_on_next_backup(&self, name: &str, value: &str) {
+        *self.rotate_on_backup.lock().expect("lock") = Some((name.to_owned(), value.to_owned()));
     }
 
     /// The current value of `name`.
@@ -99,7 +118,10 @@ impl MemoryStore {
             id: format!("{}secrets/{name}/{}", self.url, version.version),
             content_type: version.content_type.clone(),
             tags: version.tags.clone(),
-            attributes: Attributes::default(),
+            attributes: Attributes {
+                updated: time::OffsetDateTime::from_unix_timestamp(version.updated).ok(),
+                ..Attributes::default()
+            },
             managed: false,
             key_id: None,
         }
@@ -198,6 +220,10 @@ impl VaultReader for MemoryStore {
     }
 
     async fn backup(&self, kind: ItemKind, name: &str) -> Result<BackupBlob, VaultError> {
+        let rotation = self.rotate_on_backup.lock().expect("lock").take();
+        if let Some((rotated, value)) = rotation {
+            self.put(&rotated, &value);
+        }
         if kind != ItemKind::Secret || self.value(name).is_none() {
             return Err(not_found(name));
         }

@@ -1,7 +1,8 @@
 //! The engine: every verb as a composition of stores, with no command line and no printing.
 //!
 //! A verb reads items from a source store, plans against a target's listing, and writes to
-//! the target (`docs/ARCHITECTURE.md`). [`item`] is the model plans are made of (heads with
+//! the target (`docs/ARCHITECTURE.md`). [`capture`] reads a live store's items for a backup
+//! (one `capture_consistent` loop for every kind). [`item`] is the model plans are made of (heads with
 //! digests, never values; whole items one at a time for writes); [`source`] reads an archive
 //! as a source (one decrypting pass for planning, a streamed pass for applying); [`restore`]
 //! plans (`plan.rs`, pure), lists and inspects the target (`target.rs`) and applies
@@ -9,6 +10,7 @@
 //! `crate::vault` ([`crate::vault::VaultReader`], [`crate::vault::VaultWriter`]); progress
 //! goes out through [`progress::Progress`], which `crate::output` implements.
 
+pub mod capture;
 pub mod diff;
 pub mod item;
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! reduced to what a plan needs (a secret version to its [`VersionHead`], a public
 //! certificate to its thumbprint) and its data dropped; the manifest, which comes last,
 //! supplies the rest of each head and the cross-check. Memory holds the manifest, the heads
-//! and one item's data, plus the few items a caller asks to keep whole ([`Keep`]: the blobs
-//! a restore probes the target with, the item its first native write goes to).
+//! and one entry's data. One item's blob can be read again on demand
+//! ([`ItemFeed::blob_source`]: the blob a restore probes the target with).
 //!
 //! The apply pass reads the verified archive again and hands out whole items, one at a
 //! time, for the items a plan writes: an item's entries are contiguous in every archive
@@ -17,8 +17,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
-
-use age::secrecy::{ExposeSecret, SecretBox};
 
 use super::Filter;
 use super::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
@@ -31,11 +29,6 @@ use crate::vault::BackupBlob;
 /// An item's identity across sources and targets: kind and lower-case name.
 pub type ItemKey = (ItemKind, String);
 
-/// A rule for an item the plan pass keeps whole: given an item's key and whether it has a
-/// native blob, whether it qualifies. Of the qualifying items, the first in plan order
-/// (kind, then lower-case name) is kept.
-pub type Keep = Box<dyn Fn(&ItemKey, bool) -> bool + Send>;
-
 /// What the plan pass learned of an archive.
 #[derive(Debug)]
 pub struct ArchiveHeads {
@@ -47,10 +40,62 @@ pub struct ArchiveHeads {
     pub items: Vec<ItemHead>,
     /// Every item name the manifest lists, in scope or not (to check `--name` globs).
     pub names: Vec<(ItemKind, String)>,
-    /// For each [`Keep`] rule, the item it kept (with every value), if any qualified.
-    pub kept: Vec<Option<ItemData>>,
     /// Where the apply pass reads whole items from.
     pub feed: ItemFeed,
+}
+
+impl ItemFeed {
+    /// Where the native blob of the item `key` can be read from.
+    pub fn blob_source(&self, key: &ItemKey) -> BlobSource {
+        match self {
+            ItemFeed::Stream(reader) => BlobSource::Archive(reader.clone(), key.clone()),
+            ItemFeed::Memory(all) => {
+                BlobSource::Ready(all.get(key).and_then(|item| item.blob.clone()))
+            }
+        }
+    }
+}
+
+impl ArchiveHeads {
+    /// Frees what only an apply pass needs (the verified reader and its parsed manifest),
+    /// for runs that stop at the plan: a dry run, a diff. The feed is then empty.
+    pub fn release_feed(&mut self) {
+        self.feed = ItemFeed::Memory(BTreeMap::new());
+    }
+}
+
+/// Where one item's native blob is read from, movable to a blocking thread
+/// ([`ItemFeed::blob_source`]).
+#[derive(Debug)]
+pub enum BlobSource {
+    /// Read from the archive, up to the item's blob.
+    Archive(ArchiveReader, ItemKey),
+    /// Already known.
+    Ready(Option<BackupBlob>),
+}
+
+impl BlobSource {
+    /// The blob (blocking): for an archive, its entries are read (and checked) up to the
+    /// item's blob and no further.
+    pub fn read(self) -> Result<Option<BackupBlob>, ArchiveError> {
+        match self {
+            BlobSource::Ready(blob) => Ok(blob),
+            BlobSource::Archive(reader, key) => {
+                for entry in reader.entries() {
+                    let entry = entry?;
+                    let meta = &entry.entry;
+                    if meta.entry_type == EntryType::Backup
+                        && meta.kind == key.0
+                        && meta.name.eq_ignore_ascii_case(&key.1)
+                        && let EntryData::Bytes(bytes) = entry.data
+                    {
+                        return Ok(Some(BackupBlob(bytes)));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Where whole items come from after planning.
@@ -62,52 +107,32 @@ pub enum ItemFeed {
     Memory(BTreeMap<ItemKey, ItemData>),
 }
 
-/// Facts the plan pass keeps of an entry until the manifest names it.
-enum Fact {
-    Version(VersionHead),
-    Thumbprint(Vec<u8>),
-}
-
 /// Makes the plan pass over the archive at `path` (blocking: run it off the async threads).
 /// Fails with the archive's first broken rule; nothing it returns was unverified.
 pub fn read_heads<F: Filter + ?Sized>(
     path: &Path,
     decryption: &Decryption,
     scope: &F,
-    keep: &[Keep],
 ) -> Result<ArchiveHeads, ArchiveError> {
-    let mut facts: HashMap<String, Fact> = HashMap::new();
     let mut grouping = Grouping::default();
-    let mut kept: Vec<Option<ItemData>> = keep.iter().map(|_| None).collect();
-    let whole = !keep.is_empty();
-    let mut current: Option<ItemData> = None;
-    let finish = |item: Option<ItemData>, kept: &mut Vec<Option<ItemData>>| {
-        if let Some(item) = item {
-            consider(item, keep, kept);
-        }
-    };
+    // Heads grow as entries arrive (what only the data tells: version heads, thumbprints);
+    // the manifest adds the rest at the end.
+    let mut heads: BTreeMap<ItemKey, ItemHead> = BTreeMap::new();
     let reader = ArchiveReader::stream(
         path,
         decryption,
         |kind, name| scope.includes(kind, name),
         |entry: StreamedEntry| {
             let key = (entry.kind, entry.name.to_ascii_lowercase());
-            if grouping.next(&key) {
-                finish(current.take(), &mut kept);
-            }
-            let item = current
-                .get_or_insert_with(|| ItemData::new(ItemHead::new(entry.kind, &entry.name)));
+            grouping.next(&key);
+            let head = heads
+                .entry(key)
+                .or_insert_with(|| ItemHead::new(entry.kind, &entry.name));
             match entry.data {
-                EntryData::Secret(record) => {
-                    facts.insert(entry.path, Fact::Version(VersionHead::of(&record)));
-                    if whole {
-                        item.versions.push(record);
-                    }
-                }
+                EntryData::Secret(record) => head.versions.push(VersionHead::of(&record)),
                 EntryData::Bytes(bytes) if entry.entry_type == EntryType::CertificatePublic => {
-                    facts.insert(entry.path, Fact::Thumbprint(sha1_of(&bytes)));
+                    head.thumbprint = Some(sha1_of(&bytes));
                 }
-                data if whole => add_data(item, entry.entry_type, entry.kind, data),
                 _ => {}
             }
             ControlFlow::Continue(())
@@ -119,10 +144,8 @@ pub fn read_heads<F: Filter + ?Sized>(
             std::io::ErrorKind::Interrupted.into(),
         )
     })?;
-    finish(current.take(), &mut kept);
 
     let manifest = reader.manifest();
-    let mut heads: BTreeMap<ItemKey, ItemHead> = BTreeMap::new();
     for skipped in &manifest.skipped {
         if !scope.includes(skipped.kind, &skipped.name) || skipped.name == "*" {
             continue;
@@ -139,7 +162,7 @@ pub fn read_heads<F: Filter + ?Sized>(
         let head = heads
             .entry((entry.kind, entry.name.to_ascii_lowercase()))
             .or_insert_with(|| ItemHead::new(entry.kind, &entry.name));
-        add_head(head, entry, facts.remove(&entry.path));
+        add_head(head, entry);
     }
     for head in heads.values_mut() {
         head.sort_versions();
@@ -159,8 +182,8 @@ pub fn read_heads<F: Filter + ?Sized>(
     let feed = if grouping.grouped {
         ItemFeed::Stream(reader)
     } else {
-        // Items seen in pieces: the kept ones may be partial. Read every item in scope whole
-        // (the memory profile before streaming) and keep from those.
+        // Items seen in pieces cannot be handed out one at a time: read every item in scope
+        // whole (the memory profile before streaming).
         let mut all = BTreeMap::new();
         for entry in reader.entries() {
             let entry = entry?;
@@ -173,62 +196,40 @@ pub fn read_heads<F: Filter + ?Sized>(
                 .or_insert_with(|| ItemData::new(ItemHead::new(meta.kind, &meta.name)));
             add_data(item, meta.entry_type, meta.kind, entry.data);
         }
-        kept = keep.iter().map(|_| None).collect();
-        for item in all.values() {
-            consider(item.duplicate(), keep, &mut kept);
-        }
         ItemFeed::Memory(all)
     };
-    for item in kept.iter_mut().flatten() {
-        if let Some(head) = heads.get(&item.head.key()) {
-            item.head = head.clone();
-        }
-        item.sort_versions();
-    }
     Ok(ArchiveHeads {
         source_vault,
         source_url,
         items: heads.into_values().collect(),
         names,
-        kept,
         feed,
     })
 }
 
-/// Keeps `item` for the first rule it qualifies for, when it comes before that rule's
-/// current pick in plan order.
-fn consider(item: ItemData, keep: &[Keep], kept: &mut [Option<ItemData>]) {
-    let key = item.head.key();
-    let has_blob = item.blob.is_some();
-    let Some(rule) = keep.iter().position(|rule| rule(&key, has_blob)) else {
-        return;
-    };
-    let earlier = kept[rule]
-        .as_ref()
-        .is_none_or(|other| key < other.head.key());
-    if earlier {
-        kept[rule] = Some(item);
-    }
-}
-
 /// Watches whether item entries come grouped by item.
-#[derive(Default)]
 struct Grouping {
     current: Option<ItemKey>,
     done: HashSet<ItemKey>,
     grouped: bool,
-    started: bool,
+}
+
+impl Default for Grouping {
+    fn default() -> Self {
+        Self {
+            current: None,
+            done: HashSet::new(),
+            grouped: true,
+        }
+    }
 }
 
 impl Grouping {
-    /// Records the next entry's item; true when it begins a new item.
-    fn next(&mut self, key: &ItemKey) -> bool {
-        if !self.started {
-            self.started = true;
-            self.grouped = true;
-        }
+    /// Records the next entry's item: an item whose entries were already followed by
+    /// another item's means the archive is not grouped.
+    fn next(&mut self, key: &ItemKey) {
         if self.current.as_ref() == Some(key) {
-            return false;
+            return;
         }
         if let Some(previous) = self.current.take() {
             self.done.insert(previous);
@@ -237,18 +238,14 @@ impl Grouping {
             self.grouped = false;
         }
         self.current = Some(key.clone());
-        true
     }
 }
 
-/// Adds what a manifest entry says of its item to the item's head.
-fn add_head(head: &mut ItemHead, entry: &ManifestEntry, fact: Option<Fact>) {
-    match (entry.entry_type, fact) {
-        (EntryType::SecretVersion, Some(Fact::Version(version))) => head.versions.push(version),
-        (EntryType::CertificatePublic, Some(Fact::Thumbprint(thumbprint))) => {
-            head.thumbprint = Some(thumbprint);
-        }
-        (EntryType::Backup, _) => {
+/// Adds what a manifest entry says of its item to the item's head (what its data said was
+/// added as it was read).
+fn add_head(head: &mut ItemHead, entry: &ManifestEntry) {
+    match entry.entry_type {
+        EntryType::Backup => {
             head.blob = Some(BlobHead {
                 version: entry.version.clone(),
                 tags: entry.tags.to_map(),
@@ -256,7 +253,7 @@ fn add_head(head: &mut ItemHead, entry: &ManifestEntry, fact: Option<Fact>) {
                 content_type: entry.content_type.clone(),
             });
         }
-        (EntryType::CertificateExport, _) => {
+        EntryType::CertificateExport => {
             head.export = Some(ExportHead {
                 content_type: entry.content_type.clone().unwrap_or_default(),
                 version: entry.version.clone().unwrap_or_default(),
@@ -276,22 +273,6 @@ fn add_data(item: &mut ItemData, entry_type: EntryType, kind: ItemKind, data: En
             item.policy = serde_json::from_slice(&bytes).ok();
         }
         _ => {}
-    }
-}
-
-impl ItemData {
-    /// A second copy, values included (only for archives whose entries are not grouped).
-    fn duplicate(&self) -> ItemData {
-        ItemData {
-            head: self.head.clone(),
-            blob: self.blob.clone(),
-            versions: self.versions.clone(),
-            export: self
-                .export
-                .as_ref()
-                .map(|e| SecretBox::from(e.expose_secret().to_vec().into_boxed_slice())),
-            policy: self.policy.clone(),
-        }
     }
 }
 

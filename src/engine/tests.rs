@@ -6,18 +6,20 @@ use std::path::{Path, PathBuf};
 use age::secrecy::SecretString;
 
 use super::Everything;
+use super::capture::{Piece as CapturedPiece, Work, capture};
 use super::memory::MemoryStore;
 use super::progress::Silent;
 use super::restore::apply::{Applier, Outcome};
 use super::restore::plan::{Mode, NativeTarget, OnConflict, PlannedItem, Policy, decide};
 use super::restore::target::{inspect_all, list_target, target_state};
-use super::restore::{Applied, apply_plan, probe_keep, probe_native};
+use super::restore::{Applied, apply_plan, probe_native};
 use super::source::{ItemFeed, read_heads};
 use crate::archive::keys::{IdentitySet, RecipientSet};
 use crate::archive::{
     ArchiveWriter, Attributes, Decryption, Destination, Encryption, ItemInfo, Kind, SecretRecord,
     Source,
 };
+use crate::vault::VaultReader;
 
 struct Keys {
     encryption: Encryption,
@@ -112,24 +114,16 @@ async fn restore(
         on_conflict: OnConflict::Skip,
         recover_deleted: false,
     };
+    let heads = read_heads(archive, &keys.decryption, &Everything).expect("heads");
     let listing = list_target(target, &Everything).await.expect("listing");
-    let mut heads = read_heads(
-        archive,
-        &keys.decryption,
-        &Everything,
-        &probe_keep(&listing),
-    )
-    .expect("heads");
-    let mut kept = std::mem::take(&mut heads.kept).into_iter();
-    let (live, deleted, first) = (
-        kept.next().flatten(),
-        kept.next().flatten(),
-        kept.next().flatten(),
-    );
+    let feed = &heads.feed;
     let native = probe_native(
         target,
         &heads.items,
-        [live.as_ref(), deleted.as_ref()],
+        |key| {
+            let source = feed.blob_source(&key);
+            async move { source.read().ok().flatten() }
+        },
         &listing,
         "https://target.vault.azure.net/",
         &heads.source_url,
@@ -162,7 +156,6 @@ async fn restore(
         &heads.items,
         &lines,
         policy.mode,
-        first,
         heads.feed,
         concurrency,
         &Silent,
@@ -207,7 +200,7 @@ async fn a_streamed_restore_brings_every_item_back_natively() {
         writes.iter().all(|w| w.starts_with("restore ")),
         "{writes:?}"
     );
-    // The first native write goes alone, before any other: it is the plan's first item.
+    // The first native write goes alone, before any other.
     assert_eq!(writes[0], "restore s0");
 }
 
@@ -262,7 +255,7 @@ async fn an_archive_changed_after_planning_stops_the_restore_where_it_breaks() {
         panic!("the change went unnoticed: {applied:?}");
     };
     assert!(error.to_string().contains("s3"), "{error}");
-    // s0 (the probe, kept from the plan pass), then s1 and s2: every item before s3.
+    // s0 (the first native write, alone), then s1 and s2: every item before s3.
     assert_eq!(
         statuses(&outcomes),
         [(0, "created"), (1, "created"), (2, "created")]
@@ -277,7 +270,7 @@ fn heads_hold_digests_never_values() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
     let archive = grouped_archive(dir.path(), &keys, 3, &|i| format!("canary-7d1f-{i}"));
-    let heads = read_heads(&archive, &keys.decryption, &Everything, &[]).expect("heads");
+    let heads = read_heads(&archive, &keys.decryption, &Everything).expect("heads");
     assert_eq!(heads.items.len(), 3);
     assert!(
         heads
@@ -287,7 +280,6 @@ fn heads_hold_digests_never_values() {
     );
     assert!(!format!("{:?}", heads.items).contains("canary-7d1f"));
     assert!(matches!(heads.feed, ItemFeed::Stream(_)));
-    assert!(heads.kept.is_empty());
 }
 
 /// The format lets a writer interleave items' entries; such an archive is read whole (the
@@ -310,7 +302,7 @@ async fn an_archive_whose_items_are_interleaved_is_read_whole() {
             Piece::Version("s0", "value-0"),
         ],
     );
-    let heads = read_heads(&archive, &keys.decryption, &Everything, &[]).expect("heads");
+    let heads = read_heads(&archive, &keys.decryption, &Everything).expect("heads");
     let ItemFeed::Memory(all) = &heads.feed else {
         panic!("an interleaved archive cannot stream");
     };
@@ -332,43 +324,79 @@ async fn an_archive_whose_items_are_interleaved_is_read_whole() {
     assert_eq!(target.value("s1").as_deref(), Some("value-1"));
 }
 
-/// Kept items are the first in plan order (kind, lower-case name), whatever the archive
-/// order: the probe a dry run makes is the one the real run makes.
-#[test]
-fn kept_items_are_the_first_in_plan_order() {
+/// A secret rotated between its listing and its capture is captured again, once, and
+/// reported with the version the list saw and the one kept; blob and value agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_rotated_after_listing_is_captured_again_and_reported() {
+    use age::secrecy::ExposeSecret;
+    use futures::StreamExt;
+
+    let store = MemoryStore::new("source");
+    let first = store.put("db", "one");
+    let listed = store
+        .list_secrets()
+        .next()
+        .await
+        .expect("listed")
+        .expect("ok");
+    store.rotate_on_next_backup("db", "two");
+    let captured = capture(&store, Work::Secret(listed), false).await;
+    assert!(captured.problems.is_empty(), "{:?}", captured.problems);
+    let recaptured = captured.recaptured.expect("reported as recaptured");
+    assert_eq!(recaptured.first_version, first);
+    assert_ne!(recaptured.captured_version, first);
+    let mut blob_versions = None;
+    let mut value = None;
+    for piece in &captured.pieces {
+        match piece {
+            CapturedPiece::Blob(_, bytes) => {
+                let blob: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                blob_versions = blob["versions"].as_array().map(|v| v.len());
+            }
+            CapturedPiece::Secret(record) => {
+                assert_eq!(record.version, recaptured.captured_version);
+                value = Some(record.value.expose_secret().to_owned());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(blob_versions, Some(2));
+    assert_eq!(value.as_deref(), Some("two"));
+}
+
+/// A target that holds one of the archive's names live: the dry run's probe posts that
+/// item's blob, read from the archive on demand, and learns without creating anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_reads_one_blob_from_the_archive_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
-    let source = MemoryStore::new("source");
-    for name in ["b", "a", "c"] {
-        source.put(name, name);
-    }
-    let archive = write_archive(
-        dir.path(),
-        &keys,
-        &source,
-        &[
-            Piece::Blob("b"),
-            Piece::Blob("c"),
-            Piece::Version("c", "c"),
-            Piece::Blob("a"),
-        ],
-    );
-    let blob_only = |key: &super::source::ItemKey, blob: bool| blob && key.1 != "a";
-    let heads = read_heads(
-        &archive,
-        &keys.decryption,
-        &Everything,
-        &[Box::new(blob_only), Box::new(|_: &_, blob: bool| blob)],
+    let archive = grouped_archive(dir.path(), &keys, 5, &|i| format!("value-{i}"));
+    let target = MemoryStore::new("source");
+    target.put("s3", "live already");
+    let heads = read_heads(&archive, &keys.decryption, &Everything).expect("heads");
+    let listing = list_target(&target, &Everything).await.expect("listing");
+    let asked = std::sync::Mutex::new(Vec::new());
+    let feed = &heads.feed;
+    let native = probe_native(
+        &target,
+        &heads.items,
+        |key| {
+            asked.lock().unwrap().push(key.1.clone());
+            let source = feed.blob_source(&key);
+            async move { source.read().ok().flatten() }
+        },
+        &listing,
+        "https://target.vault.azure.net/",
+        &heads.source_url,
+        Policy {
+            mode: Mode::Auto,
+            on_conflict: OnConflict::Skip,
+            recover_deleted: false,
+        },
     )
-    .expect("heads");
-    let names: Vec<Option<&str>> = heads
-        .kept
-        .iter()
-        .map(|k| k.as_ref().map(|k| k.head.name.as_str()))
-        .collect();
-    assert_eq!(names, [Some("b"), Some("a")]);
-    // A kept item carries its whole head from the manifest.
-    let b = heads.kept[0].as_ref().unwrap();
-    assert_eq!(b.head.blob.as_ref().unwrap().version.as_deref(), Some("v1"));
-    assert!(b.blob.is_some());
+    .await;
+    assert_eq!(*asked.lock().unwrap(), ["s3"]);
+    assert_eq!(native.state, NativeTarget::Accepts, "{}", native.reason);
+    assert!(target.writes().is_empty());
+    assert_eq!(target.value("s3").as_deref(), Some("live already"));
 }

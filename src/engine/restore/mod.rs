@@ -20,9 +20,8 @@ use self::target::TargetListing;
 use crate::archive::ArchiveError;
 use crate::engine::item::{ItemData, ItemHead};
 use crate::engine::progress::{ItemEvent, Progress};
-use crate::engine::source::{ItemFeed, ItemKey, Keep, feed_items};
-use crate::model::ItemKind;
-use crate::vault::VaultWriter;
+use crate::engine::source::{ItemFeed, ItemKey, feed_items};
+use crate::vault::{BackupBlob, VaultWriter};
 
 /// What a run knows about the target taking the archive's native blobs, and how it knows.
 #[derive(Debug, Clone, Serialize)]
@@ -60,18 +59,25 @@ impl NativeBlobs {
 /// stays unverified. The one way the probe writes is a race: the name is deleted and purged
 /// between the listing and the probe; that is reported.
 ///
-/// `items` are the source's heads; `candidates` the items [`probe_keep`]'s rules kept whole
-/// (the first item with a blob whose name is live in the target, and the first whose name is
-/// soft-deleted there), `source_url` the source vault's URL.
-pub async fn probe_native<V: VaultWriter>(
+/// `items` are the source's heads (in plan order); the candidate is the first with a blob
+/// whose name is live in the target, else the first whose name is soft-deleted there, and
+/// `fetch` reads its blob from the source (only when a probe is needed); `source_url` is the
+/// source vault's URL.
+#[allow(clippy::too_many_arguments)]
+pub async fn probe_native<V, F, Fut>(
     vault: &V,
     items: &[ItemHead],
-    candidates: [Option<&ItemData>; 2],
+    fetch: F,
     listing: &TargetListing,
     target: &str,
     source_url: &str,
     policy: Policy,
-) -> NativeBlobs {
+) -> NativeBlobs
+where
+    V: VaultWriter,
+    F: FnOnce(ItemKey) -> Fut,
+    Fut: std::future::Future<Output = Option<BackupBlob>>,
+{
     if policy.mode == Mode::Plain {
         return NativeBlobs::new(NativeTarget::Unverified, "not needed: --mode plain");
     }
@@ -85,15 +91,24 @@ pub async fn probe_native<V: VaultWriter>(
             "not needed: no item would be created from its native blob",
         );
     }
-    let [live, deleted] = candidates;
-    let candidate = live
+    let with_blob = || items.iter().filter(|i| i.blob.is_some());
+    let candidate = with_blob()
+        .find(|item| listing.live.contains_key(&item.key()))
         .map(|item| (item, "live"))
-        .or_else(|| deleted.map(|item| (item, "soft-deleted")));
-    if let Some((item, state)) = candidate
-        && let Some(blob) = &item.blob
-    {
-        let what = format!("{} {}", item.head.kind, item.head.name);
-        return match vault.restore(item.head.kind, blob).await {
+        .or_else(|| {
+            with_blob()
+                .find(|item| listing.deleted.contains_key(&item.key()))
+                .map(|item| (item, "soft-deleted"))
+        });
+    if let Some((item, state)) = candidate {
+        let what = format!("{} {}", item.kind, item.name);
+        let Some(blob) = fetch(item.key()).await else {
+            return NativeBlobs::new(
+                NativeTarget::Unverified,
+                format!("the blob of {what} could not be read from the archive"),
+            );
+        };
+        return match vault.restore(item.kind, &blob).await {
             Err(err) if err.is_cannot_decrypt_backup() => NativeBlobs::new(
                 NativeTarget::Refuses,
                 format!(
@@ -147,27 +162,6 @@ fn same_vault(a: &str, b: &str) -> bool {
     !b.trim().is_empty() && norm(a) == norm(b)
 }
 
-/// The rules of the items a restore keeps whole during its plan pass, in this order: the
-/// first item with a native blob whose name is live in the target and the first whose name
-/// is soft-deleted there (the blobs [`probe_native`] posts), and the first with a blob whose
-/// name is free (where [`apply_plan`]'s first native write goes). At most three items.
-pub fn probe_keep(listing: &TargetListing) -> Vec<Keep> {
-    let live: HashSet<ItemKey> = listing.live.keys().cloned().collect();
-    let deleted: HashSet<ItemKey> = listing.deleted.keys().cloned().collect();
-    let managed = listing.managed_secrets.clone();
-    let (live2, deleted2) = (live.clone(), deleted.clone());
-    vec![
-        Box::new(move |key: &ItemKey, blob: bool| blob && live.contains(key)),
-        Box::new(move |key: &ItemKey, blob: bool| blob && deleted.contains(key)),
-        Box::new(move |key: &ItemKey, blob: bool| {
-            let taken = live2.contains(key)
-                || deleted2.contains(key)
-                || (key.0 == ItemKind::Secret && managed.contains(&key.1));
-            blob && !taken
-        }),
-    ]
-}
-
 /// How applying a plan ended.
 #[derive(Debug)]
 pub enum Applied {
@@ -195,10 +189,11 @@ enum Step {
 /// Applies `lines` (planned from `items`, in the same order) to the target through
 /// `applier`, `concurrency` writes at a time, reporting each item to `progress` as it ends.
 ///
-/// Lines that write nothing end at once; the first native create (when `mode` is not plain)
-/// goes alone first with `first` (the item [`probe_keep`]'s third rule kept), because its
-/// answer decides how every other item is written; every other item's data comes from
-/// `feed`, one item at a time, so memory holds at most about twice `concurrency` items.
+/// Lines that write nothing end at once; every other item's data comes from `feed`, one
+/// item at a time, so memory holds at most about twice `concurrency` items. Until the first
+/// native create has been written (when `mode` is not plain) items are written one at a
+/// time, and that create alone: its answer (accepted, or "Cannot decrypt backup blob" from
+/// another subscription or geography) decides how every other item is written.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_plan<V: VaultWriter>(
     applier: &Applier<V>,
@@ -206,7 +201,6 @@ pub async fn apply_plan<V: VaultWriter>(
     items: &[ItemHead],
     lines: &[PlannedItem],
     mode: Mode,
-    first: Option<ItemData>,
     feed: ItemFeed,
     concurrency: usize,
     progress: &dyn Progress,
@@ -215,31 +209,15 @@ pub async fn apply_plan<V: VaultWriter>(
     let report = |index: usize, outcome: &Outcome| {
         report_item(progress, vault_name, &items[index], outcome);
     };
-    let probe = lines
-        .iter()
-        .position(|l| {
-            l.action == Action::Create && matches!(l.method, Some(Method::Native | Method::Auto))
-        })
-        .filter(|_| mode != Mode::Plain);
-    let mut probe_done = None;
-    if let Some(index) = probe
-        && let Some(mut item) = first.filter(|f| f.head.key() == items[index].key())
-    {
-        item.head = items[index].clone();
-        let outcome = applier.apply(&item, &lines[index]).await;
-        if let Outcome::RefusedNatively = outcome {
-            return Applied::RefusedNatively;
-        }
-        report(index, &outcome);
-        outcomes.push((index, outcome));
-        probe_done = Some(index);
-    }
+    let native_create = |line: &PlannedItem| {
+        mode != Mode::Plain
+            && line.action == Action::Create
+            && matches!(line.method, Some(Method::Native | Method::Auto))
+    };
+    let mut probe_pending = lines.iter().any(native_create);
     let mut wanted: HashSet<ItemKey> = HashSet::new();
     let mut index_of: HashMap<ItemKey, usize> = HashMap::new();
     for (index, line) in lines.iter().enumerate() {
-        if Some(index) == probe_done {
-            continue;
-        }
         match settled_without_data(line) {
             Some(outcome) => {
                 report(index, &outcome);
@@ -258,24 +236,50 @@ pub async fn apply_plan<V: VaultWriter>(
         let reader = tokio::task::spawn_blocking(move || {
             feed_items(feed, &wanted, |item| tx.blocking_send(item).is_ok());
         });
-        let arrivals = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
         let index_of = &index_of;
-        let steps = arrivals
-            .map(|arrived| async move {
-                let mut item = match arrived {
-                    Ok(item) => item,
-                    Err(err) => return Step::Broken(err),
-                };
+        let planned =
+            |arrived: Result<ItemData, ArchiveError>| -> Result<(usize, ItemData), ArchiveError> {
+                let mut item = arrived?;
                 let Some(&index) = index_of.get(&item.head.key()) else {
-                    return Step::Broken(ArchiveError::io(
+                    return Err(ArchiveError::io(
                         format!("{} {} was not planned", item.head.kind, item.head.name),
                         std::io::ErrorKind::InvalidData.into(),
                     ));
                 };
                 item.head = items[index].clone();
-                Step::Done(index, applier.apply(&item, &lines[index]).await)
+                Ok((index, item))
+            };
+        let mut rx = rx;
+        // One at a time until the first native create is written.
+        while probe_pending && broken.is_none() {
+            let Some(arrived) = rx.recv().await else {
+                break;
+            };
+            match planned(arrived) {
+                Ok((index, item)) => {
+                    let outcome = applier.apply(&item, &lines[index]).await;
+                    if let Outcome::RefusedNatively = outcome {
+                        return Applied::RefusedNatively;
+                    }
+                    probe_pending = !native_create(&lines[index]);
+                    report(index, &outcome);
+                    outcomes.push((index, outcome));
+                }
+                Err(err) => broken = Some(err),
+            }
+        }
+        let arrivals = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let planned = &planned;
+        let steps = arrivals
+            .map(|arrived| async move {
+                match planned(arrived) {
+                    Ok((index, item)) => {
+                        Step::Done(index, applier.apply(&item, &lines[index]).await)
+                    }
+                    Err(err) => Step::Broken(err),
+                }
             })
             .buffer_unordered(concurrency.max(1));
         let mut steps = std::pin::pin!(steps);
