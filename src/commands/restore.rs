@@ -26,8 +26,8 @@ use super::restore_plan::{
 use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
 use crate::archive::{Decryption, Kind};
 use crate::engine::restore::apply::{Applier, Outcome, line_reason};
-use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_native};
-use crate::engine::source::{ArchiveHeads, read_heads};
+use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_native, wanted};
+use crate::engine::source::{ArchiveHeads, archive_items, read_heads};
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
@@ -310,13 +310,14 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
         plan.policy.mode,
         native_blobs.state == NativeTarget::Refuses,
     );
+    let arrivals = archive_items(heads.feed, wanted(&heads.items, &lines), plan.concurrency);
     let applied = apply_plan(
         &applier,
         &target,
         &heads.items,
         &lines,
         plan.policy.mode,
-        heads.feed,
+        arrivals,
         plan.concurrency,
         progress,
     )

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use age::secrecy::zeroize::Zeroizing;
-use age::secrecy::{ExposeSecret, SecretString};
+use age::secrecy::{ExposeSecret, SecretBox, SecretString};
 use base64::Engine;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -18,11 +18,12 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::Filter;
+use super::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
 use crate::archive::manifest::RecapturedItem;
 use crate::archive::{Attributes as ArchivedAttributes, ItemInfo, Kind, SecretRecord};
 use crate::vault::{
-    Attributes, CertificateProperties, KeyProperties, SecretProperties, SecretVersionValue,
-    VaultError, VaultReader,
+    Attributes, BackupBlob, CertificateProperties, KeyProperties, SecretProperties,
+    SecretVersionValue, VaultError, VaultReader,
 };
 
 /// One piece of an item, in the order it goes into the archive.
@@ -70,6 +71,63 @@ pub struct Captured {
     pub recaptured: Option<RecapturedItem>,
     /// Set on the stand-in item (`*`) of a list that failed: why it failed.
     pub list_failure: Option<VaultError>,
+}
+
+impl Captured {
+    /// The captured item in the engine's model: its head for planning and its data for
+    /// writing into another store (a copy from one live store to another goes through the
+    /// same plan and apply as a restore). Problems become the head's `skipped` reason.
+    pub fn into_item(self) -> ItemData {
+        let mut head = ItemHead::new(self.kind, &self.name);
+        let mut blob = None;
+        let mut versions = Vec::new();
+        let mut export = None;
+        let mut policy = None;
+        for piece in self.pieces {
+            match piece {
+                Piece::Secret(record) => {
+                    head.versions.push(VersionHead::of(&record));
+                    versions.push(record);
+                }
+                Piece::Blob(info, bytes) => {
+                    head.blob = Some(BlobHead {
+                        version: info.version,
+                        tags: info.tags,
+                        attributes: info.attributes,
+                        content_type: info.content_type,
+                    });
+                    blob = Some(BackupBlob(bytes));
+                }
+                Piece::CertificatePublic { der, .. } => head.thumbprint = Some(sha1_of(&der)),
+                Piece::CertificateExport {
+                    version,
+                    content_type,
+                    bytes,
+                } => {
+                    head.export = Some(ExportHead {
+                        content_type,
+                        version,
+                    });
+                    export = Some(SecretBox::from(bytes.to_vec().into_boxed_slice()));
+                }
+                Piece::Policy(json) if self.kind == Kind::Certificate => {
+                    policy = serde_json::from_slice(&json).ok();
+                }
+                Piece::Policy(_) | Piece::KeyJwk { .. } => {}
+            }
+        }
+        if !self.problems.is_empty() {
+            head.skipped = Some(self.problems.join("; "));
+        }
+        head.sort_versions();
+        let mut item = ItemData::new(head);
+        item.blob = blob;
+        item.versions = versions;
+        item.export = export;
+        item.policy = policy;
+        item.sort_versions();
+        item
+    }
 }
 
 impl Captured {

@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 use super::Filter;
 use super::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
 use crate::archive::{
@@ -274,6 +277,25 @@ fn add_data(item: &mut ItemData, entry_type: EntryType, kind: ItemKind, data: En
         }
         _ => {}
     }
+}
+
+/// The items in `wanted`, whole, in archive order, as a stream for
+/// [`crate::engine::restore::apply_plan`]: a blocking thread reads them ([`feed_items`]) and
+/// hands them over through a channel of `buffer` items, so at most that many wait.
+pub fn archive_items(
+    feed: ItemFeed,
+    wanted: HashSet<ItemKey>,
+    buffer: usize,
+) -> BoxStream<'static, Result<ItemData, ArchiveError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
+    // The thread ends when the archive does or when the stream is dropped (a send fails).
+    tokio::task::spawn_blocking(move || {
+        feed_items(feed, &wanted, |item| tx.blocking_send(item).is_ok());
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }
 
 /// Hands the items in `wanted` out whole, one at a time, in archive order, through `send`

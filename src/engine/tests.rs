@@ -12,8 +12,8 @@ use super::progress::Silent;
 use super::restore::apply::{Applier, Outcome};
 use super::restore::plan::{Mode, NativeTarget, OnConflict, PlannedItem, Policy, decide};
 use super::restore::target::{inspect_all, list_target, target_state};
-use super::restore::{Applied, apply_plan, probe_native};
-use super::source::{ItemFeed, read_heads};
+use super::restore::{Applied, apply_plan, probe_native, wanted};
+use super::source::{ItemFeed, archive_items, read_heads};
 use crate::archive::keys::{IdentitySet, RecipientSet};
 use crate::archive::{
     ArchiveWriter, Attributes, Decryption, Destination, Encryption, ItemInfo, Kind, SecretRecord,
@@ -156,7 +156,7 @@ async fn restore(
         &heads.items,
         &lines,
         policy.mode,
-        heads.feed,
+        archive_items(heads.feed, wanted(&heads.items, &lines), concurrency),
         concurrency,
         &Silent,
     )
@@ -399,4 +399,87 @@ async fn the_probe_reads_one_blob_from_the_archive_and_creates_nothing() {
     assert_eq!(native.state, NativeTarget::Accepts, "{}", native.reason);
     assert!(target.writes().is_empty());
     assert_eq!(target.value("s3").as_deref(), Some("live already"));
+}
+
+/// A live store is a source too: its items, captured into the model, are planned against
+/// another store and written there by the same plan and apply as a restore, with no archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_store_copies_into_another_through_the_same_plan_and_apply() {
+    use futures::StreamExt;
+
+    let source = MemoryStore::new("source");
+    for i in 0..3 {
+        source.put(&format!("s{i}"), &format!("value-{i}"));
+    }
+    let target = MemoryStore::new("elsewhere");
+    target.put("s1", "value-1");
+
+    let listed = std::sync::Arc::new(super::capture::ListingProgress::default());
+    let works: Vec<Work> = super::capture::work_stream(&source, &Everything, &listed)
+        .collect()
+        .await;
+    let mut items = Vec::new();
+    for work in works {
+        items.push(capture(&source, work, false).await.into_item());
+    }
+    items.sort_by_key(|item| item.head.key());
+    let heads: Vec<_> = items.iter().map(|item| item.head.clone()).collect();
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.blob.is_some() && h.versions.len() == 1)
+    );
+
+    let policy = Policy {
+        mode: Mode::Auto,
+        on_conflict: OnConflict::Skip,
+        recover_deleted: false,
+    };
+    let listing = list_target(&target, &Everything).await.expect("listing");
+    let views = inspect_all(&target, &heads, &listing, 4).await;
+    let lines: Vec<PlannedItem> = heads
+        .iter()
+        .zip(&views)
+        .map(|(item, view)| {
+            decide(
+                item,
+                target_state(item, &listing, view),
+                policy,
+                NativeTarget::Unverified,
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = lines.iter().map(|l| l.action.as_str()).collect();
+    assert_eq!(actions, ["create", "skip", "create"]);
+
+    let wanted = wanted(&heads, &lines);
+    let arrivals = futures::stream::iter(
+        items
+            .into_iter()
+            .filter(|item| wanted.contains(&item.head.key()))
+            .map(Ok::<_, crate::archive::ArchiveError>),
+    );
+    let applier = Applier::new(target.clone(), policy.mode, false);
+    let applied = apply_plan(
+        &applier,
+        "target",
+        &heads,
+        &lines,
+        policy.mode,
+        arrivals,
+        2,
+        &Silent,
+    )
+    .await;
+    let Applied::Finished(outcomes) = applied else {
+        panic!("not finished: {applied:?}");
+    };
+    assert_eq!(
+        statuses(&outcomes),
+        [(0, "created"), (1, "skipped"), (2, "created")]
+    );
+    // Another origin refuses the source's blobs: the first create tried its blob alone, and
+    // both were written by value.
+    assert_eq!(target.writes(), ["set s0", "set s2"]);
+    assert_eq!(target.value("s2").as_deref(), Some("value-2"));
 }

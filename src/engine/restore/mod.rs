@@ -20,7 +20,7 @@ use self::target::TargetListing;
 use crate::archive::ArchiveError;
 use crate::engine::item::{ItemData, ItemHead};
 use crate::engine::progress::{ItemEvent, Progress};
-use crate::engine::source::{ItemFeed, ItemKey, feed_items};
+use crate::engine::source::ItemKey;
 use crate::vault::{BackupBlob, VaultWriter};
 
 /// What a run knows about the target taking the archive's native blobs, and how it knows.
@@ -162,9 +162,20 @@ fn same_vault(a: &str, b: &str) -> bool {
     !b.trim().is_empty() && norm(a) == norm(b)
 }
 
+/// The keys of the items whose lines need their data (create, overwrite, recover): what
+/// [`apply_plan`] must be handed by the source.
+pub fn wanted(items: &[ItemHead], lines: &[PlannedItem]) -> HashSet<ItemKey> {
+    items
+        .iter()
+        .zip(lines)
+        .filter(|(_, line)| settled_without_data(line).is_none())
+        .map(|(item, _)| item.key())
+        .collect()
+}
+
 /// How applying a plan ended.
 #[derive(Debug)]
-pub enum Applied {
+pub enum Applied<E = ArchiveError> {
     /// Every line was applied; the outcomes by plan line index, in plan order.
     Finished(Vec<(usize, Outcome)>),
     /// `--mode native` into a target that refuses the source's blobs: stopped at the first
@@ -176,35 +187,44 @@ pub enum Applied {
         /// What was applied, by plan line index.
         outcomes: Vec<(usize, Outcome)>,
         /// Why the source stopped.
-        error: ArchiveError,
+        error: E,
     },
 }
 
 /// What one concurrent step of the apply loop ended with.
-enum Step {
+enum Step<E> {
     Done(usize, Outcome),
-    Broken(ArchiveError),
+    Broken(E),
 }
 
 /// Applies `lines` (planned from `items`, in the same order) to the target through
 /// `applier`, `concurrency` writes at a time, reporting each item to `progress` as it ends.
 ///
-/// Lines that write nothing end at once; every other item's data comes from `feed`, one
-/// item at a time, so memory holds at most about twice `concurrency` items. Until the first
+/// Lines that write nothing end at once; every other item's data comes from `arrivals`, the
+/// source's whole items for the keys [`wanted`] names, in any order (an archive:
+/// [`crate::engine::source::archive_items`]; a live store: its captures), one item at a time,
+/// so memory holds at most about twice `concurrency` items besides what the source buffers.
+/// An `Err` from the source stops the run after the writes in flight
+/// ([`Applied::SourceFailed`]). Until the first
 /// native create has been written (when `mode` is not plain) items are written one at a
 /// time, and that create alone: its answer (accepted, or "Cannot decrypt backup blob" from
 /// another subscription or geography) decides how every other item is written.
 #[allow(clippy::too_many_arguments)]
-pub async fn apply_plan<V: VaultWriter>(
+pub async fn apply_plan<V, S, E>(
     applier: &Applier<V>,
     vault_name: &str,
     items: &[ItemHead],
     lines: &[PlannedItem],
     mode: Mode,
-    feed: ItemFeed,
+    arrivals: S,
     concurrency: usize,
     progress: &dyn Progress,
-) -> Applied {
+) -> Applied<E>
+where
+    V: VaultWriter,
+    S: futures::Stream<Item = Result<ItemData, E>> + Unpin,
+    E: From<UnplannedItem>,
+{
     let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(lines.len());
     let report = |index: usize, outcome: &Outcome| {
         report_item(progress, vault_name, &items[index], outcome);
@@ -215,7 +235,6 @@ pub async fn apply_plan<V: VaultWriter>(
             && matches!(line.method, Some(Method::Native | Method::Auto))
     };
     let mut probe_pending = lines.iter().any(native_create);
-    let mut wanted: HashSet<ItemKey> = HashSet::new();
     let mut index_of: HashMap<ItemKey, usize> = HashMap::new();
     for (index, line) in lines.iter().enumerate() {
         match settled_without_data(line) {
@@ -224,35 +243,28 @@ pub async fn apply_plan<V: VaultWriter>(
                 outcomes.push((index, outcome));
             }
             None => {
-                let key = items[index].key();
-                wanted.insert(key.clone());
-                index_of.insert(key, index);
+                index_of.insert(items[index].key(), index);
             }
         }
     }
     let mut broken = None;
-    if !wanted.is_empty() {
-        let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
-        let reader = tokio::task::spawn_blocking(move || {
-            feed_items(feed, &wanted, |item| tx.blocking_send(item).is_ok());
-        });
+    if !index_of.is_empty() {
         let index_of = &index_of;
-        let planned =
-            |arrived: Result<ItemData, ArchiveError>| -> Result<(usize, ItemData), ArchiveError> {
-                let mut item = arrived?;
-                let Some(&index) = index_of.get(&item.head.key()) else {
-                    return Err(ArchiveError::io(
-                        format!("{} {} was not planned", item.head.kind, item.head.name),
-                        std::io::ErrorKind::InvalidData.into(),
-                    ));
-                };
-                item.head = items[index].clone();
-                Ok((index, item))
+        let planned = |arrived: Result<ItemData, E>| -> Result<(usize, ItemData), E> {
+            let mut item = arrived?;
+            let Some(&index) = index_of.get(&item.head.key()) else {
+                return Err(E::from(UnplannedItem(format!(
+                    "{} {}",
+                    item.head.kind, item.head.name
+                ))));
             };
-        let mut rx = rx;
+            item.head = items[index].clone();
+            Ok((index, item))
+        };
+        let mut arrivals = arrivals;
         // One at a time until the first native create is written.
         while probe_pending && broken.is_none() {
-            let Some(arrived) = rx.recv().await else {
+            let Some(arrived) = arrivals.next().await else {
                 break;
             };
             match planned(arrived) {
@@ -268,9 +280,6 @@ pub async fn apply_plan<V: VaultWriter>(
                 Err(err) => broken = Some(err),
             }
         }
-        let arrivals = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
         let planned = &planned;
         let steps = arrivals
             .map(|arrived| async move {
@@ -290,17 +299,28 @@ pub async fn apply_plan<V: VaultWriter>(
                     report(index, &outcome);
                     outcomes.push((index, outcome));
                 }
-                // Items already being written finish; the feed sends nothing after this.
+                // Items already being written finish; a failed source sends nothing after.
                 Step::Broken(err) => broken = Some(err),
             }
         }
-        // The feed ended (the stream did), so its thread has or is about to.
-        let _ = reader.await;
     }
     outcomes.sort_by_key(|(index, _)| *index);
     match broken {
         Some(error) => Applied::SourceFailed { outcomes, error },
         None => Applied::Finished(outcomes),
+    }
+}
+
+/// A source handed out an item the plan has no line for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnplannedItem(pub String);
+
+impl From<UnplannedItem> for ArchiveError {
+    fn from(item: UnplannedItem) -> Self {
+        ArchiveError::io(
+            format!("{} was not planned", item.0),
+            std::io::ErrorKind::InvalidData.into(),
+        )
     }
 }
 
