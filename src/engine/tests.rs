@@ -483,3 +483,38 @@ async fn a_live_store_copies_into_another_through_the_same_plan_and_apply() {
     assert_eq!(target.writes(), ["set s0", "set s2"]);
     assert_eq!(target.value("s2").as_deref(), Some("value-2"));
 }
+
+/// Versions are replayed oldest first and the current one last, whatever order the archive
+/// holds them in: the restored secret's current value is the archive's current one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_replay_leaves_the_archived_current_version_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys();
+    let mut writer = ArchiveWriter::create(
+        Destination::Dir(dir.path().to_owned()),
+        &keys.encryption,
+        Source {
+            vault: "source".to_owned(),
+            url: "https://source.vault.azure.net/".to_owned(),
+        },
+    )
+    .expect("create");
+    let at = |seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok();
+    let mut current = record("s0", "v3", "third");
+    current.attributes.created = at(1_700_000_300);
+    let mut first = record("s0", "v1", "first");
+    first.current = false;
+    first.attributes.created = at(1_700_000_100);
+    let mut second = record("s0", "v2", "second");
+    second.current = false;
+    second.attributes.created = at(1_700_000_200);
+    for version in [&current, &second, &first] {
+        writer.add_secret_version(version).expect("version");
+    }
+    let archive = writer.finish().expect("finish").path.expect("path");
+    let target = MemoryStore::new("elsewhere");
+    let (_, applied) = restore(&archive, &keys, &target, 1, || {}).await;
+    assert!(matches!(applied, Applied::Finished(_)), "{applied:?}");
+    assert_eq!(target.writes(), ["set s0", "set s0", "set s0"]);
+    assert_eq!(target.value("s0").as_deref(), Some("third"));
+}

@@ -259,6 +259,9 @@ where
                 ))));
             };
             item.head = items[index].clone();
+            // Oldest first, the current version last, as the head that was planned: a plain
+            // replay in this order leaves the source's current version current.
+            item.sort_versions();
             Ok((index, item))
         };
         let mut arrivals = arrivals;
