@@ -468,8 +468,32 @@ async fn round_trip(emulator: &TestEmulator, env: &StorageEnv, ws: &Workspace, d
         .into_model()
         .expect("secret body");
     assert_eq!(restored.value.as_deref(), Some(CANARY));
-    assert_no_canary(&[&backup, &list, &verify, &inspect, &restore]);
-    for output in [&backup, &list, &verify, &inspect, &restore] {
+    let diff = env
+        .run(&["diff", &url, "--vault", &alpha, "-i", &identity])
+        .await;
+    assert_ok(&diff, "diff from the store (the source vault is unchanged)");
+    let extracted = ws.path("extracted.json");
+    let extract = env
+        .run(&[
+            "extract",
+            &url,
+            "-i",
+            &identity,
+            "--format",
+            "json",
+            "-o",
+            &extracted.to_string_lossy(),
+        ])
+        .await;
+    assert_ok(&extract, "extract from the store");
+    let plain = std::fs::read_to_string(&extracted).expect("extracted file");
+    assert!(
+        plain.contains(CANARY),
+        "the extracted file holds the values"
+    );
+    std::fs::remove_file(&extracted).expect("extracted file removed");
+    assert_no_canary(&[&backup, &list, &verify, &inspect, &restore, &diff, &extract]);
+    for output in [&backup, &list, &verify, &inspect, &restore, &diff, &extract] {
         for secret in [DEV_KEY, "testing-secret"] {
             assert!(
                 !text(output).contains(secret),
