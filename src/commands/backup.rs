@@ -65,8 +65,11 @@ pub struct BackupArgs {
 
     /// Where the archive goes: a folder (default: the current one) for
     /// NAME-YYYYMMDDTHHMMSSZ.tar.zst.age, a file name ending in .age (one vault), or - for
-    /// stdout. A trailing / always means a folder. The folder must exist (see --mkdir).
-    #[arg(short = 'o', long = "output", value_name = "DIR|FILE|-")]
+    /// stdout. A trailing / always means a folder. The folder must exist (see --mkdir). Or
+    /// off the machine: az://ACCOUNT/CONTAINER[/PREFIX],
+    /// https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX],
+    /// streamed up and committed only when complete.
+    #[arg(short = 'o', long = "output", value_name = "DIR|FILE|-|URL")]
     pub output: Option<PathBuf>,
 
     /// Create the -o folder (or the folder of -o FILE) when it does not exist, mode 0700.

@@ -29,7 +29,8 @@ use crate::output::table::Table;
 Exit codes: 0 no difference, 1 different (or failed: then an error is printed on stderr), \
 2 usage, 4 archive failed verification.")]
 pub struct DiffArgs {
-    /// The archive to compare (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive to compare (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://,
+    /// Blob Storage https:// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 

@@ -50,7 +50,8 @@ attempted), 2 usage, 3 partial (some items not restored, each named), 4 archive 
 verification, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
 restore that was stopped.")]
 pub struct RestoreArgs {
-    /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://,
+    /// Blob Storage https:// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 
