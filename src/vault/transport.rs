@@ -154,9 +154,9 @@ pub fn build_http_client_with(
     ca_cert: Option<&Path>,
     timeout: Duration,
 ) -> Result<reqwest::Client, VaultError> {
+    install_crypto_provider();
     // Half the deadline at most, so even a short `--timeout` leaves room for a second attempt
     // (a host that swallowed one SYN) and the warning comes before the final error.
-    install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout / 2))
         .read_timeout(READ_TIMEOUT.min(timeout))
