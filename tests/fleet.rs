@@ -986,3 +986,74 @@ async fn arm_lists_deleted_vaults_and_managed_hsms_in_azures_shapes() {
         "{body}"
     );
 }
+
+/// A fleet writes into Blob Storage as into a folder: one archive (and its sidecar) per vault
+/// under the one prefix, named after its vault, so `list` shows every vault and `forget`
+/// keeps each vault's own history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_backup_to_blob_storage_writes_one_archive_per_vault_under_the_prefix() {
+    let Some(azurite) = crate::storage::start_azurite().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let emulator = fleet_emulator(&ws).await;
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+        crate::storage::DEV_KEY,
+        azurite.port
+    );
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", connection.as_str())];
+    let options = coldvault::dest::RemoteOptions {
+        vars: Some(
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    coldvault::dest::open_remote("az://devstoreaccount1/fleet", &options)
+        .expect("store opens")
+        .store
+        .create(false)
+        .await
+        .expect("container");
+    let dest = "az://devstoreaccount1/fleet/nightly";
+    let output = coldvault_as(
+        &emulator,
+        TENANT_B,
+        &[
+            "backup",
+            "--subscription",
+            SUB_3,
+            "--vault-tag",
+            "env=prod",
+            "-r",
+            &ws.recipient,
+            "-o",
+            dest,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let want = expected(|d| d.subscription == SUB_3 && d.tags.contains_key("env"));
+    assert!(want.len() >= 2, "the filter takes several vaults: {want:?}");
+
+    let list = coldvault_as(&emulator, TENANT_B, &["list", dest, "--json"], &env).await;
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let document: Value = serde_json::from_slice(&list.stdout).expect("list --json");
+    let listed: BTreeSet<String> = document["archives"]
+        .as_array()
+        .expect("archives")
+        .iter()
+        .map(|a| a["vault"].as_str().expect("vault").to_owned())
+        .collect();
+    assert_eq!(listed, want, "{document}");
+    for archive in document["archives"].as_array().expect("archives") {
+        // Each vault holds its three seeded secrets, read from its own sidecar.
+        assert_eq!(archive["counts"]["secrets"], 3, "{archive}");
+    }
+    assert!(!text(&output).contains(CANARY) && !text(&list).contains(CANARY));
+    assert!(!text(&output).contains(crate::storage::DEV_KEY));
+}

@@ -28,7 +28,7 @@ use coldvault::emulator::{EmulatorConfig, VaultSpec};
 const CANARY: &str = "CANARY-5d0c2a91-storage-never-print";
 
 /// Azurite's public development account key (Microsoft's docs, Azurite's README).
-const DEV_KEY: &str =
+pub(crate) const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn target_dir() -> PathBuf {
@@ -71,9 +71,9 @@ fn free_port() -> u16 {
 }
 
 /// A server process killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -94,7 +94,7 @@ async fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start on port {port}");
 }
 
-async fn start_azurite() -> Option<Server> {
+pub(crate) async fn start_azurite() -> Option<Server> {
     let bin = find_server(
         "COLDVAULT_AZURITE_BLOB",
         "azurite-blob",
