@@ -38,6 +38,10 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Write an archive's plain secrets out for use without Azure.
     Extract(commands::extract::ExtractArgs),
+    /// Copy one vault's items into another, planned like restore (one-way).
+    Copy(commands::copy::CopyArgs),
+    /// Keep two vaults in step both ways.
+    Sync(commands::sync::SyncArgs),
     /// Generate a new age identity.
     Keygen(commands::keygen::KeygenArgs),
     /// Run the local Key Vault.

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
+pub mod copy;
 pub mod emulator;
 pub mod error;
 pub mod output;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod completions;
 pub mod connect_args;
+pub mod copy;
 pub mod demo;
 pub mod diff;
 pub mod emulator;
@@ -14,6 +15,7 @@ pub mod keys_args;
 pub mod restore;
 pub mod restore_plan;
 pub mod scope;
+pub mod sync;
 pub mod verify;
 
 use crate::cli::{Cli, Command};
@@ -28,6 +30,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Copy(args) => runtime()?.block_on(copy::run(args)),
+        Command::Sync(args) => runtime()?.block_on(sync::run(args)),
         Command::Keygen(args) => keygen::run(args),
         Command::Emulator(args) => runtime()?.block_on(emulator::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
