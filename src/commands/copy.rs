@@ -388,22 +388,15 @@ struct Planned {
 }
 
 impl Planned {
-    fn of(lines: &[PlannedItem], prune: &[PruneLine]) -> Self {
-        let mut p = Self {
-            delete: prune.len() as u64,
-            ..Self::default()
-        };
-        for line in lines {
-            *match line.action {
-                Action::Create => &mut p.create,
-                Action::Skip => &mut p.skip,
-                Action::Overwrite => &mut p.overwrite,
-                Action::Recover => &mut p.recover,
-                Action::Conflict => &mut p.conflict,
-                Action::Impossible => &mut p.impossible,
-            } += 1;
-        }
-        p
+    fn add(&mut self, line: &PlannedItem) {
+        *match line.action {
+            Action::Create => &mut self.create,
+            Action::Skip => &mut self.skip,
+            Action::Overwrite => &mut self.overwrite,
+            Action::Recover => &mut self.recover,
+            Action::Conflict => &mut self.conflict,
+            Action::Impossible => &mut self.impossible,
+        } += 1;
     }
 }
 
@@ -517,43 +510,6 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
     if plan.policy.mode == Mode::Native && native.state == NativeTarget::Refuses {
         return Err(refused_natively(&to_name));
     }
-    let want = Want {
-        blob: plan.policy.mode != Mode::Plain && native.state != NativeTarget::Refuses,
-        plain: plan.policy.mode != Mode::Native,
-        all_versions: plan.all_versions,
-    };
-    // Read the source and look at the target's copy of each item, both paced per vault.
-    let items: Vec<ArchivedItem> = futures::stream::iter(heads.iter())
-        .map(|head| capture(&source, head, want))
-        .buffered(plan.concurrency)
-        .collect()
-        .await;
-    let views: Vec<Option<Result<LiveView, String>>> = futures::stream::iter(items.iter())
-        .map(|item| {
-            let target = &target;
-            let listing = &listing;
-            async move {
-                let props = listing
-                    .live
-                    .get(&(item.kind, item.name.to_ascii_lowercase()))?;
-                Some(
-                    inspect_live(target, item, props)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
-            }
-        })
-        .buffered(plan.concurrency)
-        .collect()
-        .await;
-    let lines: Vec<PlannedItem> = items
-        .iter()
-        .zip(&views)
-        .map(|(item, view)| {
-            let state = target_state(item, &listing, view);
-            decide_item(item, state, plan.policy, native.state)
-        })
-        .collect();
     let prune = if plan.prune {
         prune_lines(&heads, &listing, &plan.scope)
     } else {
@@ -562,79 +518,38 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
     if !prune.is_empty() {
         check_soft_delete(&listing, &prune, &to_name)?;
     }
-
-    let mut summary = Summary {
-        from: from_name.clone(),
-        to: to_name.clone(),
-        mode: Some(plan.policy.mode),
-        dry_run: plan.dry_run,
-        planned: Planned::of(&lines, &prune),
-        native_blobs: Some(native.clone()),
-        ..Summary::default()
-    };
-    if plan.json {
-        for line in lines
-            .iter()
-            .map(Line::Copy)
-            .chain(prune.iter().map(Line::Prune))
-        {
-            emit_json(
-                "plan",
-                &PlanEvent {
-                    from: &from_name,
-                    to: &to_name,
-                    line,
-                },
-            );
-        }
-    } else if plan.dry_run {
-        crate::output::stdout::print(&plan_table(&lines, &prune)).map_err(CliError::stdout)?;
-    }
-    if plan.policy.on_conflict == OnConflict::Fail
-        && lines.iter().any(|l| l.action == Action::Conflict)
-    {
-        let names: Vec<String> = lines
-            .iter()
-            .filter(|l| l.action == Action::Conflict)
-            .map(|l| format!("{} {}", l.kind, l.name))
-            .collect();
-        return Err(CliError::failed(format!(
-            "{to_name}: {} conflicts, nothing copied (--on-conflict fail): {}",
-            names.len(),
-            names.join(", ")
-        ))
-        .with_hint("see them with --dry-run; use --on-conflict skip or overwrite"));
-    }
-    if plan.dry_run {
-        for line in lines.iter().filter(|l| l.action.is_failure()) {
-            summary.not_copied.push(NotCopied {
-                kind: line.kind,
-                name: line.name.clone(),
-                reason: line.reason.clone().unwrap_or_default(),
-            });
-        }
-        finish(&mut summary, started, &source, &target);
-        summary.print(progress);
-        return Ok(summary.exit_code());
-    }
-
-    progress.add_total((lines.len() + prune.len()) as u64);
     let applier = Arc::new(Applier::new(
         target.clone(),
         plan.policy.mode,
         native.state == NativeTarget::Refuses,
     ));
-    let work: Vec<(&ArchivedItem, &PlannedItem)> = items.iter().zip(&lines).collect();
-    // Without a verdict on native blobs, the first native write goes alone: its answer
-    // decides how every other item is written.
-    let first = (native.state == NativeTarget::Unverified && plan.policy.mode != Mode::Plain)
-        .then(|| {
-            work.iter().position(|(_, l)| {
-                l.action == Action::Create
-                    && matches!(l.method, Some(Method::Native | Method::Auto))
-            })
-        })
-        .flatten();
+    let planner = Planner {
+        source: &source,
+        target: &target,
+        listing: &listing,
+        plan,
+        native: native.state,
+        applier: &applier,
+    };
+    let mut summary = Summary {
+        from: from_name.clone(),
+        to: to_name.clone(),
+        mode: Some(plan.policy.mode),
+        dry_run: plan.dry_run,
+        native_blobs: Some(native.clone()),
+        ..Summary::default()
+    };
+    summary.planned.delete = prune.len() as u64;
+    let emit_plan = |line: Line<'_>| {
+        emit_json(
+            "plan",
+            &PlanEvent {
+                from: &from_name,
+                to: &to_name,
+                line,
+            },
+        )
+    };
     let report = |summary: &mut Summary,
                   kind: Kind,
                   name: &str,
@@ -649,16 +564,57 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         summary.count(kind, name, outcome);
         Ok(())
     };
-    if let Some(index) = first {
-        let (item, line) = work[index];
-        let outcome = applier.apply(item, line).await;
-        report(&mut summary, item.kind, &item.name, &outcome)?;
-    }
-    let rest = work
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != first)
-        .map(|(_, (item, line))| {
+
+    // A dry run and `--on-conflict fail` need the whole plan before any write; otherwise each
+    // item is read, decided and written as one step, so both vaults work at once and memory
+    // holds only the items in flight.
+    if plan.dry_run || plan.policy.on_conflict == OnConflict::Fail {
+        let planned: Vec<(ArchivedItem, PlannedItem)> = futures::stream::iter(heads.iter())
+            .map(|head| planner.plan_one(head))
+            .buffered(plan.concurrency)
+            .collect()
+            .await;
+        for (_, line) in &planned {
+            summary.planned.add(line);
+        }
+        let lines: Vec<&PlannedItem> = planned.iter().map(|(_, l)| l).collect();
+        if plan.json {
+            for line in &lines {
+                emit_plan(Line::Copy(line));
+            }
+            for line in &prune {
+                emit_plan(Line::Prune(line));
+            }
+        } else if plan.dry_run {
+            crate::output::stdout::print(&plan_table(&lines, &prune)).map_err(CliError::stdout)?;
+        }
+        let conflicts: Vec<String> = lines
+            .iter()
+            .filter(|l| l.action == Action::Conflict)
+            .map(|l| format!("{} {}", l.kind, l.name))
+            .collect();
+        if plan.policy.on_conflict == OnConflict::Fail && !conflicts.is_empty() {
+            return Err(CliError::failed(format!(
+                "{to_name}: {} conflicts, nothing copied (--on-conflict fail): {}",
+                conflicts.len(),
+                conflicts.join(", ")
+            ))
+            .with_hint("see them with --dry-run; use --on-conflict skip or overwrite"));
+        }
+        if plan.dry_run {
+            for line in lines.iter().filter(|l| l.action.is_failure()) {
+                summary.not_copied.push(NotCopied {
+                    kind: line.kind,
+                    name: line.name.clone(),
+                    reason: line.reason.clone().unwrap_or_default(),
+                });
+            }
+            finish(&mut summary, started, &source, &target);
+            summary.print(progress);
+            return Ok(summary.exit_code());
+        }
+        progress.add_total((lines.len() + prune.len()) as u64);
+        let mut stream = futures::stream::iter(planned.iter().map(|(item, line)| {
             let applier = applier.clone();
             async move {
                 (
@@ -667,12 +623,36 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
                     applier.apply(item, line).await,
                 )
             }
-        });
-    let mut stream = futures::stream::iter(rest).buffer_unordered(plan.concurrency);
-    while let Some((kind, name, outcome)) = stream.next().await {
-        report(&mut summary, kind, name, &outcome)?;
+        }))
+        .buffer_unordered(plan.concurrency);
+        while let Some((kind, name, outcome)) = stream.next().await {
+            report(&mut summary, kind, name, &outcome)?;
+        }
+    } else {
+        if plan.json {
+            for line in &prune {
+                emit_plan(Line::Prune(line));
+            }
+        }
+        progress.add_total((heads.len() + prune.len()) as u64);
+        let mut stream = futures::stream::iter(heads.iter().map(|head| {
+            let applier = applier.clone();
+            let planner = &planner;
+            async move {
+                let (item, line) = planner.plan_one(head).await;
+                let outcome = applier.apply(&item, &line).await;
+                (item.kind, item.name, line, outcome)
+            }
+        }))
+        .buffer_unordered(plan.concurrency);
+        while let Some((kind, name, line, outcome)) = stream.next().await {
+            summary.planned.add(&line);
+            if plan.json {
+                emit_plan(Line::Copy(&line));
+            }
+            report(&mut summary, kind, &name, &outcome)?;
+        }
     }
-    drop(stream);
     let deletes = futures::stream::iter(prune.iter().map(|line| {
         let applier = applier.clone();
         async move { (line, applier.delete(line.kind, &line.name).await) }
@@ -695,6 +675,54 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
     finish(&mut summary, started, &source, &target);
     summary.print(progress);
     Ok(summary.exit_code())
+}
+
+/// Reads, inspects and decides one source item.
+struct Planner<'a> {
+    source: &'a AzureVault,
+    target: &'a AzureVault,
+    listing: &'a TargetListing,
+    plan: &'a CopyPlan,
+    native: NativeTarget,
+    applier: &'a Applier,
+}
+
+impl Planner<'_> {
+    /// The item as read from the source and its plan line. Once a write was refused natively,
+    /// no more blobs are read and keys are planned as impossible.
+    async fn plan_one(&self, head: &SourceHead) -> (ArchivedItem, PlannedItem) {
+        let native = if self.applier.native_refused() {
+            NativeTarget::Refuses
+        } else {
+            self.native
+        };
+        let mode = self.plan.policy.mode;
+        let want = Want {
+            blob: mode != Mode::Plain && native != NativeTarget::Refuses,
+            plain: mode != Mode::Native,
+            all_versions: self.plan.all_versions,
+        };
+        let item = capture(self.source, head, want).await;
+        let view: Option<Result<LiveView, String>> = match self
+            .listing
+            .live
+            .get(&(item.kind, item.name.to_ascii_lowercase()))
+        {
+            Some(props) => Some(
+                inspect_live(self.target, &item, props)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
+        let line = decide_item(
+            &item,
+            target_state(&item, self.listing, &view),
+            self.plan.policy,
+            native,
+        );
+        (item, line)
+    }
 }
 
 fn finish(summary: &mut Summary, started: Instant, source: &AzureVault, target: &AzureVault) {
@@ -794,7 +822,7 @@ fn refused_natively(target: &str) -> CliError {
     )
 }
 
-fn plan_table(lines: &[PlannedItem], prune: &[PruneLine]) -> String {
+fn plan_table(lines: &[&PlannedItem], prune: &[PruneLine]) -> String {
     let mut table = Table::new(["ACTION", "KIND", "NAME", "METHOD", "DETAIL"]);
     for line in lines {
         table.row([
