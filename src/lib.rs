@@ -7,6 +7,7 @@
 //! Vault that every end-to-end test runs against.
 //! [`atomic_file`] (temp file, fsync, rename, folder fsync) imports nothing else of the crate,
 //! so the archive writer, the commands and the emulator all write files through it.
+//! [`copy`] moves items vault to vault (`coldvault copy`, `coldvault sync`).
 
 pub mod archive;
 pub mod atomic_file;

@@ -143,7 +143,10 @@ impl SidePlan {
         pinned: Option<AuthMethod>,
         connect: &ConnectArgs,
     ) -> Result<Self, CliError> {
-        let url = parse_vault(vault)?;
+        let url = parse_vault(vault).map_err(|e| CliError {
+            message: e.message.replacen("--vault", side.argument(), 1),
+            ..e
+        })?;
         let identity = resolve_side_from_process(side);
         let mut options = connect.options();
         options.env = identity.env;
@@ -887,5 +890,54 @@ fn report_item(
                 .flatten(),
             bytes: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::restore_plan::LiveProps;
+    use crate::vault::{Attributes, SecretProperties, Tags};
+
+    fn listing_with(level: Option<&str>) -> (TargetListing, Vec<PruneLine>) {
+        let mut listing = TargetListing::default();
+        listing.live.insert(
+            (Kind::Secret, "old".to_owned()),
+            LiveProps::Secret(SecretProperties {
+                name: "old".into(),
+                version: None,
+                id: "https://t.vault.azure.net/secrets/old".into(),
+                content_type: None,
+                tags: Tags::new(),
+                attributes: Attributes {
+                    recovery_level: level.map(str::to_owned),
+                    ..Attributes::default()
+                },
+                managed: false,
+                key_id: None,
+            }),
+        );
+        let prune = prune_lines(&[], &listing, &Scope::everything());
+        (listing, prune)
+    }
+
+    #[test]
+    fn prune_is_refused_where_a_deletion_cannot_be_recovered() {
+        let (listing, prune) = listing_with(Some("Recoverable+Purgeable"));
+        assert!(check_soft_delete(&listing, &prune, "t").is_ok());
+        let (listing, prune) = listing_with(Some("Purgeable"));
+        let err = check_soft_delete(&listing, &prune, "t").unwrap_err();
+        assert_eq!(err.code, ExitCode::Failed);
+        assert!(err.message.contains("soft-delete off"), "{}", err.message);
+        assert!(err.hint.is_some());
+        let (listing, prune) = listing_with(None);
+        assert!(check_soft_delete(&listing, &prune, "t").is_err());
+    }
+
+    #[test]
+    fn a_bad_side_names_its_argument() {
+        let err = SidePlan::resolve(Side::To, "x_y", None, &ConnectArgs::default()).unwrap_err();
+        assert_eq!(err.code, ExitCode::Usage);
+        assert!(err.message.starts_with("--to \"x_y\""), "{}", err.message);
     }
 }

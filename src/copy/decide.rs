@@ -116,7 +116,7 @@ impl Which {
 
 /// What sync does with one item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
+#[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Decision {
     /// Both sides hold the same thing.
     InSync,

@@ -53,6 +53,16 @@ impl Side {
         }
     }
 
+    /// How the command line names the side's vault (`--from`, `--to`, `A`, `B`).
+    pub fn argument(self) -> &'static str {
+        match self {
+            Side::From => "--from",
+            Side::To => "--to",
+            Side::A => "A",
+            Side::B => "B",
+        }
+    }
+
     /// The side's name in messages (`from`, `to`, `a`, `b`).
     pub fn label(self) -> &'static str {
         match self {
