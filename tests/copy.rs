@@ -959,3 +959,84 @@ async fn ten_alternating_syncs_with_random_edits_converge() {
         assert_eq!(values(&alpha).await, values(&gamma).await, "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_overwrite_adds_the_source_state_as_a_new_version_and_native_mode_refuses_another_subscription()
+ {
+    let emulator = three_vaults().await;
+    let (alpha, gamma) = (
+        vault(&emulator, "alpha").await,
+        vault(&emulator, "gamma").await,
+    );
+    set(&alpha, "db-password", "from-alpha").await;
+    set(&gamma, "db-password", "stale").await;
+
+    let output = copy(&emulator, "alpha", "gamma", &["--mode", "native"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Cannot decrypt backup blob") && stderr.contains("hint: use --mode plain"),
+        "{stderr}"
+    );
+
+    let output = copy(&emulator, "alpha", "gamma", &["--json"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(summary(&output)["skipped"], 1, "skip is the default");
+    next_second(&emulator).await;
+    let output = copy(
+        &emulator,
+        "alpha",
+        "gamma",
+        &["--on-conflict", "overwrite", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(summary(&output)["overwritten"], 1, "{}", text(&output));
+    let values: Vec<String> = versions_of(&gamma, "db-password")
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        values,
+        ["stale", "from-alpha"],
+        "a new version, nothing deleted"
+    );
+    let output = copy(&emulator, "alpha", "gamma", &["--on-conflict", "fail"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "identical now: {}",
+        text(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_carries_an_exportable_certificate_and_reports_keys() {
+    let emulator = three_vaults().await;
+    seed_source(&emulator, "alpha").await;
+    let output = sync(&emulator, "alpha", "gamma", &["--json"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(&output);
+    assert_eq!(
+        s["copied_to_b"], 4,
+        "three secrets and the certificate: {s}"
+    );
+    assert_eq!(s["keys_not_synced"], json!(["signing-key"]), "{s}");
+    let (alpha, gamma) = (
+        vault(&emulator, "alpha").await,
+        vault(&emulator, "gamma").await,
+    );
+    let (ca, cg) = (
+        alpha.get_certificate("web-cert", None).await.expect("a"),
+        gamma.get_certificate("web-cert", None).await.expect("g"),
+    );
+    assert_eq!(cg.cer, ca.cer, "the same certificate");
+    let private = gamma
+        .get_secret("web-cert", Some(&cg.secret_version().expect("sid")))
+        .await
+        .expect("managed secret");
+    assert!(private.value.expose_secret().contains("PRIVATE KEY"));
+    let output = sync(&emulator, "alpha", "gamma", &["--json"]).await;
+    assert_eq!(summary(&output)["in_sync"], 4, "{}", text(&output));
+}
