@@ -1022,7 +1022,14 @@ async fn sync_carries_an_exportable_certificate_and_reports_keys() {
         s["copied_to_b"], 4,
         "three secrets and the certificate: {s}"
     );
-    assert_eq!(s["keys_not_synced"], json!(["signing-key"]), "{s}");
+    assert_eq!(s["keys_not_synced"][0]["name"], "signing-key", "{s}");
+    assert!(
+        s["keys_not_synced"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Cannot decrypt backup blob"),
+        "{s}"
+    );
     let (alpha, gamma) = (
         vault(&emulator, "alpha").await,
         vault(&emulator, "gamma").await,
@@ -1039,4 +1046,78 @@ async fn sync_carries_an_exportable_certificate_and_reports_keys() {
     assert!(private.value.expose_secret().contains("PRIVATE KEY"));
     let output = sync(&emulator, "alpha", "gamma", &["--json"]).await;
     assert_eq!(summary(&output)["in_sync"], 4, "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_within_one_subscription_carries_a_key_natively_and_reports_a_new_key_version() {
+    let emulator = three_vaults().await;
+    let ws = tempfile::tempdir().expect("temp dir");
+    let state = ws.path().join("pair.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let keys = emulator.key_client("alpha");
+    let create = || {
+        CreateKeyParameters {
+            kty: Some(KeyType::Rsa),
+            key_size: Some(2048),
+            ..Default::default()
+        }
+        .try_into()
+        .expect("params")
+    };
+    keys.create_key("signing-key", create(), None)
+        .await
+        .expect("key created");
+    let output = sync(
+        &emulator,
+        "alpha",
+        "beta",
+        &["--state", state_arg, "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(summary(&output)["copied_to_b"], 1, "{}", text(&output));
+    let (alpha, beta) = (
+        vault(&emulator, "alpha").await,
+        vault(&emulator, "beta").await,
+    );
+    let (ka, kb) = (
+        alpha.get_key("signing-key", None).await.expect("a"),
+        beta.get_key("signing-key", None).await.expect("b"),
+    );
+    assert_eq!(
+        kb.properties.version, ka.properties.version,
+        "native: same id"
+    );
+    assert_eq!(kb.jwk["n"], ka.jwk["n"]);
+    let output = sync(
+        &emulator,
+        "alpha",
+        "beta",
+        &["--state", state_arg, "--json"],
+    )
+    .await;
+    assert_eq!(summary(&output)["in_sync"], 1, "{}", text(&output));
+
+    // A new version of a key that the other side holds cannot travel: reported, not failed.
+    next_second(&emulator).await;
+    keys.create_key("signing-key", create(), None)
+        .await
+        .expect("new version");
+    let output = sync(
+        &emulator,
+        "alpha",
+        "beta",
+        &["--state", state_arg, "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let s = summary(&output);
+    assert_eq!(s["keys_not_synced"][0]["name"], "signing-key", "{s}");
+    assert!(
+        s["keys_not_synced"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never replaces a live key"),
+        "{s}"
+    );
 }

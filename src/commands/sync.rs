@@ -6,11 +6,13 @@
 //! the last run's `--state`: copy a new item or a new version across, propagate a deletion as a
 //! soft-delete, or report a conflict (`--prefer` settles it). Secrets are written by value with
 //! their content type, tags and attributes; certificates with an exportable key are imported.
-//! Keys are reported, never synced. The state file is replaced atomically at the end of a run
+//! A key travels only as its native blob, so only within one subscription and geography, and
+//! only when the other side lacks it (a restore never replaces a live key); anything else is
+//! reported, not synced. The state file is replaced atomically at the end of a run
 //! that was not a dry run; an item whose write failed keeps its previous state, so the next run
 //! retries it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -157,6 +159,7 @@ struct Run<'a> {
 #[serde(rename_all = "lowercase")]
 enum SyncKind {
     Secret,
+    Key,
     Certificate,
 }
 
@@ -164,6 +167,7 @@ impl SyncKind {
     fn as_str(self) -> &'static str {
         match self {
             SyncKind::Secret => "secret",
+            SyncKind::Key => "key",
             SyncKind::Certificate => "certificate",
         }
     }
@@ -171,17 +175,34 @@ impl SyncKind {
     fn vault_kind(self) -> ItemKind {
         match self {
             SyncKind::Secret => ItemKind::Secret,
+            SyncKind::Key => ItemKind::Key,
             SyncKind::Certificate => ItemKind::Certificate,
+        }
+    }
+
+    fn scope_kind(self) -> ScopeKind {
+        match self {
+            SyncKind::Secret => ScopeKind::Secrets,
+            SyncKind::Key => ScopeKind::Keys,
+            SyncKind::Certificate => ScopeKind::Certificates,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "secret" => Some(SyncKind::Secret),
+            "key" => Some(SyncKind::Key),
+            "certificate" => Some(SyncKind::Certificate),
+            _ => None,
         }
     }
 }
 
-/// One side's listing: live names, soft-deleted names with their deletion time, key names.
+/// One side's listing: live names and soft-deleted names with their deletion time.
 #[derive(Default)]
 struct Listing {
     live: HashMap<(SyncKind, String), String>,
     deleted: HashMap<(SyncKind, String), Option<i64>>,
-    keys: BTreeSet<String>,
 }
 
 async fn list_side(vault: &AzureVault, scope: &Scope) -> Result<Listing, VaultError> {
@@ -214,14 +235,14 @@ async fn list_side(vault: &AzureVault, scope: &Scope) -> Result<Listing, VaultEr
         while let Some(props) = list.next().await {
             let props = props?;
             if !props.managed && scope.includes(ScopeKind::Keys, &props.name) {
-                listing.keys.insert(props.name);
+                listing
+                    .live
+                    .insert((SyncKind::Key, lower(&props.name)), props.name);
             }
         }
     }
-    for (kind, scope_kind) in [
-        (SyncKind::Secret, ScopeKind::Secrets),
-        (SyncKind::Certificate, ScopeKind::Certificates),
-    ] {
+    for kind in [SyncKind::Secret, SyncKind::Key, SyncKind::Certificate] {
+        let scope_kind = kind.scope_kind();
         if !scope.includes_kind(scope_kind) {
             continue;
         }
@@ -244,6 +265,8 @@ async fn list_side(vault: &AzureVault, scope: &Scope) -> Result<Listing, VaultEr
 /// What a side holds of one item, read for the decision and for a copy from it.
 enum Payload {
     Secret(NewSecretVersion),
+    /// A key is copied from its native blob, read when the copy happens.
+    Key,
     Certificate(Option<CertificateImport>),
 }
 
@@ -348,6 +371,26 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
             ),
             Err(err) => Err(err.to_string()),
         },
+        SyncKind::Key => {
+            let bundle = vault.get_key(name, None).await.map_err(|e| e.to_string())?;
+            let p = &bundle.properties;
+            // A key is only ever copied natively, with its version ids: equal content is the
+            // same current version (and the same tags and state).
+            let stamp = certificate_stamp(
+                p.version.as_deref().unwrap_or_default(),
+                &p.tags,
+                p.attributes.enabled,
+            );
+            Ok(Reading {
+                state: SideState::Present(Observed {
+                    content: Sha256::digest(stamp.as_bytes()).into(),
+                    stamp,
+                    updated: p.attributes.updated.map(|t| t.unix_timestamp()),
+                }),
+                payload: Some(Payload::Key),
+                unreadable: None,
+            })
+        }
         SyncKind::Certificate => {
             let bundle = vault
                 .get_certificate(name, None)
@@ -470,7 +513,7 @@ struct Summary {
     deleted_on_b: u64,
     conflicts: Vec<NotSynced>,
     not_synced: Vec<NotSynced>,
-    keys_not_synced: Vec<String>,
+    keys_not_synced: Vec<NotSynced>,
     seconds: f64,
     requests_a: u64,
     requests_b: u64,
@@ -515,15 +558,12 @@ impl Summary {
         for item in &self.not_synced {
             eprintln!("  NOT SYNCED: {} {}: {}", item.kind, item.name, item.reason);
         }
-        if !self.keys_not_synced.is_empty() {
-            eprintln!(
-                "  keys are not synced (a key moves only as a native blob within one \
-                 subscription; use coldvault copy): {}",
-                self.keys_not_synced.join(", ")
-            );
+        for item in &self.keys_not_synced {
+            eprintln!("  key not synced: {}: {}", item.name, item.reason);
         }
     }
 
+    /// Keys a native blob cannot carry are reported, not failures: no tool can move them.
     fn exit_code(&self) -> ExitCode {
         if self.conflicts.is_empty() && self.not_synced.is_empty() {
             ExitCode::Ok
@@ -556,16 +596,10 @@ impl Run<'_> {
         if let Some((_, s)) = &state {
             for key in s.items.keys() {
                 if let Some((kind, name)) = key.split_once('/') {
-                    let kind = match kind {
-                        "secret" => SyncKind::Secret,
-                        "certificate" => SyncKind::Certificate,
-                        _ => continue,
+                    let Some(kind) = SyncKind::parse(kind) else {
+                        continue;
                     };
-                    let in_scope = match kind {
-                        SyncKind::Secret => self.scope.includes(ScopeKind::Secrets, name),
-                        SyncKind::Certificate => self.scope.includes(ScopeKind::Certificates, name),
-                    };
-                    if in_scope {
+                    if self.scope.includes(kind.scope_kind(), name) {
                         keys.entry((kind, name.to_owned()))
                             .or_insert_with(|| name.to_owned());
                     }
@@ -591,7 +625,6 @@ impl Run<'_> {
             state: state.as_ref().map(|(p, _)| p.clone()),
             ..Summary::default()
         };
-        summary.keys_not_synced = la.keys.symmetric_difference(&lb.keys).cloned().collect();
         let mut lines: Vec<(PlanLine, Option<(Reading, Reading)>)> = Vec::new();
         for (((kind, lower), name), (ra, rb)) in keys.iter().zip(readings) {
             let key = item_key(kind.as_str(), lower);
@@ -646,11 +679,16 @@ impl Run<'_> {
         for ((line, _), done) in lines.iter().zip(outcomes) {
             let key = item_key(line.kind.as_str(), &line.name);
             let status = match (&line.decision, &done.result) {
-                (_, Err(reason)) => {
-                    summary.not_synced.push(NotSynced {
+                (_, Err(failure)) => {
+                    let list = if failure.key_limit {
+                        &mut summary.keys_not_synced
+                    } else {
+                        &mut summary.not_synced
+                    };
+                    list.push(NotSynced {
                         kind: line.kind.as_str().to_owned(),
                         name: line.name.clone(),
-                        reason: reason.clone(),
+                        reason: failure.reason.clone(),
                     });
                     "not-synced"
                 }
@@ -699,7 +737,7 @@ impl Run<'_> {
                 _ => None,
             };
             let reason = match (&done.result, &line.decision) {
-                (Err(reason), _) => Some(reason.as_str()),
+                (Err(failure), _) => Some(failure.reason.as_str()),
                 (_, Decision::Conflict { reason }) => Some(reason.as_str()),
                 _ => None,
             };
@@ -756,7 +794,33 @@ impl Run<'_> {
 /// How one line ended: the item's new stamps (`Some(None)`: forget it; `None`: keep the last
 /// state), or why it failed.
 struct Done {
-    result: Result<Option<Option<ItemStamps>>, String>,
+    result: Result<Option<Option<ItemStamps>>, Failure>,
+}
+
+/// Why a line was not applied.
+struct Failure {
+    reason: String,
+    /// A key Azure cannot move there (another subscription, or a live key to replace):
+    /// reported, not a failure.
+    key_limit: bool,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            key_limit: false,
+        }
+    }
+}
+
+impl Failure {
+    fn key_limit(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            key_limit: true,
+        }
+    }
 }
 
 struct Sides<'a> {
@@ -808,7 +872,7 @@ impl Sides<'_> {
                         };
                         Ok(Some(Some(ItemStamps { a, b })))
                     }
-                    Err(reason) => Err(reason),
+                    Err(failure) => Err(failure),
                 }
             }
             Decision::Delete { on, .. } => {
@@ -820,7 +884,7 @@ impl Sides<'_> {
                 {
                     Ok(()) => Ok(Some(None)),
                     Err(err) if err.is_not_found() => Ok(Some(None)),
-                    Err(err) => Err(describe(&err)),
+                    Err(err) => Err(describe(&err).into()),
                 }
             }
         };
@@ -835,25 +899,65 @@ impl Sides<'_> {
         src: &Reading,
         dst: &Reading,
         to: Which,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         if let Some(reason) = &src.unreadable {
-            return Err(format!("cannot be copied: {reason}"));
+            return Err(format!("cannot be copied: {reason}").into());
         }
         let vault = self.vault(to);
         let kind = line.kind.vault_kind();
+        if line.kind == SyncKind::Key && matches!(dst.state, SideState::Present(_)) {
+            return Err(Failure::key_limit(
+                "a new key version cannot be copied: a native restore never replaces a live \
+                 key (rotate it on both sides, or settle with --prefer)",
+            ));
+        }
         if matches!(dst.state, SideState::Deleted { .. }) {
             match settle(|| vault.recover_deleted(kind, &line.name)).await {
                 Ok(_) => {}
                 Err(err) if err.is_not_found() => {}
-                Err(err) => return Err(format!("recovering it first: {}", describe(&err))),
+                Err(err) => {
+                    return Err(format!("recovering it first: {}", describe(&err)).into());
+                }
             }
             wait_live(vault, line.kind, &line.name).await?;
+            if line.kind == SyncKind::Key {
+                // The recovered key is the one this side had; its stamp is read back.
+                let bundle = vault
+                    .get_key(&line.name, None)
+                    .await
+                    .map_err(|e| Failure::from(e.to_string()))?;
+                let p = &bundle.properties;
+                return Ok(certificate_stamp(
+                    p.version.as_deref().unwrap_or_default(),
+                    &p.tags,
+                    p.attributes.enabled,
+                ));
+            }
         }
         match &src.payload {
+            Some(Payload::Key) => {
+                let blob = self
+                    .vault(to.other())
+                    .backup(kind, &line.name)
+                    .await
+                    .map_err(|e| Failure::from(format!("native backup: {e}")))?;
+                match settle(|| vault.restore(kind, &blob)).await {
+                    // Restored with its version ids, tags and state: the source's stamp.
+                    Ok(_) => Ok(match &src.state {
+                        SideState::Present(o) => o.stamp.clone(),
+                        _ => String::new(),
+                    }),
+                    Err(err) if err.is_cannot_decrypt_backup() => Err(Failure::key_limit(
+                        "Cannot decrypt backup blob: the vaults are in different subscriptions \
+                         or geographies, and a key moves only as its native blob",
+                    )),
+                    Err(err) => Err(describe(&err).into()),
+                }
+            }
             Some(Payload::Secret(secret)) => {
                 let written = settle(|| vault.set_secret(&line.name, secret))
                     .await
-                    .map_err(|e| describe(&e))?;
+                    .map_err(|e| Failure::from(describe(&e)))?;
                 Ok(stamp(
                     written.version.as_deref().unwrap_or_default(),
                     secret.content_type.as_deref(),
@@ -864,14 +968,14 @@ impl Sides<'_> {
             Some(Payload::Certificate(Some(import))) => {
                 let written = settle(|| vault.import_certificate(&line.name, import))
                     .await
-                    .map_err(|e| describe(&e))?;
+                    .map_err(|e| Failure::from(describe(&e)))?;
                 Ok(certificate_stamp(
                     written.version.as_deref().unwrap_or_default(),
                     &import.tags,
                     import.attributes.enabled,
                 ))
             }
-            _ => Err("nothing readable to copy".to_owned()),
+            _ => Err("nothing readable to copy".to_owned().into()),
         }
     }
 }
@@ -883,6 +987,7 @@ async fn wait_live(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<(),
     loop {
         let found = match kind {
             SyncKind::Secret => vault.list_secret_versions(name).await.map(drop),
+            SyncKind::Key => vault.get_key(name, None).await.map(drop),
             SyncKind::Certificate => vault.get_certificate(name, None).await.map(drop),
         };
         match found {

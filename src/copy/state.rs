@@ -2,10 +2,10 @@
 //! deletion from an item that is new, and which side changed an item.
 //!
 //! A small JSON document: the pair of vaults it belongs to, and per item (`secret/NAME`,
-//! `certificate/NAME`, lower-case) one *stamp* per side — a SHA-256 of the item's current
-//! version id, content type, tags and writable attributes on that side. No value, and no digest
-//! of a value, is ever written: a state file gives nothing away about the secrets, so it needs
-//! no more care than a log. It is replaced atomically ([`crate::atomic_file`]) at the end of a
+//! `key/NAME`, `certificate/NAME`, lower-case) one *stamp* per side — a SHA-256 of the item's
+//! current version id, content type, tags and writable attributes on that side. No value, and
+//! no digest of a value, is ever written: a state file gives nothing away about the secrets, so
+//! it needs no more care than a log. It is replaced atomically ([`crate::atomic_file`]) at the end of a
 //! run, so a crash leaves the previous state, which makes the next run redo (idempotently) what
 //! the crashed one did. A file of another vault pair is refused: its stamps would turn every
 //! item into a deletion.
