@@ -738,7 +738,7 @@ async fn sync_copies_new_items_and_versions_both_ways_and_settles_conflicts_as_a
     assert_eq!(values(&alpha).await, values(&gamma).await, "a union");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("a alpha: signed in with env") && stderr.contains("COLDVAULT_B_*"),
+        stderr.contains("A alpha: signed in with env") && stderr.contains("COLDVAULT_B_*"),
         "{stderr}"
     );
     let state_text = std::fs::read_to_string(&state).expect("state written");

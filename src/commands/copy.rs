@@ -508,6 +508,12 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         progress.note(&format!("{to_name}: {note}"));
     }
     check_names_match(&plan.scope, &heads, &from_name)?;
+    if heads.is_empty() {
+        progress.note(&format!(
+            "{from_name}: nothing in scope listed: does the source identity have List \
+             permission (and is --include / --name / --exclude what you meant)?"
+        ));
+    }
 
     let native = probe_native(&source, &target, &heads, &listing, plan.policy.mode).await;
     if plan.policy.mode == Mode::Native && native.state == NativeTarget::Refuses {

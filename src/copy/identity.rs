@@ -63,13 +63,13 @@ impl Side {
         }
     }
 
-    /// The side's name in messages (`from`, `to`, `a`, `b`).
+    /// The side's name in messages (`from`, `to`, `A`, `B`).
     pub fn label(self) -> &'static str {
         match self {
             Side::From => "from",
             Side::To => "to",
-            Side::A => "a",
-            Side::B => "b",
+            Side::A => "A",
+            Side::B => "B",
         }
     }
 }
