@@ -36,6 +36,8 @@ pub enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Decrypt an archive and check every rule of the format, offline.
     Verify(commands::verify::VerifyArgs),
+    /// List the vaults a fleet backup would take (Azure Resource Manager).
+    Vaults(commands::vaults::VaultsArgs),
     /// Write an archive's plain secrets out for use without Azure.
     Extract(commands::extract::ExtractArgs),
     /// Copy one vault's items into another, planned like restore (one-way).

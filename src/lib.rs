@@ -4,7 +4,8 @@
 //! [`archive`] is the on-disk format (no Azure, no command line, no printing), [`vault`] is
 //! Azure Key Vault access (no archive knowledge), [`commands`] joins them one subcommand per
 //! file, [`output`] renders human text, JSON and progress, and [`emulator`] is the local Key
-//! Vault that every end-to-end test runs against.
+//! Vault that every end-to-end test runs against. [`fleet`] finds vaults through Azure
+//! Resource Manager and spreads them over shards.
 //! [`atomic_file`] (temp file, fsync, rename, folder fsync) imports nothing else of the crate,
 //! so the archive writer, the commands and the emulator all write files through it.
 //! [`copy`] moves items vault to vault (`coldvault copy`, `coldvault sync`).
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod copy;
 pub mod emulator;
 pub mod error;
+pub mod fleet;
 pub mod output;
 pub mod usage;
 pub mod vault;

@@ -9,6 +9,7 @@ mod emulator;
 mod emulator_arm;
 mod emulator_keys;
 mod emulator_persist;
+mod fleet;
 mod network;
 mod outputs;
 mod pacing;

@@ -57,8 +57,14 @@ SIGINT/SIGTERM/SIGHUP (no archive, unless the message names one already complete
 pub struct BackupArgs {
     /// The vault to back up: a name (NAME.vault.azure.net) or a full URL. Repeat for several
     /// vaults: one archive each, independent failures.
-    #[arg(long = "vault", value_name = "NAME|URL", required = true)]
+    #[arg(long = "vault", value_name = "NAME|URL",
+          required_unless_present_any = ["subscriptions", "all_subscriptions"],
+          conflicts_with_all = ["subscriptions", "all_subscriptions"])]
     pub vaults: Vec<String>,
+
+    /// A fleet instead of --vault: every vault found through Azure Resource Manager.
+    #[command(flatten)]
+    pub fleet: super::fleet::FleetBackupArgs,
 
     #[command(flatten)]
     pub encryption: EncryptArgs,
@@ -321,6 +327,9 @@ impl BackupPlan {
 
 /// Runs `coldvault backup`.
 pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
+    if args.fleet.discovery.is_fleet() {
+        return super::fleet::run_backup(args).await;
+    }
     let plan = BackupPlan::resolve(&args)?;
     // Listening starts once the arguments are resolved (a passphrase prompt stays
     // interruptible) and before any archive file is created, so no signal can leave one.
@@ -379,6 +388,28 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
         }),
         (code, _) => Ok(code),
     }
+}
+
+/// Backs up one vault for a fleet run ([`super::fleet`]): the same run as `--vault URL`
+/// (its own connection, so its own throttle gate), its report printed as a single run's, and
+/// what the fleet summary needs returned. `gate` receives the writer's commit gate, so a
+/// signal can abandon the archive in progress.
+pub async fn backup_one(
+    plan: &BackupPlan,
+    url: &VaultUrl,
+    progress: &Progress,
+    gate: &OnceLock<CommitGate>,
+) -> Result<super::fleet::SingleOutcome, CliError> {
+    let report = backup_vault(plan, url, progress, gate).await?;
+    report.print(progress);
+    let c = &report.counts;
+    Ok(super::fleet::SingleOutcome {
+        items: c.secrets + c.keys + c.certificates,
+        not_captured: report.skipped.len() as u64,
+        bytes: report.bytes,
+        seconds: report.seconds,
+        path: report.path,
+    })
 }
 
 /// The error of a run stopped by `stop` while it backed up `vault`. The writer may be

@@ -20,9 +20,19 @@ use crate::error::{CliError, ExitCode};
 Exit codes: 0 stopped cleanly (SIGINT or SIGTERM), 1 could not start, 2 usage.")]
 pub struct EmulatorArgs {
     /// A vault to serve (repeatable; the first is the default for `localhost`):
-    /// NAME[,subscription=ID][,resource-group=RG][,location=REGION][,tenant=T][,sku=standard|premium][,purge-protection][,retention-days=N]
+    /// NAME[,subscription=ID][,resource-group=RG][,location=REGION][,tenant=T][,tag=KEY=VALUE]…[,sku=standard|premium][,purge-protection][,retention-days=N]
     #[arg(long = "vault", value_name = "SPEC")]
     pub vaults: Vec<String>,
+
+    /// A soft-deleted vault Azure Resource Manager lists under deletedVaults (repeatable; same
+    /// SPEC as --vault); it is not served.
+    #[arg(long = "deleted-vault", value_name = "SPEC")]
+    pub deleted_vaults: Vec<String>,
+
+    /// A Managed HSM Azure Resource Manager lists (repeatable; same SPEC as --vault); it has no
+    /// data plane here.
+    #[arg(long = "managed-hsm", value_name = "SPEC")]
+    pub managed_hsms: Vec<String>,
 
     /// Port to listen on; 0 picks a free one (the ready line tells which).
     #[arg(long, default_value_t = 0)]
@@ -122,11 +132,21 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, CliError> {
         .iter()
         .map(|text| VaultSpec::parse(text).map_err(|e| CliError::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    let specs = |texts: &[String]| {
+        texts
+            .iter()
+            .map(|text| VaultSpec::parse(text).map_err(|e| CliError::usage(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let deleted_vaults = specs(&args.deleted_vaults)?;
+    let managed_hsms = specs(&args.managed_hsms)?;
     if !(0.0..=1.0).contains(&args.fault_rate) {
         return Err(CliError::usage("--fault-rate must be between 0 and 1"));
     }
     Ok(EmulatorConfig {
         vaults,
+        deleted_vaults,
+        managed_hsms,
         bind: args.bind,
         port: args.port,
         state_dir: args.state_dir.clone(),

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod diff;
 pub mod emulator;
 pub mod extract;
+pub mod fleet;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
@@ -16,6 +17,7 @@ pub mod restore;
 pub mod restore_plan;
 pub mod scope;
 pub mod sync;
+pub mod vaults;
 pub mod verify;
 
 use crate::cli::{Cli, Command};
@@ -27,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Backup(args) => runtime()?.block_on(backup::run(args)),
         Command::Restore(args) => runtime()?.block_on(restore::run(args)),
         Command::Diff(args) => runtime()?.block_on(diff::run(args)),
+        Command::Vaults(args) => runtime()?.block_on(vaults::run(args)),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Extract(args) => extract::run(args),

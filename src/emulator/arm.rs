@@ -27,7 +27,7 @@ use super::auth::{self, TokenError, decode_claims};
 use super::error::ApiError;
 use super::http::{ok_json, request_host};
 use super::state::{AppState, Vault, strip_port};
-use super::{AuthMode, Sku};
+use super::{AuthMode, Sku, VaultSpec};
 
 /// `api-version`s of `Microsoft.Resources` subscriptions and tenants (azure-rest-api-specs
 /// `specification/resources/resource-manager/Microsoft.Resources/stable/`; the Azure CLI sends
@@ -289,7 +289,10 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, A
             .and_then(|c| c.tid)
             .unwrap_or(first));
     }
-    let audiences: Vec<String> = ARM_AUDIENCES.iter().map(|a| (*a).to_string()).collect();
+    // The endpoint itself is an audience too, as `https://management.azure.com/` is Azure's:
+    // a client asking for `{arm_endpoint}/.default` gets a token ARM takes.
+    let mut audiences: Vec<String> = ARM_AUDIENCES.iter().map(|a| (*a).to_string()).collect();
+    audiences.push(format!("{}/", auth::authority(state)));
     let now = state.clock.now_s();
     match state
         .issuer
@@ -386,10 +389,10 @@ fn route(ctx: &ArmCtx) -> Result<Response, ApiError> {
                     ctx.api_version(KEYVAULT_API_VERSIONS, "NoRegisteredProviderFound")?;
                     match *kind {
                         "vaults" => vaults_list(ctx, &subscription, None),
-                        "deletedvaults" | "managedhsms" | "deletedmanagedhsms" => {
-                            // No vault is ever deleted here and no Managed HSM is served.
-                            ctx.list(Vec::new())
-                        }
+                        "deletedvaults" => deleted_vaults_list(ctx, &subscription),
+                        "managedhsms" => managed_hsms_list(ctx, &subscription, None),
+                        // No Managed HSM is ever deleted here.
+                        "deletedmanagedhsms" => ctx.list(Vec::new()),
                         _ => Err(unknown_type(ctx, kind)),
                     }
                 }
@@ -407,7 +410,7 @@ fn route(ctx: &ArmCtx) -> Result<Response, ApiError> {
                     match (*kind, tail) {
                         ("vaults", []) => vaults_list(ctx, &subscription, Some(group)),
                         ("vaults", [_]) => vaults_get(ctx, &subscription, group, segments[7]),
-                        ("managedhsms", []) => ctx.list(Vec::new()),
+                        ("managedhsms", []) => managed_hsms_list(ctx, &subscription, Some(group)),
                         _ => Err(unknown_type(ctx, kind)),
                     }
                 }
@@ -461,17 +464,43 @@ impl ArmCtx {
         }
     }
 
-    /// Every subscription the vaults name, with its tenant.
+    /// Every subscription the vaults (live and deleted) and Managed HSMs name, with its tenant.
     fn subscriptions(&self) -> Vec<Subscription> {
         let mut seen: BTreeMap<String, Subscription> = BTreeMap::new();
-        for vault in self.state.vaults.values() {
-            seen.entry(vault.spec.subscription.to_ascii_lowercase())
+        let config = &self.state.config;
+        let specs = self
+            .state
+            .vaults
+            .values()
+            .map(|v| &v.spec)
+            .chain(&config.deleted_vaults)
+            .chain(&config.managed_hsms);
+        for spec in specs {
+            seen.entry(spec.subscription.to_ascii_lowercase())
                 .or_insert_with(|| Subscription {
-                    id: vault.spec.subscription.clone(),
-                    tenant: self.state.vault_tenant(vault).to_string(),
+                    id: spec.subscription.clone(),
+                    tenant: self.spec_tenant(spec).to_string(),
                 });
         }
         seen.into_values().collect()
+    }
+
+    /// The tenant a declared vault or Managed HSM belongs to.
+    fn spec_tenant<'a>(&'a self, spec: &'a VaultSpec) -> &'a str {
+        spec.tenant
+            .as_deref()
+            .unwrap_or(&self.state.issuer.tenant_id)
+    }
+
+    /// The declared specs of `list` in `subscription`.
+    fn specs_of<'a>(
+        &self,
+        list: &'a [VaultSpec],
+        subscription: &Subscription,
+    ) -> Vec<&'a VaultSpec> {
+        list.iter()
+            .filter(|s| s.subscription.eq_ignore_ascii_case(&subscription.id))
+            .collect()
     }
 
     /// The subscription `id` if it exists and belongs to the token's tenant: 404
@@ -511,7 +540,9 @@ impl ArmCtx {
         let known = self
             .vaults_of(subscription)
             .iter()
-            .any(|v| v.spec.resource_group.eq_ignore_ascii_case(group));
+            .map(|v| &v.spec)
+            .chain(self.specs_of(&self.state.config.managed_hsms, subscription))
+            .any(|spec| spec.resource_group.eq_ignore_ascii_case(group));
         if known {
             Ok(())
         } else {
@@ -636,23 +667,120 @@ fn subscriptions_list(ctx: &ArmCtx) -> Result<Response, ApiError> {
     ctx.list(items)
 }
 
+/// The resource type of a vault.
+const VAULT_TYPE: &str = "Microsoft.KeyVault/vaults";
+/// The resource type of a Managed HSM.
+const HSM_TYPE: &str = "Microsoft.KeyVault/managedHSMs";
+
 /// `/subscriptions/S/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/NAME`.
 fn vault_id(vault: &Vault) -> String {
+    resource_id(&vault.spec, VAULT_TYPE)
+}
+
+/// `/subscriptions/S/resourceGroups/RG/providers/{kind}/NAME`.
+fn resource_id(spec: &VaultSpec, kind: &str) -> String {
     format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
-        vault.spec.subscription, vault.spec.resource_group, vault.spec.name
+        "/subscriptions/{}/resourceGroups/{}/providers/{kind}/{}",
+        spec.subscription, spec.resource_group, spec.name
     )
 }
 
 /// The generic resource shape of the `/resources` list.
-fn resource_json(vault: &Vault) -> Value {
+fn resource_json(spec: &VaultSpec, kind: &str) -> Value {
+    let mut body = json!({
+        "id": resource_id(spec, kind),
+        "name": spec.name,
+        "type": kind,
+        "location": spec.geo,
+        "tags": spec.tags,
+    });
+    if kind == HSM_TYPE {
+        body["sku"] = json!({"family": "B", "name": "Standard_B1"});
+    }
+    body
+}
+
+/// A soft-deleted vault as `deletedVaults` lists it (Microsoft.KeyVault `DeletedVault`): its
+/// id is under the location, `properties.vaultId` is the vault's former id.
+fn deleted_vault_json(ctx: &ArmCtx, spec: &VaultSpec) -> Value {
+    let deleted = ctx.state.started_s;
+    let purge = deleted + i64::from(spec.retention_days) * 86_400;
+    let mut properties = json!({
+        "vaultId": resource_id(spec, VAULT_TYPE),
+        "location": spec.geo,
+        "deletionDate": rfc3339(deleted),
+        "scheduledPurgeDate": rfc3339(purge),
+        "tags": spec.tags,
+    });
+    if spec.purge_protection {
+        properties["purgeProtectionEnabled"] = json!(true);
+    }
     json!({
-        "id": vault_id(vault),
-        "name": vault.spec.name,
-        "type": "Microsoft.KeyVault/vaults",
-        "location": vault.spec.geo,
-        "tags": vault.spec.tags,
+        "id": format!(
+            "/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}",
+            spec.subscription, spec.geo, spec.name
+        ),
+        "name": spec.name,
+        "type": "Microsoft.KeyVault/deletedVaults",
+        "properties": properties,
     })
+}
+
+/// A Managed HSM as `managedHSMs` lists it (Microsoft.KeyVault `ManagedHsm`).
+fn managed_hsm_json(ctx: &ArmCtx, spec: &VaultSpec) -> Value {
+    let mut properties = json!({
+        "tenantId": ctx.spec_tenant(spec),
+        "initialAdminObjectIds": [],
+        "hsmUri": format!("https://{}.managedhsm.azure.net/", spec.name.to_ascii_lowercase()),
+        "enableSoftDelete": true,
+        "softDeleteRetentionInDays": spec.retention_days,
+        "provisioningState": "Succeeded",
+        "publicNetworkAccess": "Enabled",
+    });
+    properties["enablePurgeProtection"] = json!(spec.purge_protection);
+    json!({
+        "id": resource_id(spec, HSM_TYPE),
+        "name": spec.name,
+        "type": HSM_TYPE,
+        "location": spec.geo,
+        "sku": {"family": "B", "name": "Standard_B1"},
+        "tags": spec.tags,
+        "properties": properties,
+    })
+}
+
+/// ARM's timestamps: RFC 3339 in UTC.
+fn rfc3339(unix_s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn deleted_vaults_list(ctx: &ArmCtx, subscription: &Subscription) -> Result<Response, ApiError> {
+    let items = ctx
+        .specs_of(&ctx.state.config.deleted_vaults, subscription)
+        .into_iter()
+        .map(|spec| deleted_vault_json(ctx, spec))
+        .collect();
+    ctx.list(items)
+}
+
+fn managed_hsms_list(
+    ctx: &ArmCtx,
+    subscription: &Subscription,
+    group: Option<&str>,
+) -> Result<Response, ApiError> {
+    let items = ctx
+        .specs_of(&ctx.state.config.managed_hsms, subscription)
+        .into_iter()
+        .filter(|spec| group.is_none_or(|g| spec.resource_group.eq_ignore_ascii_case(g)))
+        .map(|spec| managed_hsm_json(ctx, spec))
+        .collect();
+    ctx.list(items)
 }
 
 /// The full `Microsoft.KeyVault/vaults` shape.
@@ -682,7 +810,7 @@ fn vault_json(ctx: &ArmCtx, vault: &Vault) -> Value {
     json!({
         "id": vault_id(vault),
         "name": vault.spec.name,
-        "type": "Microsoft.KeyVault/vaults",
+        "type": VAULT_TYPE,
         "location": vault.spec.geo,
         "tags": vault.spec.tags,
         "properties": properties,
@@ -702,15 +830,22 @@ fn resources_list(ctx: &ArmCtx, subscription: &Subscription) -> Result<Response,
             )
         })?,
     };
-    let items = ctx
+    let vaults = ctx
         .vaults_of(subscription)
         .into_iter()
-        .filter(|v| {
+        .map(|v| (&v.spec, VAULT_TYPE));
+    let hsms = ctx
+        .specs_of(&ctx.state.config.managed_hsms, subscription)
+        .into_iter()
+        .map(|spec| (spec, HSM_TYPE));
+    let items = vaults
+        .chain(hsms)
+        .filter(|(spec, kind)| {
             clauses
                 .iter()
-                .all(|(field, value)| filter_matches(v, field, value))
+                .all(|(field, value)| filter_matches(spec, kind, field, value))
         })
-        .map(resource_json)
+        .map(|(spec, kind)| resource_json(spec, kind))
         .collect();
     ctx.list(items)
 }
@@ -754,11 +889,11 @@ fn parse_filter(filter: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
-/// Whether `vault` passes one `$filter` clause (ARM compares case-insensitively).
-fn filter_matches(vault: &Vault, field: &str, value: &str) -> bool {
-    let spec = &vault.spec;
+/// Whether a resource of type `kind` passes one `$filter` clause (ARM compares
+/// case-insensitively).
+fn filter_matches(spec: &VaultSpec, kind: &str, field: &str, value: &str) -> bool {
     match field {
-        "resourcetype" => value.eq_ignore_ascii_case("Microsoft.KeyVault/vaults"),
+        "resourcetype" => value.eq_ignore_ascii_case(kind),
         "name" => spec.name.eq_ignore_ascii_case(value),
         "location" => spec.geo.eq_ignore_ascii_case(value),
         "resourcegroup" => spec.resource_group.eq_ignore_ascii_case(value),

@@ -132,7 +132,7 @@ impl VaultSpec {
 
     /// Parses the `--vault` syntax:
     /// `NAME[,subscription=ID][,resource-group=RG][,location=REGION|geo=REGION][,tenant=T]`
-    /// `[,sku=standard|premium][,purge-protection][,retention-days=N]`.
+    /// `[,tag=KEY=VALUE]…[,sku=standard|premium][,purge-protection][,retention-days=N]`.
     pub fn parse(text: &str) -> Result<Self, EmulatorError> {
         let mut parts = text.split(',');
         let name = parts.next().unwrap_or_default().trim();
@@ -147,6 +147,10 @@ impl VaultSpec {
                 ("geo" | "location", Some(v)) => spec.geo = v.to_string(),
                 ("resource-group", Some(v)) => spec.resource_group = v.to_string(),
                 ("tenant", Some(v)) => spec.tenant = Some(v.to_string()),
+                ("tag", Some(v)) => {
+                    let (k, v) = v.split_once('=').unwrap_or((v, ""));
+                    spec.tags.insert(k.trim().to_string(), v.trim().to_string());
+                }
                 ("sku", Some("standard")) => spec.sku = Sku::Standard,
                 ("sku", Some("premium")) => spec.sku = Sku::Premium,
                 ("purge-protection", None | Some("true")) => spec.purge_protection = true,
@@ -158,7 +162,7 @@ impl VaultSpec {
                 }
                 _ => {
                     return Err(EmulatorError::Config(format!(
-                        "unknown vault option '{part}' in '{text}' (expected subscription=, resource-group=, location=, tenant=, sku=standard|premium, purge-protection, retention-days=)"
+                        "unknown vault option '{part}' in '{text}' (expected subscription=, resource-group=, location=, tenant=, tag=KEY=VALUE, sku=standard|premium, purge-protection, retention-days=)"
                     )));
                 }
             }
@@ -238,6 +242,13 @@ pub fn valid_tenant(tenant: &str) -> bool {
 pub struct EmulatorConfig {
     /// Vaults to serve; the first is the default for `localhost`. Empty: one vault `local`.
     pub vaults: Vec<VaultSpec>,
+    /// Soft-deleted vaults: listed by Azure Resource Manager under `deletedVaults` (deleted
+    /// when the emulator starts), never served on the data plane (their names do not resolve
+    /// in Azure either).
+    pub deleted_vaults: Vec<VaultSpec>,
+    /// Managed HSMs: listed by Azure Resource Manager (`managedHSMs`, `/resources`), with no
+    /// data plane (the emulator serves no Managed HSM).
+    pub managed_hsms: Vec<VaultSpec>,
     /// Address to listen on (loopback by default); `::1` is also tried on the same port.
     pub bind: IpAddr,
     /// Port; 0 picks a free one.
@@ -278,6 +289,8 @@ impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
             vaults: Vec::new(),
+            deleted_vaults: Vec::new(),
+            managed_hsms: Vec::new(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             state_dir: None,
@@ -397,7 +410,13 @@ fn resolve_tenants(config: &mut EmulatorConfig) -> Result<String, EmulatorError>
         .or_else(|| config.vaults.first().and_then(|v| v.tenant.clone()))
         .unwrap_or_else(auth::new_guid);
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    for spec in &mut config.vaults {
+    // Deleted vaults and Managed HSMs belong to subscriptions and tenants as vaults do.
+    let specs = config
+        .vaults
+        .iter_mut()
+        .chain(config.deleted_vaults.iter_mut())
+        .chain(config.managed_hsms.iter_mut());
+    for spec in specs {
         let tenant = spec.tenant.clone().unwrap_or_else(|| first.clone());
         if !tenant.eq_ignore_ascii_case(&first) && spec.subscription == DEFAULT_SUBSCRIPTION {
             spec.subscription = tenant_subscription(&tenant);
@@ -556,6 +575,15 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
                 config.vaults.push(spec.clone());
             }
         }
+        config
+            .deleted_vaults
+            .extend(seed.deleted_vaults.iter().cloned());
+        config
+            .managed_hsms
+            .extend(seed.managed_hsms.iter().cloned());
+    }
+    for spec in config.deleted_vaults.iter().chain(&config.managed_hsms) {
+        spec.validate()?;
     }
     if config.vaults.is_empty() {
         config.vaults.push(VaultSpec::new(DEFAULT_VAULT));
@@ -649,17 +677,25 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         config.client_secret.clone().map(|s| s.0),
         config.state_dir.as_ref().map(|d| d.join("issuer-key.pem")),
     );
-    for spec in &config.vaults {
+    for spec in config
+        .vaults
+        .iter()
+        .chain(&config.deleted_vaults)
+        .chain(&config.managed_hsms)
+    {
         if let Some(tenant) = &spec.tenant {
             issuer.add_tenant(tenant);
         }
     }
+    let clock = clock::Clock::default();
+    let started_s = clock.now_s();
     let state: AppState = Arc::new(EmulatorState {
         config: config.clone(),
         port: AtomicU16::new(port),
         vaults,
         default_vault,
-        clock: clock::Clock::default(),
+        clock,
+        started_s,
         settings: RwLock::new(settings),
         journal: faults::Journal::default(),
         faults: faults::Faults::default(),

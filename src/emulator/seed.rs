@@ -5,6 +5,8 @@
 //! ```json
 //! {
 //!   "vaults": [{"name": "prod", "subscription": "s1", "geo": "westeurope", "retention_days": 7}],
+//!   "deleted_vaults": [{"name": "old-kv", "subscription": "s1", "purge_protection": true}],
+//!   "managed_hsms": [{"name": "hsm1", "subscription": "s1"}],
 //!   "secrets": [
 //!     {"vault": "prod", "name": "db-password", "versions": [{"value": "old"}, {"value": "new", "tags": {"env": "prod"}}]},
 //!     {"name": "many", "value": "v", "version_count": 40},
@@ -41,6 +43,12 @@ use super::{EmulatorError, VaultSpec};
 pub struct SeedFile {
     #[serde(default)]
     pub vaults: Vec<VaultSpec>,
+    /// Soft-deleted vaults, listed by Azure Resource Manager only (same fields as a vault).
+    #[serde(default)]
+    pub deleted_vaults: Vec<VaultSpec>,
+    /// Managed HSMs, listed by Azure Resource Manager only (same fields as a vault).
+    #[serde(default)]
+    pub managed_hsms: Vec<VaultSpec>,
     #[serde(default)]
     pub secrets: Vec<SeedSecret>,
     #[serde(default)]
@@ -138,7 +146,12 @@ impl SeedFile {
             .map_err(|e| EmulatorError::Io(path.display().to_string(), e))?;
         let seed: SeedFile = serde_json::from_str(&text)
             .map_err(|e| EmulatorError::Seed(format!("{}: {e}", path.display())))?;
-        for spec in &seed.vaults {
+        for spec in seed
+            .vaults
+            .iter()
+            .chain(&seed.deleted_vaults)
+            .chain(&seed.managed_hsms)
+        {
             spec.validate()?;
         }
         Ok(seed)

@@ -131,6 +131,9 @@ pub struct EmulatorState {
     /// The vault `localhost` and `127.0.0.1` reach.
     pub default_vault: String,
     pub clock: Clock,
+    /// The clock's reading at start, in Unix seconds: when the declared deleted vaults were
+    /// deleted.
+    pub started_s: i64,
     pub settings: RwLock<Settings>,
     pub journal: Journal,
     pub faults: Faults,
