@@ -28,6 +28,7 @@ impl reqwest::dns::Resolve for Loopback {
 }
 
 fn client(ca_pem: &str) -> Result<reqwest::Client, Box<dyn std::error::Error>> {
+    coldvault::vault::transport::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes())?])
         .dns_resolver(Arc::new(Loopback))

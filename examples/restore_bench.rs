@@ -71,6 +71,7 @@ async fn main() -> Result<(), BoxError> {
         ..EmulatorConfig::default()
     })
     .await?;
+    coldvault::vault::transport::install_crypto_provider();
     let http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(running.ca_pem().as_bytes())?])
         .build()?;

@@ -522,7 +522,7 @@ pub async fn create_certificate(
     )
     .await;
     assert_eq!(status, 202, "create {name}: {body}");
-    for _ in 0..100 {
+    crate::support::wait_until(&format!("certificate {name} to be issued"), async || {
         let (_, pending) = rest(
             emulator,
             reqwest::Method::GET,
@@ -531,12 +531,9 @@ pub async fn create_certificate(
             None,
         )
         .await;
-        if pending["status"] == "completed" {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("certificate {name} was not issued");
+        pending["status"] == "completed"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,6 +741,9 @@ async fn emulator_with_secrets(ws: &Workspace, secrets: Value) -> TestEmulator {
     })
     .await;
     emulator.settings(json!({"backup_timeout_ms": 0})).await;
+    // The issuer makes its RSA signing key on the first token it mints: done here, so the
+    // runs' short `--timeout` never has to cover a key generation on a loaded machine.
+    emulator.token().await;
     emulator
 }
 
@@ -910,16 +910,11 @@ async fn an_item_rotated_between_listing_and_capture_is_reported_as_recaptured()
     };
     // Synchronised on the local Key Vault, not on time: every item has been listed and its
     // capture is parked at its backup request.
-    let mut held = 0;
-    for _ in 0..1200 {
-        let (_, body) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
-        held = body["held"].as_u64().unwrap_or(0);
-        if held == 3 || run.is_finished() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(held, 3, "the three captures are parked");
+    crate::support::wait_until("the three captures to be parked", async || {
+        emulator.held().await == 3 || run.is_finished()
+    })
+    .await;
+    assert_eq!(emulator.held().await, 3, "the three captures are parked");
     // A new version of each, stamped a minute later on the vault's clock.
     let (status, _) = emulator
         .admin(post.clone(), "/clock", Some(json!({"advance_seconds": 60})))
@@ -1182,8 +1177,32 @@ async fn backup_stopped_by(signal: &str) -> (Output, Vec<String>) {
     backup_signalled(None, &[signal]).await
 }
 
+/// The number of a signal named as `kill` takes it (`HUP`, `INT`, `TERM`).
+fn signal_number(name: &str) -> u32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "TERM" => 15,
+        other => panic!("no number for SIG{other}"),
+    }
+}
+
+/// Whether signal `number` waits for delivery to process `pid` (its thread-shared or
+/// per-thread pending set in `/proc/PID/status`); a process that is gone has none pending.
+fn signal_pending(pid: &str, number: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & (1 << (number - 1)) != 0)
+}
+
 /// As [`backup_stopped_by`], started through `wrapper` (e.g. `nohup`) when given, sending
-/// each of `signals` in turn, half a second apart.
+/// each of `signals` in turn, each once the one before it has been delivered.
 async fn backup_signalled(wrapper: Option<&str>, signals: &[&str]) -> (Output, Vec<String>) {
     let ws = Workspace::new();
     let emulator = small_emulator(&ws, 5).await;
@@ -1224,18 +1243,19 @@ async fn backup_signalled(wrapper: Option<&str>, signals: &[&str]) -> (Output, V
         .spawn()
         .expect("coldvault starts");
     let pid = child.id().expect("pid").to_string();
-    let mut writing = false;
-    for _ in 0..600 {
-        if names_in(&out_dir).iter().any(|n| n.ends_with(".partial")) {
-            writing = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(writing, "the run started writing");
+    crate::support::wait_until("the run to start writing", async || {
+        names_in(&out_dir).iter().any(|n| n.ends_with(".partial"))
+    })
+    .await;
     for (i, signal) in signals.iter().enumerate() {
         if i > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            // The previous signal is dealt with (caught, or discarded as ignored) before the
+            // next one goes, so the exit code tells which of them stopped the run.
+            let previous = signal_number(signals[i - 1]);
+            crate::support::wait_until("the previous signal to be delivered", async || {
+                !signal_pending(&pid, previous)
+            })
+            .await;
         }
         let status = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &pid])

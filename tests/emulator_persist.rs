@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use coldvault::emulator::EmulatorConfig;
 use coldvault::emulator::persist::Persister;
@@ -96,14 +95,10 @@ async fn write_is_saved_after_the_write_behind_delay_and_read_back_after_a_resta
     // No flush is asked for: the write-behind task alone must save it. The bound is generous
     // so a loaded machine cannot fail it; the delay itself is 250 ms.
     // The save count moves once the renamed file is in place.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while persister(&emu).saves() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the write-behind task never saved"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::wait_until("the write-behind task to save", async || {
+        persister(&emu).saves() != before
+    })
+    .await;
     assert_eq!(
         saved_secret(dir.path(), "delayed").as_deref(),
         Some("saved-later")
@@ -243,7 +238,7 @@ async fn raw_tls(emu: &TestEmulator, request: &[u8]) -> (u16, Value) {
     for cert in rustls_pemfile::certs(&mut emu.running.ca_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

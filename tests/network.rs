@@ -7,39 +7,38 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Output;
-use std::time::{Duration, Instant};
 
-use crate::support::TestEmulator;
+use crate::support::{self, TestEmulator};
 
 /// The client secret planted in every run's environment: no output may show it.
 const CANARY_SECRET: &str = "canary-client-secret-5f1e9a";
-
-/// A generous bound that still fails the old behaviour (two and a half minutes of retries):
-/// the runs below use `--timeout` of a few seconds.
-const WELL_WITHIN: Duration = Duration::from_secs(60);
 
 /// A recipient for the archive the run never gets to write.
 fn recipient() -> String {
     age::x25519::Identity::generate().to_public().to_string()
 }
 
-/// Runs `coldvault` with exactly `env` (and PATH), and says how long it took.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
-    let started = Instant::now();
+/// Runs `coldvault` with exactly `env` (and PATH). A run still going after
+/// [`support::PATIENCE`] fails the test (and is killed): the runs below use `--timeout` of a
+/// few seconds, and the old behaviour retried for two and a half minutes.
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"));
     command
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().await.expect("coldvault runs");
-    (output, started.elapsed())
+    tokio::time::timeout(support::PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("coldvault {args:?} still ran after {:?}", support::PATIENCE))
+        .expect("coldvault runs")
 }
 
 /// A backup of `vault_url` into a fresh folder, with `extra` arguments.
-async fn backup(vault_url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+async fn backup(vault_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().to_string_lossy().into_owned();
     let recipient = recipient();
@@ -98,10 +97,9 @@ async fn connection_refused_warns_at_once_and_fails_within_the_timeout() {
     let port = closed_port();
     let host = format!("kv1.vault.localhost:{port}");
     let url = format!("https://{host}/");
-    let (output, took) = backup(&url, &["--timeout", "3s"], &principal_env()).await;
+    let output = backup(&url, &["--timeout", "3s"], &principal_env()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     let warnings: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("coldvault: warning: "))
@@ -141,7 +139,7 @@ async fn a_silent_host_times_out_within_the_timeout() {
         }
     });
     let host = format!("kv1.vault.localhost:{port}");
-    let (output, took) = backup(
+    let output = backup(
         &format!("https://{host}/"),
         &["--timeout", "4s"],
         &principal_env(),
@@ -150,7 +148,6 @@ async fn a_silent_host_times_out_within_the_timeout() {
     silent.abort();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     assert!(
         stderr.contains(&format!(
             "coldvault: warning: {host}: timed out; retrying until "
@@ -170,7 +167,7 @@ async fn a_silent_host_times_out_within_the_timeout() {
 async fn each_attempt_and_its_wait_is_logged_at_verbose() {
     let port = closed_port();
     let url = format!("https://kv1.vault.localhost:{port}/");
-    let (output, _) = backup(&url, &["--timeout", "3s", "-v"], &principal_env()).await;
+    let output = backup(&url, &["--timeout", "3s", "-v"], &principal_env()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -190,10 +187,9 @@ async fn each_attempt_and_its_wait_is_logged_at_verbose() {
 async fn an_unresolvable_vault_asks_whether_its_name_is_right() {
     // RFC 6761 §6.4: names under .invalid never resolve.
     let url = "https://kv1.vault.invalid/";
-    let (output, took) = backup(url, &["--timeout", "3s"], &principal_env()).await;
+    let output = backup(url, &["--timeout", "3s"], &principal_env()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     assert!(
         stderr.contains("coldvault: warning: kv1.vault.invalid does not resolve; retrying until "),
         "{stderr}"
@@ -225,10 +221,9 @@ async fn an_untrusted_certificate_fails_at_once_naming_ca_cert() {
         ("AZURE_CLIENT_SECRET", CANARY_SECRET),
         ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
     ];
-    let (output, took) = backup(&url, &["--timeout", "30s"], &env).await;
+    let output = backup(&url, &["--timeout", "30s"], &env).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     // Final at once: nothing to retry, so no "retrying" warning.
     assert!(!stderr.contains("retrying"), "{stderr}");
     let (error, hint) = error_and_hint(&output);
@@ -255,10 +250,9 @@ async fn a_wrong_client_secret_names_the_credential_and_the_issuers_answer() {
         ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
         ("COLDVAULT_CA_CERT", ready.ca_cert.as_str()),
     ];
-    let (output, took) = backup(&emulator.vault_url("alpha"), &["--timeout", "20s"], &env).await;
+    let output = backup(&emulator.vault_url("alpha"), &["--timeout", "20s"], &env).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     let (error, hint) = error_and_hint(&output);
     assert!(
         error.contains(&format!(
@@ -287,10 +281,9 @@ async fn a_missing_client_id_is_named_with_the_variables_that_are_set() {
         ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
         ("COLDVAULT_CA_CERT", ready.ca_cert.as_str()),
     ];
-    let (output, took) = backup(&emulator.vault_url("alpha"), &["--timeout", "20s"], &env).await;
+    let output = backup(&emulator.vault_url("alpha"), &["--timeout", "20s"], &env).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(took < WELL_WITHIN, "took {took:?}");
     let (error, hint) = error_and_hint(&output);
     assert!(
         error.contains(

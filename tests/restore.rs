@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use azure_security_keyvault_keys::models::{CreateKeyParameters, KeyType};
@@ -174,7 +173,7 @@ async fn seed_key_and_certificate(emulator: &TestEmulator, target: &AzureVault, 
         .create_key("signing-key", parameters.try_into().expect("params"), None)
         .await
         .expect("key created");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("key pair");
+    let key = crate::support::rsa_key_pair();
     let cert = rcgen::CertificateParams::new(vec!["web.example.test".to_owned()])
         .expect("params")
         .self_signed(&key)
@@ -401,7 +400,8 @@ async fn accidental_deletion_is_found_by_diff_and_restored() {
     for name in ["db-password", "cache-url", "api-key"] {
         secrets.delete_secret(name, None).await.expect("deleted");
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Past the 300 ms in which a deleted item is not yet listed as deleted, on the vault's clock.
+    emulator.advance_clock_ms(1_000).await;
     let output = diff(&emulator, &ws, &archive, "main").await;
     assert_eq!(
         output.status.code(),
@@ -447,7 +447,8 @@ async fn accidental_deletion_is_found_by_diff_and_restored() {
     for name in ["db-password", "feature-flags"] {
         secrets.delete_secret(name, None).await.expect("deleted");
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Past the 300 ms in which a deleted item is not yet listed as deleted, on the vault's clock.
+    emulator.advance_clock_ms(1_000).await;
     for name in ["db-password", "feature-flags"] {
         secrets
             .purge_deleted_secret(name, None)
@@ -864,8 +865,21 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         }
     }
     let archive = backup(&emulator, &ws, "alpha").await;
-    emulator.settings(json!({"latency_ms": 60})).await;
 
+    // The run is stopped with one item split for certain: the first version of `svc-07` is
+    // written, its second is parked at the local Key Vault when the run is killed.
+    let split = "svc-07";
+    let park_next_write = json!({"kind": "hold", "vault": "gamma", "method": "PUT",
+                                 "path": format!("/secrets/{split}"), "count": 1,
+                                 "delay_ms": 600_000});
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(park_next_write.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let ready = emulator.ready();
     let url = emulator.vault_url("gamma");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
@@ -892,14 +906,28 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("restore starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let puts = writes_to(&emulator, "gamma").await.len();
-        if puts >= 20 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::wait_until("the first version's write to be parked", async || {
+        emulator.held().await == 1
+    })
+    .await;
+    // Park the next write of the item too, then let the first one through.
+    let (status, body) = emulator
+        .admin(reqwest::Method::POST, "/faults", Some(park_next_write))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    emulator
+        .admin(reqwest::Method::POST, "/faults/release", None)
+        .await;
+    let split_path = format!("/secrets/{split}");
+    crate::support::wait_until("the second version's write to be parked", async || {
+        let first_written = writes_to(&emulator, "gamma")
+            .await
+            .iter()
+            .any(|e| e["path"] == json!(split_path) && e["status"] == json!(200));
+        // The first write left its hold before it ran, so one held now is the second.
+        first_written && emulator.held().await == 1
+    })
+    .await;
     child.kill().await.expect("killed mid-way");
     let written = writes_to(&emulator, "gamma").await.len();
     assert!(
@@ -907,7 +935,6 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         "killed before the end: {written} writes"
     );
 
-    emulator.settings(json!({"latency_ms": 0})).await;
     let gamma = vault(&emulator, "gamma").await;
     let mut partial = 0;
     for name in &names {
@@ -918,17 +945,18 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
         if (1..3).contains(&count) {
             partial += 1;
         }
+        if name == split {
+            assert_eq!(count, 1, "{split} is split: one version of three");
+        }
     }
     eprintln!("half-written secrets after the kill: {partial}");
     let output = restore(&emulator, &ws, &archive, "gamma", &["--mode", "plain"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    if partial > 0 {
-        assert!(
-            text(&output).contains("versions were already present"),
-            "{partial} half-written secrets finished: {}",
-            text(&output)
-        );
-    }
+    assert!(
+        text(&output).contains("versions were already present"),
+        "{partial} half-written secrets finished: {}",
+        text(&output)
+    );
     for name in &names {
         let mut values: Vec<String> = versions_of(&gamma, name)
             .await
@@ -1157,7 +1185,7 @@ async fn lost_recover_response_is_reported_recovered() {
 /// An imported certificate whose policy keeps the key unexportable: only its native blob can
 /// bring it back.
 async fn import_locked_certificate(target: &AzureVault, name: &str) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("key pair");
+    let key = crate::support::rsa_key_pair();
     let cert = rcgen::CertificateParams::new(vec!["locked.example.test".to_owned()])
         .expect("params")
         .self_signed(&key)
@@ -1511,16 +1539,7 @@ async fn sigterm_stops_a_restore_with_exit_143_and_a_rerun_hint() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("restore starts");
-    let mut held = 0;
-    for _ in 0..1200 {
-        let (_, body) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
-        held = body["held"].as_u64().unwrap_or(0);
-        if held > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(held > 0, "a write is parked");
+    crate::support::wait_until("a write to be parked", async || emulator.held().await > 0).await;
     let pid = child.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -506,32 +506,21 @@ pub enum KeySpec {
 }
 
 impl KeyMaterial {
-    /// Generates a fresh key. RSA generation runs in aws-lc (fast even in debug builds).
+    /// Generates a fresh key from the operating system's random source.
     pub fn generate(spec: KeySpec) -> Result<Self> {
-        let pkcs8 = match spec {
-            KeySpec::Rsa(bits) => {
-                let size = match bits {
-                    2048 => rcgen::RsaKeySize::_2048,
-                    3072 => rcgen::RsaKeySize::_3072,
-                    4096 => rcgen::RsaKeySize::_4096,
-                    other => return Err(CryptoError::UnsupportedKeySize(other)),
-                };
-                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)
-                    .map_err(|e| CryptoError::Operation(e.to_string()))?
-                    .serialize_der()
+        let mut rng = rand::rngs::OsRng;
+        let inner = match spec {
+            KeySpec::Rsa(bits @ (2048 | 3072 | 4096)) => {
+                let key = RsaPrivateKey::new(&mut rng, bits as usize)
+                    .map_err(|e| CryptoError::Operation(e.to_string()))?;
+                Private::Rsa(Box::new(key))
             }
-            KeySpec::Ec(curve) => {
-                let alg = match curve {
-                    Curve::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-                    Curve::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-                    Curve::P521 => &rcgen::PKCS_ECDSA_P521_SHA512,
-                };
-                rcgen::KeyPair::generate_for(alg)
-                    .map_err(|e| CryptoError::Operation(e.to_string()))?
-                    .serialize_der()
-            }
+            KeySpec::Rsa(other) => return Err(CryptoError::UnsupportedKeySize(other)),
+            KeySpec::Ec(Curve::P256) => Private::P256(p256::SecretKey::random(&mut rng)),
+            KeySpec::Ec(Curve::P384) => Private::P384(p384::SecretKey::random(&mut rng)),
+            KeySpec::Ec(Curve::P521) => Private::P521(p521::SecretKey::random(&mut rng)),
         };
-        Self::from_pkcs8_der(&pkcs8)
+        Ok(Self { inner })
     }
 
     /// Reads a PKCS#8 DER private key (RSA or EC on a supported curve).
@@ -1162,15 +1151,8 @@ pub fn issue_self_signed(
     key: KeyMaterial,
     now: i64,
 ) -> Result<IssuedCertificate> {
-    let pkcs8 = key.to_pkcs8_der()?;
-    let alg: &'static rcgen::SignatureAlgorithm = match key.spec() {
-        KeySpec::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
-        KeySpec::Ec(Curve::P256) => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeySpec::Ec(Curve::P384) => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeySpec::Ec(Curve::P521) => &rcgen::PKCS_ECDSA_P521_SHA512,
-    };
-    let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), alg)
-        .map_err(cert_err)?;
+    let signer =
+        rcgen::KeyPair::from_remote(Box::new(CertificateSigner::new(&key)?)).map_err(cert_err)?;
     let issued_at = time::OffsetDateTime::from_unix_timestamp(now).map_err(cert_err)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = parse_subject(&spec.subject)?;
@@ -1215,13 +1197,154 @@ pub fn issue_self_signed(
     params.use_authority_key_identifier_extension = true;
     let csr = csr_params.serialize_request(&signer).map_err(cert_err)?;
     let cert = params.self_signed(&signer).map_err(cert_err)?;
+    let (cert_der, csr_der) = if key.spec() == KeySpec::Ec(Curve::P521) {
+        (p521_identifiers(cert.der())?, p521_identifiers(csr.der())?)
+    } else {
+        (cert.der().to_vec(), csr.der().to_vec())
+    };
     Ok(IssuedCertificate {
         bundle: CertificateBundle {
             key,
-            chain: vec![cert.der().to_vec()],
+            chain: vec![cert_der],
         },
-        csr_der: csr.der().to_vec(),
+        csr_der,
     })
+}
+
+/// The identifiers a P-521 certificate is laid out with by rcgen, and P-521's own, DER-encoded.
+/// rcgen names P-521 only with its aws-lc backend (a second crypto stack this build does
+/// without), so a P-521 certificate or CSR is laid out under P-384's identifiers and these are
+/// swapped: each pair has the same length, so every length in the structure stays right, and
+/// the signer swaps them in what it signs too, so the signature covers the final bytes.
+const P521_IDENTIFIERS: [(&[u8], &[u8]); 2] = [
+    // The SubjectPublicKeyInfo's curve: secp384r1 (1.3.132.0.34) → secp521r1 (1.3.132.0.35).
+    (
+        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+    ),
+    // The signature: ecdsa-with-SHA384 (1.2.840.10045.4.3.3) → ecdsa-with-SHA512 (…4.3.4).
+    (
+        &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+        &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+    ),
+];
+
+/// `der` with P-384's identifiers replaced by P-521's (see [`P521_IDENTIFIERS`]). The curve
+/// must be named exactly once (one public key): anything else is refused rather than guessed.
+fn p521_identifiers(der: &[u8]) -> Result<Vec<u8>> {
+    let mut out = der.to_vec();
+    for (index, (from, to)) in P521_IDENTIFIERS.iter().enumerate() {
+        let mut found = 0;
+        let mut at = 0;
+        while at + from.len() <= out.len() {
+            if &out[at..at + from.len()] == *from {
+                out[at..at + from.len()].copy_from_slice(to);
+                found += 1;
+                at += from.len();
+            } else {
+                at += 1;
+            }
+        }
+        if index == 0 && found != 1 {
+            return Err(cert_err(format!(
+                "the P-521 layout names the curve {found} times"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// A vault key as rcgen's signer: certificates and CSRs are signed by the key itself through
+/// RustCrypto, which covers every key Key Vault issues (rcgen's own ring backend can neither
+/// generate RSA keys nor sign with P-521 ones).
+struct CertificateSigner {
+    key: KeyMaterial,
+    /// The public key as rcgen puts it in the SubjectPublicKeyInfo: PKCS#1 `RSAPublicKey` DER
+    /// for RSA, the uncompressed SEC1 point for EC.
+    public: Vec<u8>,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+    signature: SignatureAlgorithm,
+}
+
+impl CertificateSigner {
+    fn new(key: &KeyMaterial) -> Result<Self> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        use rsa::pkcs1::EncodeRsaPublicKey as _;
+        let (public, algorithm, signature) = match key.public_key() {
+            PublicKey::Rsa(public) => (
+                public.to_pkcs1_der().map_err(cert_err)?.into_vec(),
+                &rcgen::PKCS_RSA_SHA256,
+                SignatureAlgorithm::Rs256,
+            ),
+            PublicKey::P256(public) => (
+                public.to_encoded_point(false).as_bytes().to_vec(),
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+                SignatureAlgorithm::Es256,
+            ),
+            PublicKey::P384(public) => (
+                public.to_encoded_point(false).as_bytes().to_vec(),
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+                SignatureAlgorithm::Es384,
+            ),
+            // Laid out as P-384, then renamed: see `P521_IDENTIFIERS`.
+            PublicKey::P521(public) => (
+                public.to_encoded_point(false).as_bytes().to_vec(),
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+                SignatureAlgorithm::Es512,
+            ),
+        };
+        Ok(Self {
+            key: key.clone(),
+            public,
+            algorithm,
+            signature,
+        })
+    }
+}
+
+impl rcgen::RemoteKeyPair for CertificateSigner {
+    fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+        let digest = match self.signature {
+            SignatureAlgorithm::Es384 => sha2::Sha384::digest(msg).to_vec(),
+            SignatureAlgorithm::Es512 => {
+                let signed = p521_identifiers(msg).map_err(|_| rcgen::Error::RemoteKeyError)?;
+                sha2::Sha512::digest(signed).to_vec()
+            }
+            _ => sha2::Sha256::digest(msg).to_vec(),
+        };
+        let raw = self
+            .key
+            .sign(self.signature, &digest)
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
+        // X.509 carries ECDSA signatures as DER `Ecdsa-Sig-Value`, not Key Vault's raw r || s.
+        let der = |_: p256::ecdsa::Error| rcgen::Error::RemoteKeyError;
+        Ok(match self.signature {
+            SignatureAlgorithm::Es256 => p256::ecdsa::Signature::from_slice(&raw)
+                .map_err(der)?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+            SignatureAlgorithm::Es384 => p384::ecdsa::Signature::from_slice(&raw)
+                .map_err(der)?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+            SignatureAlgorithm::Es512 => p521::ecdsa::Signature::from_slice(&raw)
+                .map_err(der)?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+            _ => raw,
+        })
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm
+    }
 }
 
 /// Reads the facts Key Vault shows about a DER certificate.
@@ -1729,6 +1852,107 @@ mod tests {
         assert!(facts.self_issued);
         assert!(!issued.csr_der.is_empty());
         assert_eq!(x5t(issued.bundle.leaf()).len(), 27);
+        Ok(())
+    }
+
+    /// Every key type Key Vault issues certificates for signs its own certificate and CSR,
+    /// which name its curve and hash (P-521 is laid out as P-384 and renamed).
+    #[test]
+    fn self_signed_certificates_of_every_key_type_verify_under_their_key() -> Result<()> {
+        use x509_parser::prelude::FromDer as _;
+        let cases = [
+            (
+                KeySpec::Rsa(2048),
+                SignatureAlgorithm::Rs256,
+                "1.2.840.113549.1.1.11",
+                None,
+            ),
+            (
+                KeySpec::Ec(Curve::P256),
+                SignatureAlgorithm::Es256,
+                "1.2.840.10045.4.3.2",
+                Some("1.2.840.10045.3.1.7"),
+            ),
+            (
+                KeySpec::Ec(Curve::P384),
+                SignatureAlgorithm::Es384,
+                "1.2.840.10045.4.3.3",
+                Some("1.3.132.0.34"),
+            ),
+            (
+                KeySpec::Ec(Curve::P521),
+                SignatureAlgorithm::Es512,
+                "1.2.840.10045.4.3.4",
+                Some("1.3.132.0.35"),
+            ),
+        ];
+        for (spec_of_key, alg, signature_oid, curve_oid) in cases {
+            let key = KeyMaterial::generate(spec_of_key)?;
+            let issued = issue_self_signed(&spec("CN=every-key"), key.clone(), 1_700_000_000)?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(issued.bundle.leaf()).map_err(cert_err)?;
+            assert_eq!(
+                cert.signature_algorithm.algorithm.to_id_string(),
+                signature_oid,
+                "{spec_of_key:?}"
+            );
+            let spki = cert.public_key();
+            let named_curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                // RSA's parameters are NULL, which reads as an empty identifier.
+                .filter(|oid| !oid.is_empty());
+            assert_eq!(named_curve.as_deref(), curve_oid, "{spec_of_key:?}");
+            let facts = certificate_facts(issued.bundle.leaf())?;
+            assert_eq!(facts.subject, "CN=every-key");
+
+            let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
+                &issued.csr_der,
+            )
+            .map_err(cert_err)?;
+            assert_eq!(
+                csr.signature_algorithm.algorithm.to_id_string(),
+                signature_oid,
+                "{spec_of_key:?}"
+            );
+            let signed = [
+                (
+                    cert.tbs_certificate.as_ref(),
+                    cert.signature_value.data.as_ref(),
+                ),
+                (
+                    csr.certification_request_info.raw,
+                    csr.signature_value.data.as_ref(),
+                ),
+            ];
+            for (tbs, signature) in signed {
+                let digest = match alg {
+                    SignatureAlgorithm::Es384 => sha2::Sha384::digest(tbs).to_vec(),
+                    SignatureAlgorithm::Es512 => sha2::Sha512::digest(tbs).to_vec(),
+                    _ => sha2::Sha256::digest(tbs).to_vec(),
+                };
+                // Key Vault's verify takes ECDSA signatures as raw r || s.
+                let raw = match spec_of_key {
+                    KeySpec::Ec(Curve::P256) => p256::ecdsa::Signature::from_der(signature)
+                        .map_err(cert_err)?
+                        .to_bytes()
+                        .to_vec(),
+                    KeySpec::Ec(Curve::P384) => p384::ecdsa::Signature::from_der(signature)
+                        .map_err(cert_err)?
+                        .to_bytes()
+                        .to_vec(),
+                    KeySpec::Ec(Curve::P521) => p521::ecdsa::Signature::from_der(signature)
+                        .map_err(cert_err)?
+                        .to_bytes()
+                        .to_vec(),
+                    KeySpec::Rsa(_) => signature.to_vec(),
+                };
+                assert!(key.verify(alg, &digest, &raw)?, "{spec_of_key:?}");
+            }
+        }
         Ok(())
     }
 

@@ -123,7 +123,8 @@ pub fn material(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, Emula
 
 /// The rustls server configuration: TLS 1.2 and 1.3, ALPN h2 and http/1.1.
 pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, EmulatorError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // ring, the one TLS provider of the build (the client side uses it too).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(tls_err)?

@@ -969,7 +969,20 @@ impl TokenCredential for CredentialChain {
 mod tests {
     use super::*;
 
+    /// A fresh RSA-2048 key for rcgen (its ring backend signs with RSA keys but cannot make them).
+    fn rsa_key_pair() -> rcgen::KeyPair {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let der = key.to_pkcs8_der().unwrap();
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &der.as_bytes().into(),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap()
+    }
+
     fn transport() -> Transport {
+        super::super::transport::install_crypto_provider();
         super::super::transport::azure_transport(reqwest::Client::new())
     }
 
@@ -1063,7 +1076,7 @@ mod tests {
         use rsa::pkcs8::DecodePublicKey as _;
         use rsa::signature::Verifier as _;
 
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let key = rsa_key_pair();
         let params = rcgen::CertificateParams::new(vec!["coldvault-sp".to_owned()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
         let pem = format!("{}{}", cert.pem(), key.serialize_pem());
@@ -1120,7 +1133,7 @@ mod tests {
 
     #[test]
     fn the_certificate_path_makes_an_env_candidate() {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let key = rsa_key_pair();
         let cert = rcgen::CertificateParams::new(vec!["sp".to_owned()])
             .unwrap()
             .self_signed(&key)

@@ -134,6 +134,14 @@ pub fn load_ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, Va
     Ok(certs)
 }
 
+/// Makes ring the process's rustls crypto provider, once; later calls do nothing. reqwest is
+/// built without a provider of its own (its default is aws-lc-rs, a second crypto stack) and
+/// takes the process default when a client is built, so this runs before any client is.
+pub fn install_crypto_provider() {
+    // An error only says a provider is already installed: the same ring one, by an earlier call.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds the HTTP client with the default time limits: see [`build_http_client_with`].
 pub fn build_http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, VaultError> {
     build_http_client_with(ca_cert, DEFAULT_TIMEOUT)
@@ -148,6 +156,7 @@ pub fn build_http_client_with(
 ) -> Result<reqwest::Client, VaultError> {
     // Half the deadline at most, so even a short `--timeout` leaves room for a second attempt
     // (a host that swallowed one SYN) and the warning comes before the final error.
+    install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout / 2))
         .read_timeout(READ_TIMEOUT.min(timeout))

@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::Secret;
@@ -35,11 +36,40 @@ impl reqwest::dns::Resolve for Loopback {
 /// An HTTP client that trusts only `ca_pem` and resolves every name to loopback.
 pub fn http_client(ca_pem: &str) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM parses");
+    // reqwest has no crypto provider of its own in this build: ring, as the product installs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .tls_certs_only([ca])
         .dns_resolver(Arc::new(Loopback))
         .build()
         .expect("HTTP client builds")
+}
+
+/// A fresh RSA-2048 key for rcgen, made by RustCrypto: rcgen's ring backend cannot generate RSA
+/// keys, only sign with them.
+pub fn rsa_key_pair() -> rcgen::KeyPair {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("RSA key");
+    let der = key.to_pkcs8_der().expect("PKCS#8");
+    rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &rcgen::PKCS_RSA_SHA256)
+        .expect("rcgen key pair")
+}
+
+/// How long a test waits for a condition before it calls the run stuck: generous, so a loaded
+/// machine never fails a test that is merely slow. Tests wait for what they need (a request
+/// parked, a journal entry, a file) instead of sleeping a fixed time.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after [`PATIENCE`].
+pub async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The vaults every test emulator serves unless told otherwise: `alpha` and `beta` in one
@@ -134,6 +164,25 @@ impl TestEmulator {
     pub async fn journal(&self) -> Vec<Value> {
         let (_, body) = self.admin(reqwest::Method::GET, "/journal", None).await;
         body["entries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many requests `hold` faults park right now.
+    pub async fn held(&self) -> u64 {
+        let (_, body) = self.admin(reqwest::Method::GET, "/faults", None).await;
+        body["held"].as_u64().unwrap_or(0)
+    }
+
+    /// Moves the local Key Vault's clock forward by `ms`: what a test would otherwise sleep for
+    /// (a delete becoming visible, a timestamp one second later) happens at once.
+    pub async fn advance_clock_ms(&self, ms: i64) {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/clock",
+                Some(serde_json::json!({ "advance_ms": ms })),
+            )
+            .await;
+        assert_eq!(status, 200, "clock advanced: {body}");
     }
 
     /// Changes settings (`delete_delay_ms`, `purge_window_ms`, `page_size`, `ragged_pages`, ...).
