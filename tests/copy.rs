@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Output;
-use std::time::Duration;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use azure_security_keyvault_keys::models::{CreateKeyParameters, KeyType};
@@ -228,7 +227,7 @@ async fn seed_source(emulator: &TestEmulator, name: &str) {
         )
         .await
         .expect("key created");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("key pair");
+    let key = crate::support::rsa_key_pair();
     let cert = rcgen::CertificateParams::new(vec!["web.example.test".to_owned()])
         .expect("params")
         .self_signed(&key)
@@ -624,18 +623,10 @@ async fn a_copy_killed_mid_way_finishes_on_rerun_without_duplicate_versions() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("copy starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, faults) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
-        if faults["held"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the chosen request arrives"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::wait_until("the chosen request to be parked", async || {
+        emulator.held().await > 0
+    })
+    .await;
     child.kill().await.expect("killed mid-way");
     let (status, _) = emulator
         .admin(reqwest::Method::POST, "/faults/release", None)
@@ -931,9 +922,10 @@ async fn ten_alternating_syncs_with_random_edits_converge() {
                 side.recover_deleted(ItemKind::Secret, name)
                     .await
                     .expect("recovered");
-                while side.get_secret(name, None).await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                crate::support::wait_until("the recovered secret to answer", async || {
+                    side.get_secret(name, None).await.is_ok()
+                })
+                .await;
             } else {
                 set(
                     side,
