@@ -160,6 +160,7 @@ async fn main() -> Result<(), BoxError> {
     let args = RestoreArgs {
         archive: archive.clone(),
         vault: target_url.clone(),
+        signers: Default::default(),
         decryption: DecryptArgs {
             identities: vec![identity_file],
             ..DecryptArgs::default()

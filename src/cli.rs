@@ -44,6 +44,10 @@ pub enum Command {
     Copy(commands::copy::CopyArgs),
     /// Keep two vaults in step both ways.
     Sync(commands::sync::SyncArgs),
+    /// List the archives at a destination, per vault, newest first.
+    List(commands::list::ListArgs),
+    /// Remove the archives a retention policy does not keep (restic's semantics).
+    Forget(commands::forget::ForgetArgs),
     /// Generate a new age identity.
     Keygen(commands::keygen::KeygenArgs),
     /// Run the local Key Vault.

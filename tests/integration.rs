@@ -15,5 +15,6 @@ mod outputs;
 mod pacing;
 mod reader_limits;
 mod restore;
+mod storage;
 mod support;
 mod vault;

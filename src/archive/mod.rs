@@ -20,10 +20,13 @@ pub use manifest::{
     Attributes, Counts, DeletedItem, EntryType, Kind, Manifest, ManifestEntry, RecapturedItem,
     RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
 };
-pub use reader::{ArchiveEntry, ArchiveReader, EntryData, EntryIter, ReadLimits, ReadStats};
+pub use reader::{
+    ArchiveEntry, ArchiveInput, ArchiveReader, EntryData, EntryIter, OpenInput, ReadLimits,
+    ReadStats,
+};
 pub use writer::{
-    AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, Destination, ItemInfo,
-    check_folder_writable, remove_stale_partials,
+    AbandonHook, AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, CommitSink,
+    Destination, ItemInfo, check_folder_writable, numbered_name, remove_stale_partials,
 };
 
 /// The format name written in `coldvault-archive.json` and `manifest.json`.

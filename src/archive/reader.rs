@@ -120,15 +120,62 @@ type TarStream = HeaderGuard<
     DecompressedReader<
         zstd::Decoder<
             'static,
-            BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<File>>>>>,
+            BufReader<DecryptedReader<age::stream::StreamReader<BufReader<RawReader<InputRead>>>>>,
         >,
     >,
 >;
+
+/// The bytes of one pass over an archive.
+type InputRead = Box<dyn Read + Send>;
+
+/// Opens an archive's bytes from the start, with their size: called once per pass.
+pub type OpenInput = Arc<dyn Fn() -> io::Result<(InputRead, u64)> + Send + Sync>;
+
+/// Where an archive is read from: a file, or any byte source that can be opened again from
+/// the start for each pass (an object in Blob Storage or S3, streamed).
+#[derive(Clone)]
+pub struct ArchiveInput {
+    name: PathBuf,
+    open: Option<OpenInput>,
+}
+
+impl std::fmt::Debug for ArchiveInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveInput")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveInput {
+    /// The archive file at `path`.
+    pub fn file(path: &Path) -> Self {
+        Self {
+            name: path.to_owned(),
+            open: None,
+        }
+    }
+
+    /// An archive read through `open`, shown in messages as `name` (which must carry no
+    /// credential).
+    pub fn stream(name: impl Into<PathBuf>, open: OpenInput) -> Self {
+        Self {
+            name: name.into(),
+            open: Some(open),
+        }
+    }
+
+    /// The name shown in messages.
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+}
 
 /// An archive that passed verification.
 #[derive(Debug)]
 pub struct ArchiveReader {
     path: PathBuf,
+    input: ArchiveInput,
     decryption: Decryption,
     limits: ReadLimits,
     manifest: Arc<Manifest>,
@@ -178,9 +225,20 @@ impl ArchiveReader {
         decryption: &Decryption,
         limits: ReadLimits,
     ) -> Result<Self, ArchiveError> {
-        let (manifest, stats) = verify_pass(path, decryption, &limits)?;
+        Self::open_input(ArchiveInput::file(path), decryption, limits)
+    }
+
+    /// Opens and fully verifies the archive `input` gives, as
+    /// [`ArchiveReader::open_with_limits`] does for a file. Each pass opens it again.
+    pub fn open_input(
+        input: ArchiveInput,
+        decryption: &Decryption,
+        limits: ReadLimits,
+    ) -> Result<Self, ArchiveError> {
+        let (manifest, stats) = verify_pass(&input, decryption, &limits)?;
         Ok(Self {
-            path: path.to_owned(),
+            path: input.name.clone(),
+            input,
             decryption: decryption.clone(),
             limits,
             manifest: Arc::new(manifest),
@@ -208,14 +266,14 @@ impl ArchiveReader {
     /// ends after the first error. Dropping it stops the thread.
     pub fn entries(&self) -> EntryIter {
         let (tx, rx) = sync_channel(8);
-        let path = self.path.clone();
+        let input = self.input.clone();
         let decryption = self.decryption.clone();
         let limits = self.limits;
         let manifest = self.manifest.clone();
         let spawned = std::thread::Builder::new()
             .name("coldvault-archive-read".to_owned())
             .spawn(move || {
-                if let Err(e) = entries_pass(&path, &decryption, &limits, &manifest, &tx) {
+                if let Err(e) = entries_pass(&input, &decryption, &limits, &manifest, &tx) {
                     let _ = tx.send(Err(e));
                 }
             });
@@ -296,19 +354,27 @@ impl Iterator for EntryIter {
 
 /// Opens the layers: file → age → zstd → bounds → tar.
 fn open_stream(
-    path: &Path,
+    input: &ArchiveInput,
     decryption: &Decryption,
     limits: &ReadLimits,
 ) -> Result<(tar::Archive<TarStream>, FailureSlot, u64), ArchiveError> {
+    let path = input.name.as_path();
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|e| {
+    let not_found = |e: io::Error| {
         if is_not_found(&e) {
             ArchiveError::ArchiveNotFound(path.to_owned())
         } else {
             ArchiveError::io(format!("cannot open {shown}"), e)
         }
-    })?;
-    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    };
+    let (file, file_bytes): (InputRead, u64) = match &input.open {
+        None => {
+            let file = File::open(path).map_err(not_found)?;
+            let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(file), file_bytes)
+        }
+        Some(open) => open().map_err(not_found)?,
+    };
     let (raw, raw_state) = RawReader::new(file);
     let stream = decryption.decrypt(BufReader::new(raw))?;
     let failure = FailureSlot::default();
@@ -474,11 +540,11 @@ fn tar_error(failure: &FailureSlot, e: io::Error) -> ArchiveError {
 
 /// The verification pass. Returns the manifest once every rule holds.
 fn verify_pass(
-    path: &Path,
+    input: &ArchiveInput,
     decryption: &Decryption,
     limits: &ReadLimits,
 ) -> Result<(Manifest, ReadStats), ArchiveError> {
-    let (mut archive, failure, file_bytes) = open_stream(path, decryption, limits)?;
+    let (mut archive, failure, file_bytes) = open_stream(input, decryption, limits)?;
     let mut stats = ReadStats {
         file_bytes,
         ..ReadStats::default()
@@ -586,7 +652,7 @@ fn verify_pass(
         }
     }
     if !seen.is_empty() {
-        let extra = name_unlisted(path, decryption, limits, &seen)
+        let extra = name_unlisted(input, decryption, limits, &seen)
             .unwrap_or_else(|| "(unnamed)".to_owned());
         return Err(VerifyError::NotInManifest(extra).into());
     }
@@ -606,12 +672,12 @@ fn path_key(path: &str) -> PathKey {
 /// Reads the archive once more to name the first entry the manifest does not list (the
 /// verification pass kept only digests of the paths). Only runs on a failing archive.
 fn name_unlisted(
-    path: &Path,
+    input: &ArchiveInput,
     decryption: &Decryption,
     limits: &ReadLimits,
     unlisted: &HashMap<PathKey, (u64, Sha256Digest)>,
 ) -> Option<String> {
-    let (mut archive, _, _) = open_stream(path, decryption, limits).ok()?;
+    let (mut archive, _, _) = open_stream(input, decryption, limits).ok()?;
     let entries = archive.entries().ok()?;
     for entry in entries {
         let entry = entry.ok()?;
@@ -652,7 +718,7 @@ fn hash_stream<R: Read>(
 
 /// The second pass: yields entries checked against the already verified manifest.
 fn entries_pass(
-    path: &Path,
+    input: &ArchiveInput,
     decryption: &Decryption,
     limits: &ReadLimits,
     manifest: &Manifest,
@@ -665,7 +731,7 @@ fn entries_pass(
         .map(|(i, e)| (e.path.as_str(), i))
         .collect();
     let mut delivered = vec![false; manifest.entries.len()];
-    let (mut archive, failure, _) = open_stream(path, decryption, limits)?;
+    let (mut archive, failure, _) = open_stream(input, decryption, limits)?;
     let mut entries_end = 0;
     {
         let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;

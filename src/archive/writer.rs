@@ -88,10 +88,28 @@ pub struct ArchiveSummary {
     pub created: OffsetDateTime,
 }
 
-/// The bottom of the chain: a temporary file beside the final name, or stdout.
+/// A byte sink whose content appears at its destination only when committed (an upload to
+/// an object store, committed last). Dropped uncommitted, it must leave nothing behind.
+pub trait CommitSink: Write + Send {
+    /// Makes everything written appear, whole, under its final name.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+
+    /// What [`CommitGate::abandon`] calls to stop the sink at once (a write stuck on a dead
+    /// connection included): the writer's thread then fails and drops the sink uncommitted.
+    fn abandon_hook(&self) -> Option<AbandonHook> {
+        None
+    }
+}
+
+/// See [`CommitSink::abandon_hook`].
+pub type AbandonHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The bottom of the chain: a temporary file beside the final name, stdout, or a sink that
+/// commits last.
 enum Sink {
     File(AtomicFile),
     Stdout(io::BufWriter<io::Stdout>),
+    Remote(Box<dyn CommitSink>),
 }
 
 impl Write for Sink {
@@ -99,12 +117,14 @@ impl Write for Sink {
         match self {
             Sink::File(f) => f.write(buf),
             Sink::Stdout(s) => s.write(buf),
+            Sink::Remote(r) => r.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File(f) => f.flush(),
             Sink::Stdout(s) => s.flush(),
+            Sink::Remote(r) => r.flush(),
         }
     }
 }
@@ -133,8 +153,16 @@ pub enum AbandonOutcome {
 /// chunk, the sync and the rename to its final name). The writer takes that step only while
 /// the gate is open, holding it; [`CommitGate::abandon`] waits for a step in progress, so
 /// whoever abandons learns for certain whether an archive was written.
-#[derive(Debug, Clone, Default)]
-pub struct CommitGate(Arc<Mutex<GateState>>);
+#[derive(Clone, Default)]
+pub struct CommitGate(Arc<Mutex<GateState>>, Arc<Mutex<Option<AbandonHook>>>);
+
+impl std::fmt::Debug for CommitGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CommitGate")
+            .field(&self.0)
+            .finish_non_exhaustive()
+    }
+}
 
 impl CommitGate {
     /// Closes the gate for good, unless the archive was already committed. Blocks while the
@@ -145,6 +173,10 @@ impl CommitGate {
             GateState::Committed(path) => AbandonOutcome::AlreadyCommitted(path.clone()),
             GateState::Open | GateState::Abandoned => {
                 *state = GateState::Abandoned;
+                let hook = self.1.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(hook) = hook {
+                    hook();
+                }
                 AbandonOutcome::Abandoned
             }
         }
@@ -224,6 +256,40 @@ impl ArchiveWriter {
                 Sink::File(tmp)
             }
         };
+        Self::start(sink, final_path, created, encryption, source)
+    }
+
+    /// Starts a new archive into a [`CommitSink`]: `open` gets the archive's file name
+    /// (`VAULT-YYYYMMDDTHHMMSSZ.tar.zst.age`) and returns the sink and how to show where it
+    /// goes (no credential). The archive appears only when [`ArchiveWriter::finish`] commits
+    /// the sink; dropped before, the sink is dropped uncommitted.
+    pub fn create_in_sink(
+        open: impl FnOnce(&str) -> Result<(Box<dyn CommitSink>, String), ArchiveError>,
+        encryption: &Encryption,
+        source: Source,
+    ) -> Result<Self, ArchiveError> {
+        let created = now();
+        let name = file_name(&source.vault, created)?;
+        let (sink, shown) = open(&name)?;
+        let hook = sink.abandon_hook();
+        let writer = Self::start(
+            Sink::Remote(sink),
+            Some(PathBuf::from(shown)),
+            created,
+            encryption,
+            source,
+        )?;
+        *writer.gate.1.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+        Ok(writer)
+    }
+
+    fn start(
+        sink: Sink,
+        final_path: Option<PathBuf>,
+        created: OffsetDateTime,
+        encryption: &Encryption,
+        source: Source,
+    ) -> Result<Self, ArchiveError> {
         let shown = shown_path(final_path.as_deref());
         let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
         let stream = encryption
@@ -431,6 +497,7 @@ impl ArchiveWriter {
         counting.flush().map_err(io_err)?;
         let bytes = counting.written;
         let mut final_path = self.final_path.take();
+        let mut local = true;
         match (counting.inner, &mut final_path) {
             (Sink::File(tmp), Some(path)) => {
                 *path = persist_free(tmp, path).map_err(|e| match e {
@@ -438,11 +505,15 @@ impl ArchiveWriter {
                     Persist::Io(e) => io_err(e),
                 })?;
             }
+            (Sink::Remote(sink), _) => {
+                sink.commit().map_err(io_err)?;
+                local = false;
+            }
             (Sink::Stdout(_), _) | (Sink::File(_), None) => {}
         }
         *gate = GateState::Committed(final_path.clone());
         drop(gate);
-        if let Some(path) = &final_path {
+        if let Some(path) = final_path.as_ref().filter(|_| local) {
             // The rename is durable only once the folder itself is synced: a folder that
             // cannot be synced leaves an archive that a crash may still take away.
             sync_folder(parent_dir(path)).map_err(|source| ArchiveError::NotDurable {
@@ -585,6 +656,12 @@ fn name_error(e: layout::NameError) -> ArchiveError {
 
 /// How many numbered alternatives (`-1` … `-99`) a taken archive name is tried with.
 const MAX_NAME_SUFFIX: u32 = 99;
+
+/// `name` itself for 0, else the name with `-N` before the archive suffix: the alternatives
+/// tried when an archive name is taken.
+pub fn numbered_name(name: &str, n: u32) -> String {
+    numbered(Path::new(name), n).to_string_lossy().into_owned()
+}
 
 /// The first of `path`, `NAME-1.tar.zst.age`, `NAME-2.tar.zst.age`… that does not exist.
 fn free_name(path: &Path) -> Option<PathBuf> {

@@ -80,6 +80,9 @@ pub struct BackupArgs {
     pub mkdir: bool,
 
     #[command(flatten)]
+    pub off_tenant: super::destination::OutputArgs,
+
+    #[command(flatten)]
     pub scope: ScopeArgs,
 
     /// Capture every version of every secret as a plain value (oldest first), not only the
@@ -131,6 +134,8 @@ enum Output {
     Dir(PathBuf),
     File(PathBuf),
     Stdout,
+    /// Blob Storage or S3: streamed up, committed last.
+    Remote(Arc<super::destination::RemoteOutput>),
 }
 
 /// What `-o` names, decided from the path alone (and whether it exists), before anything is
@@ -146,6 +151,8 @@ enum OutputChoice {
     File(PathBuf),
     /// A file whose folder is to be created (`--mkdir`).
     FileInNewDir(PathBuf),
+    /// A URL: Blob Storage or S3.
+    Remote(String),
 }
 
 /// Decides what `-o` means. A trailing `/` always means a folder; an existing folder is a
@@ -158,6 +165,9 @@ fn choose_output(output: Option<&Path>, mkdir: bool) -> Result<OutputChoice, Cli
     };
     if path == Path::new("-") {
         return Ok(OutputChoice::Stdout);
+    }
+    if let Some(url) = path.to_str().filter(|text| crate::dest::is_remote(text)) {
+        return Ok(OutputChoice::Remote(url.to_owned()));
     }
     let shown = path.display();
     let says_folder = path.as_os_str().to_string_lossy().ends_with('/');
@@ -222,6 +232,11 @@ fn choose_output(output: Option<&Path>, mkdir: bool) -> Result<OutputChoice, Cli
 fn prepare_output(choice: OutputChoice) -> Result<Output, CliError> {
     let (output, folder, create) = match choice {
         OutputChoice::Stdout => return Ok(Output::Stdout),
+        OutputChoice::Remote(url) => {
+            return Err(CliError::usage(format!(
+                "-o {url}: a URL is resolved elsewhere"
+            )));
+        }
         OutputChoice::Dir(dir) => (Output::Dir(dir.clone()), dir, false),
         OutputChoice::NewDir(dir) => (Output::Dir(dir.clone()), dir, true),
         OutputChoice::File(file) => {
@@ -267,6 +282,7 @@ pub struct BackupPlan {
     vaults: Vec<VaultUrl>,
     encryption: Encryption,
     output: Output,
+    sealing: super::destination::Sealing,
     scope: Scope,
     all_versions: bool,
     concurrency: usize,
@@ -288,7 +304,12 @@ impl BackupPlan {
             .map(|v| parse_vault(v))
             .collect::<Result<Vec<_>, _>>()?;
         let choice = choose_output(args.output.as_deref(), args.mkdir)?;
-        if vaults.len() > 1 && !matches!(choice, OutputChoice::Dir(_) | OutputChoice::NewDir(_)) {
+        if vaults.len() > 1
+            && !matches!(
+                choice,
+                OutputChoice::Dir(_) | OutputChoice::NewDir(_) | OutputChoice::Remote(_)
+            )
+        {
             return Err(CliError::usage(
                 "several --vault values need a folder for -o (one archive per vault)",
             )
@@ -298,11 +319,20 @@ impl BackupPlan {
             return Err(CliError::usage("-o - and --json both want stdout")
                 .with_hint("write the archive to a file or folder when using --json"));
         }
+        let sealing = args.off_tenant.resolve(
+            matches!(choice, OutputChoice::Remote(_)),
+            matches!(choice, OutputChoice::Stdout),
+        )?;
         let encryption = args.encryption.resolve()?;
         let scope = Scope::resolve(&args.scope)?;
         // Last, once every argument is known good: the folder is created only for a run
         // that will use it.
-        let output = prepare_output(choice)?;
+        let output = match choice {
+            OutputChoice::Remote(url) => Output::Remote(Arc::new(
+                super::destination::RemoteOutput::resolve(&url, &args.off_tenant, vaults.len())?,
+            )),
+            choice => prepare_output(choice)?,
+        };
         let narrowed = !args.scope.names.is_empty()
             || !args.scope.excludes.is_empty()
             || ![ScopeKind::Secrets, ScopeKind::Keys, ScopeKind::Certificates]
@@ -312,6 +342,7 @@ impl BackupPlan {
             vaults,
             encryption,
             output,
+            sealing,
             scope,
             all_versions: args.all_versions,
             concurrency: usize::from(args.concurrency),
@@ -442,7 +473,7 @@ fn remove_stale_partials(plan: &BackupPlan, progress: &Progress) {
     let folder = match &plan.output {
         Output::Dir(dir) => dir.clone(),
         Output::File(file) => archive_folder(file),
-        Output::Stdout => return,
+        Output::Stdout | Output::Remote(_) => return,
     };
     let removed = crate::archive::remove_stale_partials(&folder, STALE_PARTIAL_AGE);
     if removed.is_empty() {
@@ -646,16 +677,25 @@ async fn backup_vault(
     let started = OffsetDateTime::now_utc();
     progress.start_vault(url.name());
     // The destination is checked before any request: an existing file fails now.
-    let destination = match &plan.output {
-        Output::Dir(dir) => Destination::Dir(dir.clone()),
-        Output::File(file) => Destination::File(file.clone()),
-        Output::Stdout => Destination::Stdout,
-    };
     let source = Source {
         vault: url.name().to_owned(),
         url: url.as_str().to_owned(),
     };
-    let writer = ArchiveWriter::create(destination, &plan.encryption, source)?;
+    let mut upload = None;
+    let writer = match &plan.output {
+        Output::Remote(remote) => {
+            let (writer, handle) = remote.writer(&plan.encryption, source).await?;
+            upload = Some((remote.as_ref(), handle));
+            writer
+        }
+        Output::Dir(dir) => {
+            ArchiveWriter::create(Destination::Dir(dir.clone()), &plan.encryption, source)?
+        }
+        Output::File(file) => {
+            ArchiveWriter::create(Destination::File(file.clone()), &plan.encryption, source)?
+        }
+        Output::Stdout => ArchiveWriter::create(Destination::Stdout, &plan.encryption, source)?,
+    };
     let _ = gate.set(writer.commit_gate());
     let vault = connect(url, &plan.connect).await?;
     let signed_in_with = vault.signed_in_with().map(|c| c.to_string());
@@ -844,6 +884,17 @@ async fn backup_vault(
         }
         Err(err) => return Err(err.into()),
     };
+    let signature = super::destination::seal(
+        upload.as_ref().map(|(remote, handle)| (*remote, handle)),
+        &summary,
+        &plan.sealing,
+        (url.name(), url.as_str()),
+        |text| progress.note(&format!("{}: {text}", url.name())),
+    )
+    .await?;
+    if let Some(signature) = &signature {
+        progress.note(&format!("{}: signed: {signature}", url.name()));
+    }
     let stats: RequestStats = vault.stats();
     let renamed_from = match &plan.output {
         Output::File(asked) if summary.path.as_deref() != Some(asked.as_path()) => {

@@ -40,6 +40,9 @@ pub struct DiffArgs {
     pub decryption: DecryptArgs,
 
     #[command(flatten)]
+    pub signers: super::destination::SignerArgs,
+
+    #[command(flatten)]
     pub scope: ScopeArgs,
 
     /// One JSON document on stdout instead of a table.
@@ -105,7 +108,8 @@ struct DiffReport {
 /// Runs `coldvault diff`.
 pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let target = parse_vault(&args.vault)?;
-    crate::archive::ArchiveReader::check_path(&args.archive)?;
+    let archive = super::destination::check_archive(&args.archive)?;
+    args.signers.check(&archive)?;
     let decryption = args.decryption.resolve()?;
     let scope = Scope::resolve(&args.scope)?;
     let options = args.connect.options();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use age::secrecy::ExposeSecret;
 use age::secrecy::zeroize::Zeroizing;
 
-use crate::archive::{ArchiveReader, EntryData, Kind, SecretRecord};
+use crate::archive::{EntryData, Kind, SecretRecord};
 use crate::atomic_file::{self, AtomicFile, AtomicWriteError, Replace, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
@@ -82,9 +82,9 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
                 .with_hint("pass --force to replace it, or choose another -o"),
         );
     }
-    ArchiveReader::check_path(&args.archive)?;
+    let archive = super::destination::check_archive(&args.archive)?;
     let decryption = args.keys.resolve()?;
-    let reader = ArchiveReader::open(&args.archive, &decryption)?;
+    let reader = archive.open(&decryption)?;
 
     let mut chosen: BTreeMap<String, SecretRecord> = BTreeMap::new();
     for entry in reader.entries() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::archive::{ArchiveReader, EntryType, Kind, Manifest, ManifestEntry};
+use crate::archive::{EntryType, Kind, Manifest, ManifestEntry};
 use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
 use crate::output::table::{Table, human_bytes};
@@ -42,9 +42,9 @@ struct InspectDocument<'a> {
 
 /// Runs `coldvault inspect`.
 pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
-    ArchiveReader::check_path(&args.archive)?;
+    let archive = super::destination::check_archive(&args.archive)?;
     let decryption = args.keys.resolve()?;
-    let reader = ArchiveReader::open(&args.archive, &decryption)?;
+    let reader = archive.open(&decryption)?;
     let manifest = reader.manifest();
     if args.json {
         let body = InspectDocument {

@@ -5,14 +5,17 @@ pub mod completions;
 pub mod connect_args;
 pub mod copy;
 pub mod demo;
+pub mod destination;
 pub mod diff;
 pub mod emulator;
 pub mod extract;
 pub mod fleet;
+pub mod forget;
 pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
 pub mod keys_args;
+pub mod list;
 pub mod restore;
 pub mod restore_plan;
 pub mod scope;
@@ -36,6 +39,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Copy(args) => runtime()?.block_on(copy::run(args)),
         Command::Sync(args) => runtime()?.block_on(sync::run(args)),
         Command::Keygen(args) => keygen::run(args),
+        Command::List(args) => runtime()?.block_on(list::run(args)),
+        Command::Forget(args) => runtime()?.block_on(forget::run(args)),
         Command::Emulator(args) => runtime()?.block_on(emulator::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Completions(args) => completions::run(args),

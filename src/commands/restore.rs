@@ -68,6 +68,9 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub decryption: DecryptArgs,
 
+    #[command(flatten)]
+    pub signers: super::destination::SignerArgs,
+
     /// native: the blobs (every version, same ids; same subscription and geography only).
     /// plain: secrets by value and exportable certificates, into any vault. auto: native where
     /// the target accepts the blob, plain otherwise.
@@ -121,7 +124,8 @@ impl RestorePlan {
     /// Checks the arguments and reads what they point at (identities, passphrase).
     pub fn resolve(args: &RestoreArgs) -> Result<Self, CliError> {
         let target = parse_vault(&args.vault)?;
-        crate::archive::ArchiveReader::check_path(&args.archive)?;
+        let archive = super::destination::check_archive(&args.archive)?;
+        args.signers.check(&archive)?;
         Ok(Self {
             archive: args.archive.clone(),
             target,

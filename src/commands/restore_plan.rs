@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::scope::{ItemKind as ScopeKind, Scope};
 use crate::archive::{
-    ArchiveError, ArchiveReader, Attributes as ArchivedAttributes, Decryption, EntryData,
-    EntryType, Kind, SecretRecord,
+    ArchiveError, Attributes as ArchivedAttributes, Decryption, EntryData, EntryType, Kind,
+    SecretRecord,
 };
 use crate::vault::azure::AzureVault;
 use crate::vault::{
@@ -162,7 +162,7 @@ pub fn read_archive(
     decryption: &Decryption,
     scope: &Scope,
 ) -> Result<ArchiveContents, ArchiveError> {
-    let reader = ArchiveReader::open(path, decryption)?;
+    let reader = super::destination::open_archive(path, decryption)?;
     let manifest = reader.manifest();
     let mut items: BTreeMap<(Kind, String), ArchivedItem> = BTreeMap::new();
     for skipped in &manifest.skipped {

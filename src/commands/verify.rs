@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::archive::{ArchiveReader, Counts};
+use crate::archive::Counts;
 use crate::commands::keys_args::DecryptArgs;
 use crate::error::{CliError, ExitCode};
 use crate::output::table::human_bytes;
@@ -30,6 +30,9 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub keys: DecryptArgs,
+
+    #[command(flatten)]
+    pub signers: super::destination::SignerArgs,
 
     /// Print one JSON document on success (failures stay on stderr with exit code 4).
     #[arg(long)]
@@ -54,9 +57,10 @@ struct VerifyDocument {
 
 /// Runs `coldvault verify`.
 pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
-    ArchiveReader::check_path(&args.archive)?;
+    let archive = super::destination::check_archive(&args.archive)?;
+    args.signers.check(&archive)?;
     let decryption = args.keys.resolve()?;
-    let reader = ArchiveReader::open(&args.archive, &decryption)?;
+    let reader = archive.open(&decryption)?;
     let manifest = reader.manifest();
     let stats = reader.stats();
     let c = manifest.counts;
