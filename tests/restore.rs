@@ -1562,3 +1562,126 @@ async fn sigterm_stops_a_restore_with_exit_143_and_a_rerun_hint() {
         !stderr.contains("s3cret") && !String::from_utf8_lossy(&output.stdout).contains("s3cret")
     );
 }
+
+/// The archive is verified whole before the first write, then read again to apply it. If the
+/// file changes in between, the restore stops at the first part that no longer matches with
+/// exit 4, naming what was already written; a rerun with the good archive finishes the job
+/// without duplicating anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_changed_during_a_restore_stops_it_with_exit_4_and_a_rerun_finishes() {
+    use futures::TryStreamExt;
+    use sha2::Digest;
+
+    let ws = Workspace::new();
+    let emulator = start(vec![VaultSpec::new("alpha"), VaultSpec::new("beta")]).await;
+    let alpha = vault(&emulator, "alpha").await;
+    const SECRETS: usize = 120;
+    // Values that do not compress, so the archive is large and the second read is still
+    // early in the file when the first write is parked.
+    let value = |i: usize| {
+        let mut text = format!("{CANARY}-{i}-");
+        let mut block = format!("{i}");
+        while text.len() < 8000 {
+            block = format!("{:x}", sha2::Sha256::digest(block.as_bytes()));
+            text.push_str(&block);
+        }
+        text
+    };
+    for i in 0..SECRETS {
+        alpha
+            .set_secret(
+                &format!("big-{i:03}"),
+                &NewSecretVersion {
+                    value: SecretString::from(value(i)),
+                    content_type: None,
+                    tags: BTreeMap::new(),
+                    attributes: Attributes::default(),
+                },
+            )
+            .await
+            .expect("set");
+    }
+    let archive = backup(&emulator, &ws, "alpha").await;
+    let good = std::fs::read(&archive).expect("archive");
+    // The first write to beta is parked until released.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(
+                json!({"kind": "hold", "vault": "beta", "method": "PUT", "count": 1,
+                        "delay_ms": 60_000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ready = emulator.ready();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(["restore", path_str(&archive), "--vault"])
+        .arg(emulator.vault_url("beta"))
+        .args(["-i", path_str(&ws.identity_file), "--mode", "plain"])
+        .args(["--concurrency", "1"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("restore starts");
+    let mut held = 0;
+    for _ in 0..1200 {
+        let (_, body) = emulator.admin(reqwest::Method::GET, "/faults", None).await;
+        held = body["held"].as_u64().unwrap_or(0);
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(held > 0, "a write is parked");
+    // The plan pass is over (writes have begun); the file now changes in its second half,
+    // in place, as a damaged disk or a concurrent writer would change it.
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    std::fs::write(&archive, &damaged).expect("damage the archive");
+    let (_, _) = emulator
+        .admin(reqwest::Method::POST, "/faults/release", None)
+        .await;
+    let output = child.wait_with_output().await.expect("restore ends");
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains("failed verification while it was being restored"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("items were written before it stopped"),
+        "{shown}"
+    );
+    assert!(!shown.contains(CANARY), "no value in the output");
+    let beta = vault(&emulator, "beta").await;
+    let written = beta
+        .list_secrets()
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("list");
+    assert!(
+        !written.is_empty() && written.len() < SECRETS,
+        "stopped part-way: {} written",
+        written.len()
+    );
+
+    // With the good archive back, a rerun writes only what is missing.
+    std::fs::write(&archive, &good).expect("restore the archive");
+    let output = restore(&emulator, &ws, &archive, "beta", &["--mode", "plain"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for i in 0..SECRETS {
+        let versions = versions_of(&beta, &format!("big-{i:03}")).await;
+        assert_eq!(versions.len(), 1, "big-{i:03} written once");
+        assert_eq!(versions[0].1, value(i));
+    }
+}

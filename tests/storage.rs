@@ -468,8 +468,32 @@ async fn round_trip(emulator: &TestEmulator, env: &StorageEnv, ws: &Workspace, d
         .into_model()
         .expect("secret body");
     assert_eq!(restored.value.as_deref(), Some(CANARY));
-    assert_no_canary(&[&backup, &list, &verify, &inspect, &restore]);
-    for output in [&backup, &list, &verify, &inspect, &restore] {
+    let diff = env
+        .run(&["diff", &url, "--vault", &alpha, "-i", &identity])
+        .await;
+    assert_ok(&diff, "diff from the store (the source vault is unchanged)");
+    let extracted = ws.path("extracted.json");
+    let extract = env
+        .run(&[
+            "extract",
+            &url,
+            "-i",
+            &identity,
+            "--format",
+            "json",
+            "-o",
+            &extracted.to_string_lossy(),
+        ])
+        .await;
+    assert_ok(&extract, "extract from the store");
+    let plain = std::fs::read_to_string(&extracted).expect("extracted file");
+    assert!(
+        plain.contains(CANARY),
+        "the extracted file holds the values"
+    );
+    std::fs::remove_file(&extracted).expect("extracted file removed");
+    assert_no_canary(&[&backup, &list, &verify, &inspect, &restore, &diff, &extract]);
+    for output in [&backup, &list, &verify, &inspect, &restore, &diff, &extract] {
         for secret in [DEV_KEY, "testing-secret"] {
             assert!(
                 !text(output).contains(secret),
@@ -1171,5 +1195,45 @@ async fn an_interrupted_upload_to_s3_is_aborted_and_leaves_no_object() {
             .expect("uploads")
             .is_empty(),
         "the multipart upload was not aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_signs_in_with_a_web_identity_token_through_sts() {
+    let Some(moto) = start_moto().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let emulator = seeded(&ws, 3).await;
+    let keys = StorageEnv::new(&emulator, None, Some(moto.port));
+    let store = keys.store("s3://federated");
+    store.create(false).await.expect("bucket");
+    store
+        .put_new("alpha-20260101T000000Z.tar.zst.age", b"archive".to_vec())
+        .await
+        .expect("planted");
+    let token = ws.path("web-identity-token");
+    std::fs::write(&token, "eyJ.test-only-oidc-token.sig").expect("token");
+    // No keys at all: only the token file and the role, as on EKS or in GitHub Actions.
+    let federated = StorageEnv {
+        vars: keys
+            .vars
+            .iter()
+            .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"))
+            .cloned()
+            .collect(),
+    }
+    .with("AWS_WEB_IDENTITY_TOKEN_FILE", &token.to_string_lossy())
+    .with(
+        "AWS_ROLE_ARN",
+        "arn:aws:iam::123456789012:role/vault-backups",
+    );
+    let list = federated.run(&["list", "s3://federated", "--json"]).await;
+    assert_ok(&list, "list with a web identity");
+    assert_eq!(json_lines(&list)[0]["archives"][0]["vault"], "alpha");
+    assert!(
+        !text(&list).contains("test-only-oidc-token"),
+        "{}",
+        text(&list)
     );
 }

@@ -157,6 +157,45 @@ pub fn parse_secret_version_path(path: &str) -> Option<(&str, &str)> {
     Some((name, version))
 }
 
+/// What a canonical entry path says: the entry's type, the item's kind and name, and the
+/// version it names (secret versions, public parts, exports). `None` for any other path (the
+/// format marker, the manifest, a path no writer makes). The inverse of [`entry_path`].
+pub fn parse_entry_path(path: &str) -> Option<(EntryType, Kind, &str, Option<&str>)> {
+    let (folder, rest) = path.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|k| k.folder() == folder)?;
+    let (name, rest) = rest.split_once('/')?;
+    let parsed = match (kind, rest) {
+        (_, "backup.bin") => (EntryType::Backup, None),
+        (Kind::Key | Kind::Certificate, "policy.json") => (EntryType::Policy, None),
+        (Kind::Secret, _) => {
+            let version = rest.strip_prefix("versions/")?.strip_suffix(".json")?;
+            (EntryType::SecretVersion, Some(version))
+        }
+        (Kind::Key, _) => {
+            let version = rest.strip_prefix("public/")?.strip_suffix(".jwk.json")?;
+            (EntryType::KeyPublicJwk, Some(version))
+        }
+        (Kind::Certificate, _) => {
+            if let Some(version) = rest.strip_prefix("public/") {
+                (
+                    EntryType::CertificatePublic,
+                    Some(version.strip_suffix(".cer")?),
+                )
+            } else {
+                let file = rest.strip_prefix("export/")?;
+                let version = file
+                    .strip_suffix(".pfx")
+                    .or_else(|| file.strip_suffix(".pem"))?;
+                (EntryType::CertificateExport, Some(version))
+            }
+        }
+    };
+    if name.is_empty() || parsed.1.is_some_and(|v| v.is_empty() || v.contains('/')) {
+        return None;
+    }
+    Some((parsed.0, kind, name, parsed.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +228,55 @@ mod tests {
         );
         assert!(entry_path(EntryType::Backup, Kind::Key, "../x", None, None).is_err());
         assert!(entry_path(EntryType::SecretVersion, Kind::Key, "k", Some("v"), None).is_err());
+    }
+
+    /// Every path [`entry_path`] makes parses back to what made it.
+    #[test]
+    fn entry_paths_parse_back() {
+        let cases = [
+            (EntryType::SecretVersion, Kind::Secret, Some("v1"), None),
+            (EntryType::Backup, Kind::Secret, None, None),
+            (EntryType::Backup, Kind::Key, None, None),
+            (EntryType::Policy, Kind::Key, None, None),
+            (EntryType::KeyPublicJwk, Kind::Key, Some("k1"), None),
+            (
+                EntryType::CertificatePublic,
+                Kind::Certificate,
+                Some("c1"),
+                None,
+            ),
+            (EntryType::Policy, Kind::Certificate, None, None),
+            (
+                EntryType::CertificateExport,
+                Kind::Certificate,
+                Some("c1"),
+                Some(PKCS12_CONTENT_TYPE),
+            ),
+            (
+                EntryType::CertificateExport,
+                Kind::Certificate,
+                Some("c1"),
+                Some(PEM_CONTENT_TYPE),
+            ),
+        ];
+        for (entry_type, kind, version, content_type) in cases {
+            let path = entry_path(entry_type, kind, "item-1", version, content_type).unwrap();
+            assert_eq!(
+                parse_entry_path(&path),
+                Some((entry_type, kind, "item-1", version)),
+                "{path}"
+            );
+        }
+        for other in [
+            MANIFEST_PATH,
+            FORMAT_MARKER_PATH,
+            "secrets/a/policy.json",
+            "vaults/a/backup.bin",
+            "secrets/a/versions/.json",
+            "keys/a/public/x/y.jwk.json",
+        ] {
+            assert_eq!(parse_entry_path(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -15,46 +15,8 @@ use time::OffsetDateTime;
 use super::error::VerifyError;
 use super::layout;
 
-/// The three kinds of Key Vault items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A secret.
-    Secret,
-    /// A key.
-    Key,
-    /// A certificate.
-    Certificate,
-}
-
-impl Kind {
-    /// Every kind, in the order counts and tables list them.
-    pub const ALL: [Kind; 3] = [Kind::Secret, Kind::Key, Kind::Certificate];
-
-    /// The singular word ("secret").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Secret => "secret",
-            Kind::Key => "key",
-            Kind::Certificate => "certificate",
-        }
-    }
-
-    /// The top-level folder of this kind's entries ("secrets").
-    pub fn folder(self) -> &'static str {
-        match self {
-            Kind::Secret => "secrets",
-            Kind::Key => "keys",
-            Kind::Certificate => "certificates",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The three kinds of Key Vault items: the crate's one item kind, named `Kind` here.
+pub use crate::model::ItemKind as Kind;
 
 /// What an entry holds; decides its path and its content rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

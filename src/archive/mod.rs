@@ -22,7 +22,7 @@ pub use manifest::{
 };
 pub use reader::{
     ArchiveEntry, ArchiveInput, ArchiveReader, EntryData, EntryIter, OpenInput, ReadLimits,
-    ReadStats,
+    ReadStats, StreamedEntry,
 };
 pub use writer::{
     AbandonHook, AbandonOutcome, ArchiveSummary, ArchiveWriter, CommitGate, CommitSink,

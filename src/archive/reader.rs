@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use super::error::{ArchiveError, VerifyError};
 use super::keys::Decryption;
 use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
-    EntryType, FormatMarker, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
+    EntryType, FormatMarker, Kind, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
 };
 use super::streams::{
     DecompressedReader, DecryptedReader, FailureSlot, HeaderGuard, RawReader, StreamBounds,
@@ -147,6 +148,18 @@ impl std::fmt::Debug for ArchiveInput {
     }
 }
 
+impl From<&Path> for ArchiveInput {
+    fn from(path: &Path) -> Self {
+        Self::file(path)
+    }
+}
+
+impl From<&PathBuf> for ArchiveInput {
+    fn from(path: &PathBuf) -> Self {
+        Self::file(path)
+    }
+}
+
 impl ArchiveInput {
     /// The archive file at `path`.
     pub fn file(path: &Path) -> Self {
@@ -171,8 +184,8 @@ impl ArchiveInput {
     }
 }
 
-/// An archive that passed verification.
-#[derive(Debug)]
+/// An archive that passed verification. Cloning it is cheap (the manifest is shared).
+#[derive(Debug, Clone)]
 pub struct ArchiveReader {
     path: PathBuf,
     input: ArchiveInput,
@@ -235,7 +248,13 @@ impl ArchiveReader {
         decryption: &Decryption,
         limits: ReadLimits,
     ) -> Result<Self, ArchiveError> {
-        let (manifest, stats) = verify_pass(&input, decryption, &limits)?;
+        let (manifest, stats) =
+            verify_pass(&input, decryption, &limits, None)?.ok_or_else(|| {
+                ArchiveError::io(
+                    "the archive pass stopped",
+                    io::ErrorKind::Interrupted.into(),
+                )
+            })?;
         Ok(Self {
             path: input.name.clone(),
             input,
@@ -244,6 +263,61 @@ impl ArchiveReader {
             manifest: Arc::new(manifest),
             stats,
         })
+    }
+
+    /// Opens the archive at `path` in one streaming pass that hands each item entry to
+    /// `deliver` as soon as it is read (in archive order, its size and SHA-256 computed),
+    /// before the manifest, which comes last, has been seen. Entries of items for which
+    /// `wants(kind, name)` is false are only hashed, never held. Every rule of
+    /// [`ArchiveReader::open`] is checked, the manifest cross-check at the end: so the
+    /// consumer learns that an archive is bad only after it has seen the entries before the
+    /// damage, and must treat what it was handed as unverified until this returns `Ok`.
+    /// Memory holds one entry's data at a time (at most the entry size limit) besides the
+    /// manifest and a small record per entry.
+    ///
+    /// Returns `Ok(None)` when `deliver` answered [`ControlFlow::Break`]: the pass stopped
+    /// there and nothing after that entry was checked.
+    pub fn stream<W, D>(
+        path: &Path,
+        decryption: &Decryption,
+        wants: W,
+        deliver: D,
+    ) -> Result<Option<Self>, ArchiveError>
+    where
+        W: FnMut(Kind, &str) -> bool,
+        D: FnMut(StreamedEntry) -> ControlFlow<()>,
+    {
+        Self::stream_input(ArchiveInput::file(path), decryption, wants, deliver)
+    }
+
+    /// [`ArchiveReader::stream`] over the archive `input` gives (a file, or an object in
+    /// Blob Storage or S3 read as it arrives).
+    pub fn stream_input<W, D>(
+        input: ArchiveInput,
+        decryption: &Decryption,
+        mut wants: W,
+        mut deliver: D,
+    ) -> Result<Option<Self>, ArchiveError>
+    where
+        W: FnMut(Kind, &str) -> bool,
+        D: FnMut(StreamedEntry) -> ControlFlow<()>,
+    {
+        let limits = decryption.limits();
+        let sink = Sink {
+            wants: &mut wants,
+            deliver: &mut deliver,
+        };
+        let Some((manifest, stats)) = verify_pass(&input, decryption, &limits, Some(sink))? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            path: input.name.clone(),
+            input,
+            decryption: decryption.clone(),
+            limits,
+            manifest: Arc::new(manifest),
+            stats,
+        }))
     }
 
     /// The verified manifest.
@@ -315,6 +389,40 @@ pub enum EntryData {
     /// Anything else: a backup blob (already encrypted by Key Vault), a public part, a
     /// policy.
     Bytes(Vec<u8>),
+}
+
+/// An item entry handed out by [`ArchiveReader::stream`] while the pass runs: read and
+/// hashed, not yet checked against the manifest.
+pub struct StreamedEntry {
+    /// The entry's tar path.
+    pub path: String,
+    /// What it holds, from its path.
+    pub entry_type: EntryType,
+    /// The item's kind, from its path.
+    pub kind: Kind,
+    /// The item's name, from its path.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its content.
+    pub sha256: Sha256Digest,
+    /// Its content.
+    pub data: EntryData,
+}
+
+impl std::fmt::Debug for StreamedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedEntry")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer of a streaming pass: which items it wants, and where their entries go.
+struct Sink<'a> {
+    wants: &'a mut dyn FnMut(Kind, &str) -> bool,
+    deliver: &'a mut dyn FnMut(StreamedEntry) -> ControlFlow<()>,
 }
 
 /// Verified entries, in archive order. See [`ArchiveReader::entries`].
@@ -538,12 +646,14 @@ fn tar_error(failure: &FailureSlot, e: io::Error) -> ArchiveError {
     failure.explain(|| VerifyError::NotTar(e.to_string()).into())
 }
 
-/// The verification pass. Returns the manifest once every rule holds.
+/// The verification pass. Returns the manifest once every rule holds; with a `sink`, hands
+/// it the wanted item entries as they are read (`None`: the sink stopped the pass).
 fn verify_pass(
     input: &ArchiveInput,
     decryption: &Decryption,
     limits: &ReadLimits,
-) -> Result<(Manifest, ReadStats), ArchiveError> {
+    mut sink: Option<Sink<'_>>,
+) -> Result<Option<(Manifest, ReadStats)>, ArchiveError> {
     let (mut archive, failure, file_bytes) = open_stream(input, decryption, limits)?;
     let mut stats = ReadStats {
         file_bytes,
@@ -615,7 +725,37 @@ fn verify_pass(
                 }
                 .into());
             }
-            let digest = if layout::parse_secret_version_path(&path).is_some() {
+            let parsed = layout::parse_entry_path(&path);
+            let wanted = match (&mut sink, parsed) {
+                (Some(sink), Some((_, kind, name, _))) => (sink.wants)(kind, name),
+                _ => false,
+            };
+            let digest = if let (true, Some(sink), Some((entry_type, kind, name, _))) =
+                (wanted, &mut sink, parsed)
+            {
+                let data = read_all(&mut entry, size, &failure)?;
+                let digest = Sha256Digest(Sha256::digest(&*data).into());
+                let data = match (entry_type, check_content(&path, &data)?) {
+                    (_, Some(record)) => EntryData::Secret(record),
+                    (EntryType::CertificateExport, None) => {
+                        EntryData::Private(SecretBox::from(data.to_vec().into_boxed_slice()))
+                    }
+                    (_, None) => EntryData::Bytes(data.to_vec()),
+                };
+                let streamed = StreamedEntry {
+                    entry_type,
+                    kind,
+                    name: name.to_owned(),
+                    path: path.clone(),
+                    size,
+                    sha256: digest,
+                    data,
+                };
+                if (sink.deliver)(streamed).is_break() {
+                    return Ok(None);
+                }
+                digest
+            } else if layout::parse_secret_version_path(&path).is_some() {
                 let data = read_all(&mut entry, size, &failure)?;
                 check_content(&path, &data)?;
                 Sha256Digest(Sha256::digest(&*data).into())
@@ -656,7 +796,7 @@ fn verify_pass(
             .unwrap_or_else(|| "(unnamed)".to_owned());
         return Err(VerifyError::NotInManifest(extra).into());
     }
-    Ok((manifest, stats))
+    Ok(Some((manifest, stats)))
 }
 
 /// A path's identity in the verification pass: 128 bits of its SHA-256.

@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::interrupt::Interrupts;
 use super::restore_plan::{
-    Action, ArchivedItem, LiveView, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy,
-    TargetListing, TargetState, inspect_live, list_target, vault_kind,
+    Action, LiveView, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, TargetListing,
+    inspect_live, list_target, target_state,
 };
 use super::scope::{Scope, ScopeArgs};
 use crate::archive::Kind;
@@ -28,6 +28,7 @@ use crate::copy::apply::{Applier, Outcome};
 use crate::copy::identity::{IdentitySource, Side, resolve_side_from_process};
 use crate::copy::plan::{PruneLine, decide_item, prune_lines, soft_delete_on};
 use crate::copy::source::{SourceHead, Want, capture, list_source};
+use crate::engine::item::ItemData;
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
@@ -283,7 +284,7 @@ async fn probe_native(
         );
     };
     let what = format!("{} {}", head.kind, head.name);
-    let blob = match source.backup(vault_kind(head.kind), &head.name).await {
+    let blob = match source.backup(head.kind, &head.name).await {
         Ok(blob) => blob,
         Err(err) => {
             return known(
@@ -292,7 +293,7 @@ async fn probe_native(
             );
         }
     };
-    match target.restore(vault_kind(head.kind), &blob).await {
+    match target.restore(head.kind, &blob).await {
         Err(err) if err.is_cannot_decrypt_backup() => known(
             NativeTarget::Refuses,
             &format!(
@@ -578,7 +579,7 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
     // item is read, decided and written as one step, so both vaults work at once and memory
     // holds only the items in flight.
     if plan.dry_run || plan.policy.on_conflict == OnConflict::Fail {
-        let planned: Vec<(ArchivedItem, PlannedItem)> = futures::stream::iter(heads.iter())
+        let planned: Vec<(ItemData, PlannedItem)> = futures::stream::iter(heads.iter())
             .map(|head| planner.plan_one(head))
             .buffered(plan.concurrency)
             .collect()
@@ -627,8 +628,8 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
             let applier = applier.clone();
             async move {
                 (
-                    item.kind,
-                    item.name.as_str(),
+                    item.head.kind,
+                    item.head.name.as_str(),
                     applier.apply(item, line).await,
                 )
             }
@@ -650,7 +651,7 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
             async move {
                 let (item, line) = planner.plan_one(head).await;
                 let outcome = applier.apply(&item, &line).await;
-                (item.kind, item.name, line, outcome)
+                (item.head.kind, item.head.name, line, outcome)
             }
         }))
         .buffer_unordered(plan.concurrency);
@@ -699,7 +700,7 @@ struct Planner<'a> {
 impl Planner<'_> {
     /// The item as read from the source and its plan line. Once a write was refused natively,
     /// no more blobs are read and keys are planned as impossible.
-    async fn plan_one(&self, head: &SourceHead) -> (ArchivedItem, PlannedItem) {
+    async fn plan_one(&self, head: &SourceHead) -> (ItemData, PlannedItem) {
         let native = if self.applier.native_refused() {
             NativeTarget::Refuses
         } else {
@@ -712,21 +713,17 @@ impl Planner<'_> {
             all_versions: self.plan.all_versions,
         };
         let item = capture(self.source, head, want).await;
-        let view: Option<Result<LiveView, String>> = match self
-            .listing
-            .live
-            .get(&(item.kind, item.name.to_ascii_lowercase()))
-        {
+        let view: Option<Result<LiveView, String>> = match self.listing.live.get(&item.head.key()) {
             Some(props) => Some(
-                inspect_live(self.target, &item, props)
+                inspect_live(self.target, &item.head, props)
                     .await
                     .map_err(|e| e.to_string()),
             ),
             None => None,
         };
         let line = decide_item(
-            &item,
-            target_state(&item, self.listing, &view),
+            &item.head,
+            target_state(&item.head, self.listing, &view),
             self.plan.policy,
             native,
         );
@@ -742,31 +739,13 @@ fn finish(summary: &mut Summary, started: Instant, source: &AzureVault, target: 
     summary.throttled = a.throttled + b.throttled;
 }
 
-/// Where one item stands in the target, from the listing and its inspection.
-fn target_state<'a>(
-    item: &ArchivedItem,
-    listing: &TargetListing,
-    view: &'a Option<Result<LiveView, String>>,
-) -> TargetState<'a> {
-    let key = (item.kind, item.name.to_ascii_lowercase());
-    match view {
-        Some(Ok(view)) => TargetState::Live(Ok(view)),
-        Some(Err(reason)) => TargetState::Live(Err(reason.as_str())),
-        None if listing.deleted.contains_key(&key) => TargetState::Deleted,
-        None if item.kind == Kind::Secret && listing.managed_secrets.contains(&key.1) => {
-            TargetState::ManagedName
-        }
-        None => TargetState::Absent,
-    }
-}
-
 /// A `--name` glob that matches nothing in the source is a mistake (most often a typo).
 fn check_names_match(scope: &Scope, heads: &[SourceHead], vault: &str) -> Result<(), CliError> {
     scope
         .check_names_match(
             heads
                 .iter()
-                .map(|h| (super::restore_plan::scope_kind(h.kind), h.name.as_str())),
+                .map(|h| (super::scope::ItemKind::of(h.kind), h.name.as_str())),
         )
         .map_err(|e| CliError {
             message: e.message.replace("in the archive", &format!("in {vault}")),

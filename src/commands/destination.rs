@@ -521,6 +521,12 @@ pub fn check_archive(path: &Path) -> Result<ArchiveArg, CliError> {
 }
 
 /// Opens and verifies the archive an argument names, a file or an object (blocking).
+/// Where the archive `path` names is read from (a file, or an object streamed from Blob
+/// Storage or S3), for the engine's one-pass readers.
+pub fn archive_input(path: &Path) -> Result<ArchiveInput, CliError> {
+    ArchiveArg::resolve(path).map(|archive| archive.input())
+}
+
 pub fn open_archive(path: &Path, decryption: &Decryption) -> Result<ArchiveReader, ArchiveError> {
     match ArchiveArg::resolve(path) {
         Ok(archive) => archive.open(decryption),

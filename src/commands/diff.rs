@@ -1,4 +1,5 @@
-//! `coldvault diff`: what differs between an archive and a live vault.
+//! `coldvault diff`: what differs between an archive and a live vault (compared by
+//! `crate::engine::diff`; the archive read in one decrypting pass, values reduced to digests).
 //!
 //! Items in scope fall into `missing` (in the archive, neither live nor soft-deleted),
 //! `soft-deleted` (in the archive, recoverable in the vault), `changed` (value, content type,
@@ -11,10 +12,10 @@ use serde::Serialize;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::keys_args::DecryptArgs;
-use super::restore::{inspect_all, open_archive};
-use super::restore_plan::compare;
+use super::restore::open_archive;
+use super::restore_plan::{inspect_all, list_target};
 use super::scope::{Scope, ScopeArgs};
-use crate::archive::Kind;
+use crate::engine::diff::{Counts, Difference, differences};
 use crate::error::{CliError, ExitCode};
 use crate::output::print_json;
 use crate::output::table::Table;
@@ -28,7 +29,8 @@ use crate::output::table::Table;
 Exit codes: 0 no difference, 1 different (or failed: then an error is printed on stderr), \
 2 usage, 4 archive failed verification.")]
 pub struct DiffArgs {
-    /// The archive to compare (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive to compare (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://,
+    /// Blob Storage https:// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 
@@ -53,47 +55,6 @@ pub struct DiffArgs {
     pub connect: ConnectArgs,
 }
 
-/// How an item differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-enum State {
-    Missing,
-    SoftDeleted,
-    Changed,
-    Extra,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Missing => "missing",
-            State::SoftDeleted => "soft-deleted",
-            State::Changed => "changed",
-            State::Extra => "extra",
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Difference {
-    state: State,
-    kind: Kind,
-    name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    changed: Vec<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Counts {
-    missing: u64,
-    soft_deleted: u64,
-    changed: u64,
-    extra: u64,
-    identical: u64,
-}
-
 #[derive(Debug, Serialize)]
 struct DiffReport {
     vault: String,
@@ -115,15 +76,17 @@ pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let options = args.connect.options();
     let name = target.name().to_owned();
 
-    let contents = open_archive(&args.archive, &decryption, &scope).await?;
+    let mut contents = open_archive(&args.archive, &decryption, &scope).await?;
+    // A diff writes nothing: the manifest and the reader go now.
+    contents.release_feed();
     let vault = connect(&target, &options).await?;
-    let listing = super::restore_plan::list_target(&vault, &scope)
+    let listing = list_target(&vault, &scope)
         .await
         .map_err(|e| vault_error(&name, &e))?;
     for note in &listing.notes {
         eprintln!("{name}: {note}");
     }
-    let views = inspect_all(&vault, &contents, &listing, 32).await;
+    let views = inspect_all(&vault, &contents.items, &listing, 32).await;
 
     let mut report = DiffReport {
         vault: name.clone(),
@@ -134,73 +97,9 @@ pub async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
         counts: Counts::default(),
         items: Vec::new(),
     };
-    let mut archived = std::collections::HashSet::new();
-    for (item, view) in contents.items.iter().zip(&views) {
-        let key = (item.kind, item.name.to_ascii_lowercase());
-        archived.insert(key.clone());
-        let difference = |state, changed, reason| Difference {
-            state,
-            kind: item.kind,
-            name: item.name.clone(),
-            changed,
-            reason,
-        };
-        match view {
-            Some(Ok(view)) => match compare(item, view) {
-                Some(changed) if changed.is_empty() => report.counts.identical += 1,
-                Some(changed) => report.items.push(difference(State::Changed, changed, None)),
-                None => report.items.push(difference(
-                    State::Changed,
-                    Vec::new(),
-                    Some("the archive holds nothing to compare with".to_owned()),
-                )),
-            },
-            Some(Err(reason)) => report.items.push(difference(
-                State::Changed,
-                Vec::new(),
-                Some(format!("could not be read: {reason}")),
-            )),
-            None if listing.deleted.contains_key(&key) => {
-                report
-                    .items
-                    .push(difference(State::SoftDeleted, Vec::new(), None))
-            }
-            None => report
-                .items
-                .push(difference(State::Missing, Vec::new(), None)),
-        }
-    }
-    let mut extra: Vec<Difference> = listing
-        .live
-        .iter()
-        .filter(|(key, props)| {
-            !archived.contains(*key)
-                && scope.includes(super::restore_plan::scope_kind(key.0), props.name())
-        })
-        .map(|((kind, _), props)| Difference {
-            state: State::Extra,
-            kind: *kind,
-            name: props.name().to_owned(),
-            changed: Vec::new(),
-            reason: None,
-        })
-        .collect();
-    report.items.append(&mut extra);
-    report.items.sort_by(|a, b| {
-        (a.state, a.kind, a.name.to_ascii_lowercase()).cmp(&(
-            b.state,
-            b.kind,
-            b.name.to_ascii_lowercase(),
-        ))
-    });
-    for item in &report.items {
-        match item.state {
-            State::Missing => report.counts.missing += 1,
-            State::SoftDeleted => report.counts.soft_deleted += 1,
-            State::Changed => report.counts.changed += 1,
-            State::Extra => report.counts.extra += 1,
-        }
-    }
+    let (items, counts) = differences(&contents.items, &views, &listing, &scope);
+    report.items = items;
+    report.counts = counts;
     report.identical = report.items.is_empty();
 
     if args.json {

@@ -48,7 +48,8 @@ dotenv lines are sourced exactly by POSIX sh; a value holding a NUL byte has no 
 Exit codes: 0 written, 1 failed (also: archive not found, a NUL in a dotenv value), 2 usage, \
 3 some secrets have no plain value (named), 4 the archive failed verification.")]
 pub struct ExtractArgs {
-    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://, Blob Storage https://
+    /// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 

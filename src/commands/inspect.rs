@@ -20,7 +20,8 @@ use crate::output::table::{Table, human_bytes};
 
 Exit codes: 0 listed, 1 cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed verification.")]
 pub struct InspectArgs {
-    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://, Blob Storage https://
+    /// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 

@@ -1,49 +1,42 @@
 //! `coldvault restore`: an archive's items back into a vault, planned then applied.
 //!
-//! The archive is opened and verified, the target is listed once (live and soft-deleted
-//! items), each item present on both sides is read and compared by digest, and every item gets
-//! one plan line ([`super::restore_plan::decide`]). `--dry-run` prints the plan and stops.
-//! Applying it writes natively (the backup blob: every version, same ids) or plainly (secret
+//! The command joins the engine (`crate::engine::restore`) to the command line and the
+//! output: the target is listed once (live and soft-deleted items), the archive is read in one
+//! verifying pass that keeps names and digests ([`open_archive`]), each item present on both
+//! sides is read and compared by digest, and every item gets one plan line
+//! ([`super::restore_plan::decide`]). `--dry-run` prints the plan and stops. Applying it reads
+//! the archive again item by item and writes natively (the backup blob: every version, same ids) or plainly (secret
 //! versions by value, certificates by import), recovers soft-deleted items when asked, and
 //! waits out Azure's settling answers (409 `ObjectIsBeingDeleted` after a purge, 404 after a
 //! recover). A rerun plans again from what the target holds, so it finishes an interrupted run
 //! and leaves alone what is already right. Nothing is ever deleted or purged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use age::secrecy::{ExposeSecret, SecretString};
-use base64::Engine;
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::interrupt::Interrupts;
 use super::keys_args::DecryptArgs;
 use super::restore_plan::{
-    Action, ArchiveContents, ArchivedItem, LiveView, Method, Mode, NativeTarget, OnConflict,
-    PlannedItem, Policy, TargetListing, TargetState, compare, decide, inspect_live, list_target,
-    read_archive, vault_attributes, vault_kind,
+    Action, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, decide, inspect_all,
+    list_target, target_state,
 };
-use super::scope::{Scope, ScopeArgs};
+use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
 use crate::archive::{Decryption, Kind};
+use crate::engine::restore::apply::{Applier, Outcome, line_reason};
+use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_native, wanted};
+use crate::engine::source::{ArchiveHeads, archive_items, read_heads};
 use crate::error::{CliError, ExitCode};
-use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
+use crate::output::progress::{Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
-use crate::vault::azure::{AzureVault, ConnectOptions, settle_backoff};
-use crate::vault::{
-    Attributes, CertificateImport, NewSecretVersion, VaultError, VaultReader, VaultUrl, VaultWriter,
-};
+use crate::vault::VaultUrl;
+use crate::vault::azure::{AzureVault, ConnectOptions};
 
 /// Requests in flight unless `--concurrency` says otherwise; the pacing gate keeps them
 /// within the vault's throttle budget.
 const DEFAULT_CONCURRENCY: u16 = 32;
-
-/// How long one item may wait for Azure to settle (a purge window, a recover) before it is
-/// reported as not restored.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Arguments of `coldvault restore`.
 #[derive(Debug, clap::Args)]
@@ -57,7 +50,8 @@ attempted), 2 usage, 3 partial (some items not restored, each named), 4 archive 
 verification, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
 restore that was stopped.")]
 pub struct RestoreArgs {
-    /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://,
+    /// Blob Storage https:// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 
@@ -179,72 +173,33 @@ pub async fn execute(plan: &RestorePlan) -> Result<ExitCode, CliError> {
     outcome
 }
 
-/// Opens the archive off the async threads; a `--name` glob that matches no item of the
-/// archive is an error (exit 1) naming the glob and the closest names.
+/// Opens the archive off the async threads in one decrypting pass and gathers the heads of
+/// the items in scope (names and digests; no value is kept); a `--name` glob that matches no
+/// item of the archive is an error (exit 1) naming the glob and the closest names.
 pub async fn open_archive(
     path: &std::path::Path,
     decryption: &Decryption,
     scope: &Scope,
-) -> Result<ArchiveContents, CliError> {
-    let (path, decryption, owned_scope) = (path.to_owned(), decryption.clone(), scope.clone());
-    let contents =
-        tokio::task::spawn_blocking(move || read_archive(&path, &decryption, &owned_scope))
-            .await
-            .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
-            .map_err(CliError::from)?;
+) -> Result<ArchiveHeads, CliError> {
+    let input = super::destination::archive_input(path)?;
+    let (decryption, owned_scope) = (decryption.clone(), scope.clone());
+    let heads = tokio::task::spawn_blocking(move || read_heads(input, &decryption, &owned_scope))
+        .await
+        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+        .map_err(CliError::from)?;
     scope.check_names_match(
-        contents
+        heads
             .names
             .iter()
-            .map(|(kind, name)| (super::restore_plan::scope_kind(*kind), name.as_str())),
+            .map(|(kind, name)| (ScopeKind::of(*kind), name.as_str())),
     )?;
-    Ok(contents)
-}
-
-/// Reads the target's state of every archived item present there, concurrently.
-pub async fn inspect_all(
-    vault: &AzureVault,
-    contents: &ArchiveContents,
-    listing: &TargetListing,
-    concurrency: usize,
-) -> Vec<Option<Result<LiveView, String>>> {
-    futures::stream::iter(contents.items.iter())
-        .map(|item| async move {
-            let key = (item.kind, item.name.to_ascii_lowercase());
-            let props = listing.live.get(&key)?;
-            Some(
-                inspect_live(vault, item, props)
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        })
-        .buffered(concurrency)
-        .collect()
-        .await
-}
-
-/// Where one item stands in the target, from the listing and its inspection.
-pub fn target_state<'a>(
-    item: &ArchivedItem,
-    listing: &TargetListing,
-    view: &'a Option<Result<LiveView, String>>,
-) -> TargetState<'a> {
-    let key = (item.kind, item.name.to_ascii_lowercase());
-    match view {
-        Some(Ok(view)) => TargetState::Live(Ok(view)),
-        Some(Err(reason)) => TargetState::Live(Err(reason.as_str())),
-        None if listing.deleted.contains_key(&key) => TargetState::Deleted,
-        None if item.kind == Kind::Secret && listing.managed_secrets.contains(&key.1) => {
-            TargetState::ManagedName
-        }
-        None => TargetState::Absent,
-    }
+    Ok(heads)
 }
 
 async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let target = plan.target.name().to_owned();
-    let contents = open_archive(&plan.archive, &plan.decryption, &plan.scope).await?;
+    let mut heads = open_archive(&plan.archive, &plan.decryption, &plan.scope).await?;
     let vault = connect(&plan.target, &plan.connect).await?;
     progress.start_vault(&target);
     let listing = list_target(&vault, &plan.scope)
@@ -254,13 +209,35 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
         progress.note(&format!("{target}: {note}"));
     }
     // The dry run and the real run learn the same way whether native blobs are accepted, so
-    // they plan alike.
-    let native_blobs = probe_native(&vault, &contents, &listing, &plan.target, plan.policy).await;
+    // they plan alike. The blob posted is read from the archive only when a probe is needed.
+    let feed = &heads.feed;
+    let native_blobs = probe_native(
+        &vault,
+        &heads.items,
+        |key| {
+            let source = feed.blob_source(&key);
+            async move {
+                tokio::task::spawn_blocking(move || source.read())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        },
+        &listing,
+        plan.target.as_str(),
+        &heads.source_url,
+        plan.policy,
+    )
+    .await;
+    if plan.dry_run {
+        // Nothing will be written: the manifest and the reader go now.
+        heads.release_feed();
+    }
     if let Some(note) = &native_blobs.note {
         progress.note(&format!("{target}: {note}"));
     }
-    let views = inspect_all(&vault, &contents, &listing, plan.concurrency).await;
-    let lines: Vec<PlannedItem> = contents
+    let views = inspect_all(&vault, &heads.items, &listing, plan.concurrency).await;
+    let lines: Vec<PlannedItem> = heads
         .items
         .iter()
         .zip(&views)
@@ -273,6 +250,7 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
             )
         })
         .collect();
+    drop(views);
 
     if plan.json {
         for line in &lines {
@@ -288,7 +266,7 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
         crate::output::stdout::print(&plan_table(&lines)).map_err(CliError::stdout)?;
     }
 
-    let mut summary = Summary::new(plan, &contents, &target);
+    let mut summary = Summary::new(plan, &heads, &target);
     summary.planned = ActionCounts::of(&lines);
     summary.native_blobs = Some(native_blobs.clone());
     // `--mode native` into a vault that refuses the blobs stops before any write, as the
@@ -333,58 +311,72 @@ async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, Cl
     }
 
     progress.add_total(lines.len() as u64);
-    let shared = Arc::new(Applier {
-        vault: vault.clone(),
-        mode: plan.policy.mode,
-        target: target.clone(),
-        native_refused: AtomicBool::new(native_blobs.state == NativeTarget::Refuses),
-    });
-    let work: Vec<(&ArchivedItem, &PlannedItem)> = contents.items.iter().zip(&lines).collect();
-    // The first native attempt goes alone: its answer (accepted, or "Cannot decrypt backup
-    // blob" from another subscription or geography) decides how every other item is written.
-    let probe = work
-        .iter()
-        .position(|(_, l)| {
-            l.action == Action::Create && matches!(l.method, Some(Method::Native | Method::Auto))
-        })
-        .filter(|_| plan.policy.mode != Mode::Plain);
-    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(work.len());
-    if let Some(index) = probe {
-        let (item, line) = work[index];
-        let outcome = shared.apply(item, line).await;
-        if let Outcome::Fatal(err) = outcome {
-            return Err(err);
-        }
-        outcomes.push((index, outcome));
-    }
-    let rest = work
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != probe)
-        .map(|(i, (item, line))| {
-            let shared = shared.clone();
-            async move { (i, shared.apply(item, line).await) }
-        });
-    let mut stream = futures::stream::iter(rest).buffer_unordered(plan.concurrency);
-    for (index, outcome) in outcomes.iter() {
-        report_item(progress, &target, work[*index], outcome, plan.json);
-    }
-    while let Some((index, outcome)) = stream.next().await {
-        if let Outcome::Fatal(err) = outcome {
-            return Err(err);
-        }
-        report_item(progress, &target, work[index], &outcome, plan.json);
-        outcomes.push((index, outcome));
-    }
-    drop(stream);
-    outcomes.sort_by_key(|(i, _)| *i);
+    let applier = Applier::new(
+        vault.clone(),
+        plan.policy.mode,
+        native_blobs.state == NativeTarget::Refuses,
+    );
+    let arrivals = archive_items(heads.feed, wanted(&heads.items, &lines), plan.concurrency);
+    let applied = apply_plan(
+        &applier,
+        &target,
+        &heads.items,
+        &lines,
+        plan.policy.mode,
+        arrivals,
+        plan.concurrency,
+        progress,
+    )
+    .await;
+    let (outcomes, broken) = match applied {
+        Applied::RefusedNatively => return Err(refused_natively(&target)),
+        Applied::Finished(outcomes) => (outcomes, None),
+        Applied::SourceFailed { outcomes, error } => (outcomes, Some(error)),
+    };
     for (index, outcome) in &outcomes {
-        summary.count(work[*index].0, work[*index].1, outcome);
+        summary.count(&lines[*index], outcome);
     }
     progress.finish_vault();
     summary.finish(started, &vault);
+    if let Some(error) = broken {
+        // The archive was verified whole before the first write; it failed on the second
+        // read, so it changed in between. Every item written was read whole and checked
+        // against the manifest first: nothing half-written, and a rerun (with a good
+        // archive) plans from what the target now holds.
+        return Err(source_failed(
+            &target,
+            &plan.archive,
+            &error,
+            &summary,
+            lines.len(),
+        ));
+    }
     summary.print(progress);
     Ok(summary.exit_code())
+}
+
+/// The archive failed while a restore was applying it: exit 4, naming the problem and what
+/// was already written.
+fn source_failed(
+    target: &str,
+    archive: &std::path::Path,
+    error: &crate::archive::ArchiveError,
+    summary: &Summary,
+    planned: usize,
+) -> CliError {
+    let written = summary.created + summary.overwritten + summary.recovered;
+    let settled = written + summary.skipped + summary.not_restored.len() as u64;
+    CliError::verification(format!(
+        "{target}: {} failed verification while it was being restored ({}): {written} items \
+         were written before it stopped, {} of {planned} not attempted",
+        archive.display(),
+        error,
+        (planned as u64).saturating_sub(settled),
+    ))
+    .with_hint(
+        "the archive changed after it was verified: check it with `coldvault verify`, then run \
+         the restore again (it skips what is already restored)",
+    )
 }
 
 /// `--mode native` into a vault that refuses the archive's blobs: exit 1, nothing written.
@@ -398,135 +390,6 @@ fn refused_natively(target: &str) -> CliError {
          move between subscriptions), or restore into a vault of the source's subscription and \
          geography",
     )
-}
-
-/// What a run knows about the target taking the archive's native blobs, and how it knows.
-#[derive(Debug, Clone, Serialize)]
-pub struct NativeBlobs {
-    /// Accepts, refuses or unverified.
-    pub state: NativeTarget,
-    /// The evidence, or why there is none.
-    pub reason: String,
-    /// Something to tell people beyond the summary (a probe that wrote after all).
-    #[serde(skip)]
-    pub note: Option<String>,
-}
-
-impl NativeBlobs {
-    fn new(state: NativeTarget, reason: impl Into<String>) -> Self {
-        Self {
-            state,
-            reason: reason.into(),
-            note: None,
-        }
-    }
-}
-
-/// Learns, without creating anything, whether the target takes the archive's native blobs.
-///
-/// Key Vault opens a posted blob before it looks at the name: a blob of another subscription
-/// or geography is 400 "Cannot decrypt backup blob" whatever the name, and an accepted blob
-/// whose name is taken is 409 (`Conflict` when live, `ObjectIsDeletedButRecoverable` when
-/// soft-deleted). Azure's own recordings show it: the 409 to a restore right after a purge
-/// names the version id that only the blob holds (`azure-sdk-for-js` `restore_conflict_409`).
-/// So the blob of an archived item whose name is live (or else soft-deleted) in the target is
-/// posted once: either answer settles the question and neither creates anything. Without such
-/// a name the answer is known only when the target is the archive's source vault; otherwise it
-/// stays unverified. The one way the probe writes is a race: the name is deleted and purged
-/// between the listing and the probe; that is reported.
-pub async fn probe_native(
-    vault: &AzureVault,
-    contents: &ArchiveContents,
-    listing: &TargetListing,
-    target: &VaultUrl,
-    policy: Policy,
-) -> NativeBlobs {
-    if policy.mode == Mode::Plain {
-        return NativeBlobs::new(NativeTarget::Unverified, "not needed: --mode plain");
-    }
-    let key = |item: &ArchivedItem| (item.kind, item.name.to_ascii_lowercase());
-    let with_blob = || contents.items.iter().filter(|i| i.blob.is_some());
-    let creates_natively = with_blob().any(|item| {
-        let key = key(item);
-        !listing.live.contains_key(&key) && !listing.deleted.contains_key(&key)
-    });
-    if !creates_natively {
-        return NativeBlobs::new(
-            NativeTarget::Unverified,
-            "not needed: no item would be created from its native blob",
-        );
-    }
-    let candidate = with_blob()
-        .find(|item| listing.live.contains_key(&key(item)))
-        .map(|item| (item, "live"))
-        .or_else(|| {
-            with_blob()
-                .find(|item| listing.deleted.contains_key(&key(item)))
-                .map(|item| (item, "soft-deleted"))
-        });
-    if let Some((item, state)) = candidate
-        && let Some(blob) = &item.blob
-    {
-        let what = format!("{} {}", item.kind, item.name);
-        return match vault.restore(vault_kind(item.kind), &blob.blob).await {
-            Err(err) if err.is_cannot_decrypt_backup() => NativeBlobs::new(
-                NativeTarget::Refuses,
-                format!(
-                    "the restore of {what}'s blob over its {state} name was answered \
-                     \"Cannot decrypt backup blob\": the target is in another subscription or \
-                     geography than the source"
-                ),
-            ),
-            Err(err) if err.conflict_reason().is_some() => NativeBlobs::new(
-                NativeTarget::Accepts,
-                format!(
-                    "the restore of {what}'s blob over its {state} name was answered 409 ({}): \
-                     the blob was opened, so the target is in the source's subscription and \
-                     geography",
-                    err.conflict_reason().map_or("Conflict", |r| r.code())
-                ),
-            ),
-            Err(err) => NativeBlobs::new(
-                NativeTarget::Unverified,
-                format!("the restore of {what}'s blob over its {state} name failed: {err}"),
-            ),
-            Ok(_) => NativeBlobs {
-                note: Some(format!(
-                    "{what} was deleted from the target after it was listed, so the probe \
-                     restored it from the archive's blob"
-                )),
-                ..NativeBlobs::new(
-                    NativeTarget::Accepts,
-                    format!("the target took {what}'s blob"),
-                )
-            },
-        };
-    }
-    if same_vault(target.as_str(), &contents.source_url) {
-        return NativeBlobs::new(
-            NativeTarget::Accepts,
-            "the target is the archive's source vault",
-        );
-    }
-    NativeBlobs::new(
-        NativeTarget::Unverified,
-        "no archived item with a native blob is live or soft-deleted in the target, and the \
-         target is not the source vault: only a write could tell whether it takes the blobs",
-    )
-}
-
-/// Whether two vault URLs name the same vault (scheme, host and port; case and a trailing
-/// slash do not matter).
-fn same_vault(a: &str, b: &str) -> bool {
-    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
-    !b.trim().is_empty() && norm(a) == norm(b)
-}
-
-/// The reason a failing plan line gives.
-fn line_reason(line: &PlannedItem) -> String {
-    line.reason
-        .clone()
-        .unwrap_or_else(|| line.action.as_str().to_owned())
 }
 
 /// The plan as a table for people.
@@ -549,460 +412,6 @@ struct PlanEvent<'a> {
     vault: &'a str,
     #[serde(flatten)]
     line: &'a PlannedItem,
-}
-
-/// How one item ended.
-#[derive(Debug)]
-enum Outcome {
-    /// Written, recovered or left alone.
-    Done {
-        status: &'static str,
-        method: Option<Method>,
-        note: Option<String>,
-    },
-    /// Not restored, with why.
-    Failed(String),
-    /// The whole run must stop (a native restore refused in `--mode native`).
-    Fatal(CliError),
-}
-
-/// Applies plan lines to the target.
-struct Applier {
-    vault: AzureVault,
-    mode: Mode,
-    target: String,
-    /// Set when the target answered "Cannot decrypt backup blob": it is in another
-    /// subscription or geography, so `auto` writes plainly from then on.
-    native_refused: AtomicBool,
-}
-
-impl Applier {
-    async fn apply(&self, item: &ArchivedItem, line: &PlannedItem) -> Outcome {
-        match line.action {
-            Action::Skip => Outcome::Done {
-                status: "skipped",
-                method: None,
-                note: line.reason.clone(),
-            },
-            Action::Conflict | Action::Impossible => Outcome::Failed(line_reason(line)),
-            Action::Create => self.create(item, line.method, line.versions_present).await,
-            Action::Overwrite => match self
-                .write_plain(item, item.versions.len().saturating_sub(1))
-                .await
-            {
-                Ok(()) => Outcome::Done {
-                    status: "overwritten",
-                    method: Some(Method::Plain),
-                    note: None,
-                },
-                Err(reason) => Outcome::Failed(reason),
-            },
-            Action::Recover => self.recover(item).await,
-        }
-    }
-
-    async fn create(&self, item: &ArchivedItem, method: Option<Method>, from: usize) -> Outcome {
-        let try_native = match method {
-            Some(Method::Native) => true,
-            Some(Method::Auto) => !self.native_refused.load(Ordering::Relaxed),
-            _ => false,
-        };
-        if try_native {
-            match self.write_native(item).await {
-                Ok(()) => {
-                    return Outcome::Done {
-                        status: "created",
-                        method: Some(Method::Native),
-                        note: None,
-                    };
-                }
-                Err(err) if err.is_cannot_decrypt_backup() => {
-                    self.native_refused.store(true, Ordering::Relaxed);
-                    if self.mode == Mode::Native {
-                        return Outcome::Fatal(refused_natively(&self.target));
-                    }
-                    if !item.has_plain_form() {
-                        return Outcome::Failed(format!(
-                            "the target refused the native blob (another subscription or \
-                             geography) and {}",
-                            item.no_plain_reason()
-                        ));
-                    }
-                }
-                Err(err) => return Outcome::Failed(describe(&err)),
-            }
-        } else if method != Some(Method::Plain) && method != Some(Method::Auto) {
-            return Outcome::Failed(item.no_plain_reason());
-        }
-        if !item.has_plain_form() {
-            return Outcome::Failed(format!(
-                "the target refuses native blobs (another subscription or geography) and {}",
-                item.no_plain_reason()
-            ));
-        }
-        match self.write_plain(item, from).await {
-            Ok(()) => Outcome::Done {
-                status: "created",
-                method: Some(Method::Plain),
-                note: (from > 0).then(|| format!("{from} versions were already present")),
-            },
-            Err(reason) => Outcome::Failed(reason),
-        }
-    }
-
-    async fn write_native(&self, item: &ArchivedItem) -> Result<(), VaultError> {
-        let Some(blob) = &item.blob else {
-            return Err(VaultError::Other {
-                status: None,
-                message: "no native blob in the archive".to_owned(),
-            });
-        };
-        let kind = vault_kind(item.kind);
-        match settle(|| self.vault.restore(kind, &blob.blob)).await {
-            Ok(_) => Ok(()),
-            // The plan saw the name free, so a 409 "exists" is most likely this restore's own
-            // earlier attempt, committed with its answer lost: done when the target now holds
-            // the archived object (version ids are the source's, no other write makes them).
-            Err(err)
-                if err.conflict_reason() == Some(&crate::vault::ConflictReason::Exists)
-                    && self.holds_restored(item).await =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Whether the target holds what a native restore of `item` brings back: the archived
-    /// current version is current there and, for a secret, every archived version is there.
-    async fn holds_restored(&self, item: &ArchivedItem) -> bool {
-        let Some(expected) = item.blob.as_ref().and_then(|b| b.version.as_deref()) else {
-            return false;
-        };
-        let current = match item.kind {
-            Kind::Secret => {
-                let Ok(versions) = self.vault.list_secret_versions(&item.name).await else {
-                    return false;
-                };
-                let every_version = {
-                    let listed: std::collections::HashSet<&str> = versions
-                        .iter()
-                        .filter_map(|v| v.version.as_deref())
-                        .collect();
-                    item.versions
-                        .iter()
-                        .all(|r| listed.contains(r.version.as_str()))
-                };
-                if !every_version {
-                    return false;
-                }
-                self.current_secret_props(&item.name, versions)
-                    .await
-                    .ok()
-                    .and_then(|p| p.version)
-            }
-            Kind::Key => self
-                .vault
-                .get_key(&item.name, None)
-                .await
-                .ok()
-                .and_then(|b| b.properties.version),
-            Kind::Certificate => self
-                .vault
-                .get_certificate(&item.name, None)
-                .await
-                .ok()
-                .and_then(|b| b.properties.version),
-        };
-        current.as_deref() == Some(expected)
-    }
-
-    /// Writes archived secret versions from `from` on (oldest first), or imports the
-    /// certificate.
-    async fn write_plain(&self, item: &ArchivedItem, from: usize) -> Result<(), String> {
-        match item.kind {
-            Kind::Secret => {
-                for record in item.versions.iter().skip(from) {
-                    let version = NewSecretVersion {
-                        value: record.value.clone(),
-                        content_type: record.content_type.clone(),
-                        tags: record.tags.clone(),
-                        attributes: vault_attributes(&record.attributes),
-                    };
-                    settle(|| self.vault.set_secret(&item.name, &version))
-                        .await
-                        .map_err(|e| describe(&e))?;
-                }
-                Ok(())
-            }
-            Kind::Certificate => {
-                let import = certificate_import(item)?;
-                settle(|| self.vault.import_certificate(&item.name, &import))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| describe(&e))
-            }
-            Kind::Key => Err(item.no_plain_reason()),
-        }
-    }
-
-    /// Recovers a soft-deleted item, waits until it answers, then brings it up to the
-    /// archive's state when it differs and a plain write can do it.
-    async fn recover(&self, item: &ArchivedItem) -> Outcome {
-        let kind = vault_kind(item.kind);
-        let recovered = settle(|| self.vault.recover_deleted(kind, &item.name)).await;
-        let props = match recovered {
-            Ok(_) => match self.wait_live(item).await {
-                Ok(props) => props,
-                Err(reason) => return Outcome::Failed(reason),
-            },
-            // A repeated recover, after an attempt whose answer was lost, finds no deleted
-            // item (404) or one still being recovered (409): done once the item is live.
-            Err(err)
-                if err.is_not_found()
-                    || matches!(
-                        err.conflict_reason(),
-                        Some(
-                            crate::vault::ConflictReason::BeingRecovered
-                                | crate::vault::ConflictReason::Exists
-                        )
-                    ) =>
-            {
-                match self.wait_live(item).await {
-                    Ok(props) => props,
-                    Err(_) => return Outcome::Failed(format!("recover: {}", describe(&err))),
-                }
-            }
-            Err(err) => return Outcome::Failed(format!("recover: {}", describe(&err))),
-        };
-        let view = match inspect_live(&self.vault, item, &props).await {
-            Ok(view) => view,
-            Err(err) => {
-                return Outcome::Done {
-                    status: "recovered",
-                    method: None,
-                    note: Some(format!("recovered; not compared with the archive: {err}")),
-                };
-            }
-        };
-        let changed = compare(item, &view).unwrap_or_default();
-        if changed.is_empty() {
-            return Outcome::Done {
-                status: "recovered",
-                method: None,
-                note: None,
-            };
-        }
-        if item.has_plain_form() && self.mode != Mode::Native {
-            let from = item.versions.len().saturating_sub(1);
-            return match self.write_plain(item, from).await {
-                Ok(()) => Outcome::Done {
-                    status: "recovered",
-                    method: Some(Method::Plain),
-                    note: Some(format!(
-                        "recovered, then updated to the archive's state ({})",
-                        changed.join(", ")
-                    )),
-                },
-                Err(reason) => Outcome::Failed(format!(
-                    "recovered, but not updated to the archive's state: {reason}"
-                )),
-            };
-        }
-        Outcome::Done {
-            status: "recovered",
-            method: None,
-            note: Some(format!(
-                "recovered; differs from the archive ({}) and only a plain write could change it",
-                changed.join(", ")
-            )),
-        }
-    }
-
-    /// After a recover the item answers 404 for a few seconds: poll until it is listed by
-    /// a get, or the deadline passes.
-    async fn wait_live(
-        &self,
-        item: &ArchivedItem,
-    ) -> Result<super::restore_plan::LiveProps, String> {
-        use super::restore_plan::LiveProps;
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let found = match item.kind {
-                Kind::Secret => match self.vault.list_secret_versions(&item.name).await {
-                    Ok(versions) if !versions.is_empty() => {
-                        let props = self.current_secret_props(&item.name, versions).await;
-                        props.map(|p| Some(LiveProps::Secret(p)))
-                    }
-                    Ok(_) => Ok(None),
-                    Err(err) => Err(err),
-                },
-                Kind::Key => self
-                    .vault
-                    .get_key(&item.name, None)
-                    .await
-                    .map(|b| Some(LiveProps::Key(b.properties))),
-                Kind::Certificate => self
-                    .vault
-                    .get_certificate(&item.name, None)
-                    .await
-                    .map(|b| Some(LiveProps::Certificate(b.properties))),
-            };
-            match found {
-                Ok(Some(props)) => return Ok(props),
-                Ok(None) => {}
-                Err(err) if err.is_not_found() || err.is_retryable() => {}
-                Err(err) => return Err(format!("recovered, but cannot be read: {err}")),
-            }
-            if started.elapsed() > SETTLE_DEADLINE {
-                return Err(format!(
-                    "recovered, but still not visible after {} s",
-                    SETTLE_DEADLINE.as_secs()
-                ));
-            }
-            tokio::time::sleep(settle_backoff(attempt)).await;
-            attempt += 1;
-        }
-    }
-
-    /// The properties of a secret's current version (the newest enabled one reads as
-    /// current; a disabled current one keeps its listed properties).
-    async fn current_secret_props(
-        &self,
-        name: &str,
-        versions: Vec<crate::vault::SecretProperties>,
-    ) -> Result<crate::vault::SecretProperties, VaultError> {
-        match self.vault.get_secret(name, None).await {
-            Ok(value) => Ok(value.properties),
-            Err(err) if err.is_secret_disabled() => versions.into_iter().last().ok_or(err),
-            Err(err) => Err(err),
-        }
-    }
-}
-
-/// A certificate import from the archived export: a PFX goes back to standard base64 (as a
-/// certificate's managed secret holds it), PEM as text.
-fn certificate_import(item: &ArchivedItem) -> Result<CertificateImport, String> {
-    let Some(export) = &item.export else {
-        return Err(item.no_plain_reason());
-    };
-    let bytes = export.bytes.expose_secret();
-    let value = if export.content_type == crate::archive::layout::PEM_CONTENT_TYPE {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => SecretString::from(text.to_owned()),
-            Err(_) => return Err("the archived PEM export is not text".to_owned()),
-        }
-    } else {
-        SecretString::from(base64::engine::general_purpose::STANDARD.encode(bytes))
-    };
-    let (tags, attributes) = match &item.blob {
-        Some(blob) => (blob.tags.clone(), blob.attributes.clone()),
-        None => Default::default(),
-    };
-    Ok(CertificateImport {
-        value,
-        content_type: export.content_type.clone(),
-        password: None,
-        policy: item.policy.clone(),
-        tags,
-        // A certificate's nbf and exp come from the certificate itself.
-        attributes: Attributes {
-            enabled: attributes.enabled,
-            ..Attributes::default()
-        },
-    })
-}
-
-/// Runs a write, retrying while Azure says the name is still settling (409
-/// `ObjectIsBeingDeleted` in a purge window, `ObjectIsBeingRecovered`) until the deadline.
-async fn settle<T, F, Fut>(mut op: F) -> Result<T, VaultError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, VaultError>>,
-{
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(err)
-                if err.conflict_reason().is_some_and(|r| r.is_transient())
-                    && started.elapsed() < SETTLE_DEADLINE =>
-            {
-                tokio::time::sleep(settle_backoff(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A per-item write failure for people, with what to do where there is something.
-fn describe(err: &VaultError) -> String {
-    match err.conflict_reason() {
-        Some(crate::vault::ConflictReason::DeletedButRecoverable) => {
-            format!("{err}; the name is soft-deleted in the target: pass --recover-deleted")
-        }
-        Some(crate::vault::ConflictReason::BeingDeleted) => format!(
-            "{err}; still being purged after {} s: run the restore again later",
-            SETTLE_DEADLINE.as_secs()
-        ),
-        _ => err.to_string(),
-    }
-}
-
-fn report_item(
-    progress: &Progress,
-    vault: &str,
-    (item, _line): (&ArchivedItem, &PlannedItem),
-    outcome: &Outcome,
-    json: bool,
-) {
-    let (status, method, reason) = match outcome {
-        Outcome::Done {
-            status,
-            method,
-            note,
-        } => (*status, *method, note.as_deref()),
-        Outcome::Failed(reason) => ("not-restored", None, Some(reason.as_str())),
-        Outcome::Fatal(_) => return,
-    };
-    if json {
-        emit_json(
-            "item",
-            &ItemOut {
-                vault,
-                kind: item.kind,
-                name: &item.name,
-                status,
-                method,
-                reason,
-            },
-        );
-    } else {
-        // Only failures are notable for people; a skip's reason is in the plan.
-        let notable = matches!(outcome, Outcome::Failed(_));
-        progress.item(&ItemEvent {
-            vault,
-            kind: item.kind.as_str(),
-            name: &item.name,
-            status,
-            reason: if notable { reason } else { None },
-            bytes: None,
-        });
-    }
-}
-
-#[derive(Serialize)]
-struct ItemOut<'a> {
-    vault: &'a str,
-    kind: Kind,
-    name: &'a str,
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<Method>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
 }
 
 /// Counts of plan lines by action.
@@ -1113,7 +522,7 @@ struct Summary {
 }
 
 impl Summary {
-    fn new(plan: &RestorePlan, contents: &ArchiveContents, target: &str) -> Self {
+    fn new(plan: &RestorePlan, contents: &ArchiveHeads, target: &str) -> Self {
         Self {
             vault: target.to_owned(),
             url: plan.target.as_str().to_owned(),
@@ -1139,7 +548,7 @@ impl Summary {
         }
     }
 
-    fn count(&mut self, item: &ArchivedItem, line: &PlannedItem, outcome: &Outcome) {
+    fn count(&mut self, line: &PlannedItem, outcome: &Outcome) {
         match outcome {
             Outcome::Done {
                 status,
@@ -1153,8 +562,8 @@ impl Summary {
                     _ => self.skipped += 1,
                 }
                 match method {
-                    Some(Method::Native) => self.native.add(item.kind),
-                    Some(Method::Plain) => self.plain.add(item.kind),
+                    Some(Method::Native) => self.native.add(line.kind),
+                    Some(Method::Plain) => self.plain.add(line.kind),
                     _ => {}
                 }
                 if let Some(note) = note
@@ -1166,7 +575,7 @@ impl Summary {
             Outcome::Failed(reason) => self
                 .not_restored
                 .push(NotRestored::of(line, reason.clone())),
-            Outcome::Fatal(_) => {}
+            Outcome::RefusedNatively => {}
         }
     }
 
@@ -1281,51 +690,6 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::restore_plan::ArchivedExport;
-    use age::secrecy::SecretBox;
-
-    fn certificate(content_type: &str, bytes: &[u8]) -> ArchivedItem {
-        ArchivedItem {
-            kind: Kind::Certificate,
-            name: "web".into(),
-            blob: None,
-            versions: Vec::new(),
-            export: Some(ArchivedExport {
-                content_type: content_type.into(),
-                version: "v1".into(),
-                bytes: SecretBox::from(bytes.to_vec().into_boxed_slice()),
-            }),
-            policy: Some(serde_json::json!({"key_props": {"exportable": true}})),
-            public_cer: None,
-            skipped: None,
-        }
-    }
-
-    #[test]
-    fn pfx_goes_back_to_standard_base64_and_pem_stays_text() {
-        let pfx = certificate_import(&certificate(
-            crate::archive::layout::PKCS12_CONTENT_TYPE,
-            &[0xfb, 0xff, 0x00],
-        ))
-        .unwrap();
-        assert_eq!(pfx.value.expose_secret(), "+/8A");
-        assert_eq!(pfx.content_type, "application/x-pkcs12");
-        assert!(pfx.password.is_none());
-        let pem_text = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n";
-        let pem = certificate_import(&certificate(
-            crate::archive::layout::PEM_CONTENT_TYPE,
-            pem_text.as_bytes(),
-        ))
-        .unwrap();
-        assert_eq!(pem.value.expose_secret(), pem_text);
-        assert!(!format!("{pem:?}").contains("PRIVATE KEY"));
-        let bad = certificate_import(&certificate(
-            crate::archive::layout::PEM_CONTENT_TYPE,
-            &[0xff, 0xfe],
-        ));
-        assert!(bad.is_err());
-    }
-
     #[test]
     fn plan_table_names_items_never_values() {
         let line = PlannedItem {

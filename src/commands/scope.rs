@@ -83,6 +83,28 @@ impl Scope {
     }
 }
 
+impl ItemKind {
+    /// The `--include` value of the model's kind.
+    pub fn of(kind: crate::model::ItemKind) -> Self {
+        match kind {
+            crate::model::ItemKind::Secret => ItemKind::Secrets,
+            crate::model::ItemKind::Key => ItemKind::Keys,
+            crate::model::ItemKind::Certificate => ItemKind::Certificates,
+        }
+    }
+}
+
+/// The engine sees a scope as a filter over the model's kinds.
+impl crate::engine::Filter for Scope {
+    fn includes_kind(&self, kind: crate::model::ItemKind) -> bool {
+        Scope::includes_kind(self, ItemKind::of(kind))
+    }
+
+    fn includes(&self, kind: crate::model::ItemKind, name: &str) -> bool {
+        Scope::includes(self, ItemKind::of(kind), name)
+    }
+}
+
 impl Scope {
     /// Checks every `--name` glob against the names an archive holds (of the kinds in scope):
     /// a glob that matches none of them is a mistake, most often a typo, and fails with the

@@ -24,7 +24,8 @@ Exit codes: 0 every rule of the format holds (an archive of 0 items is warned ab
 cannot open (archive not found, wrong key, unreadable file), 2 usage, 4 the archive failed \
 verification (the first problem is named) or holds fewer items than --expect-items.")]
 pub struct VerifyArgs {
-    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age).
+    /// The archive (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://, Blob Storage https://
+    /// or s3:// URL of one (read straight from there).
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 

@@ -20,9 +20,8 @@ use sha2::{Digest, Sha256};
 
 use super::source::import_value;
 use crate::archive::Kind;
-use crate::commands::restore_plan::{
-    Action, ArchivedItem, Method, Mode, PlannedItem, vault_attributes, vault_kind,
-};
+use crate::commands::restore_plan::{Action, Method, Mode, PlannedItem, vault_attributes};
+use crate::engine::item::ItemData;
 use crate::vault::azure::{AzureVault, settle_backoff};
 use crate::vault::{
     CertificateImport, ConflictReason, NewSecretVersion, VaultError, VaultReader, VaultWriter,
@@ -74,7 +73,7 @@ impl Applier {
     }
 
     /// Applies one restore-shaped line for `item`.
-    pub async fn apply(&self, item: &ArchivedItem, line: &PlannedItem) -> Outcome {
+    pub async fn apply(&self, item: &ItemData, line: &PlannedItem) -> Outcome {
         match line.action {
             Action::Skip => Outcome::Done {
                 status: "skipped",
@@ -106,7 +105,7 @@ impl Applier {
 
     /// Soft-deletes an item of the target (`--prune`, or a deletion `sync` propagates).
     pub async fn delete(&self, kind: Kind, name: &str) -> Outcome {
-        match settle(|| self.target.soft_delete(vault_kind(kind), name)).await {
+        match settle(|| self.target.soft_delete(kind, name)).await {
             // A repeated delete whose first answer was lost finds nothing live: done.
             Ok(()) => Outcome::Done {
                 status: "deleted",
@@ -122,7 +121,7 @@ impl Applier {
         }
     }
 
-    async fn create(&self, item: &ArchivedItem, method: Option<Method>, from: usize) -> Outcome {
+    async fn create(&self, item: &ItemData, method: Option<Method>, from: usize) -> Outcome {
         let try_native = match method {
             Some(Method::Native) => true,
             Some(Method::Auto) => !self.native_refused(),
@@ -142,13 +141,13 @@ impl Applier {
                     if self.mode == Mode::Native {
                         return Outcome::RefusedNatively;
                     }
-                    if !item.has_plain_form() {
+                    if !item.head.has_plain_form() {
                         return Outcome::Failed(refused_reason(item));
                     }
                 }
                 Err(err) => return Outcome::Failed(describe(&err)),
             }
-        } else if !item.has_plain_form() {
+        } else if !item.head.has_plain_form() {
             return Outcome::Failed(refused_reason(item));
         }
         match self.write_plain(item, from).await {
@@ -161,21 +160,22 @@ impl Applier {
         }
     }
 
-    async fn write_native(&self, item: &ArchivedItem) -> Result<(), VaultError> {
+    async fn write_native(&self, item: &ItemData) -> Result<(), VaultError> {
         let Some(blob) = &item.blob else {
             return Err(VaultError::Other {
                 status: None,
                 message: "no native blob was read from the source".to_owned(),
             });
         };
-        match settle(|| self.target.restore(vault_kind(item.kind), &blob.blob)).await {
+        let version = item.head.blob.as_ref().and_then(|b| b.version.as_deref());
+        match settle(|| self.target.restore(item.head.kind, blob)).await {
             Ok(_) => Ok(()),
             // The plan saw the name free, so a 409 "exists" is most likely this write's own
             // earlier attempt, committed with its answer lost: done when the target holds the
             // source's current version id (only a native restore makes that id there).
             Err(err)
                 if err.conflict_reason() == Some(&ConflictReason::Exists)
-                    && self.holds_version(item, blob.version.as_deref()).await =>
+                    && self.holds_version(item, version).await =>
             {
                 Ok(())
             }
@@ -185,14 +185,14 @@ impl Applier {
 
     /// Whether the target holds `version` of `item` (as its current version for keys and
     /// certificates, among its versions for secrets).
-    async fn holds_version(&self, item: &ArchivedItem, version: Option<&str>) -> bool {
+    async fn holds_version(&self, item: &ItemData, version: Option<&str>) -> bool {
         let Some(version) = version else {
             return false;
         };
-        match item.kind {
+        match item.head.kind {
             Kind::Secret => self
                 .target
-                .list_secret_versions(&item.name)
+                .list_secret_versions(&item.head.name)
                 .await
                 .is_ok_and(|versions| {
                     versions
@@ -201,20 +201,20 @@ impl Applier {
                 }),
             Kind::Key => self
                 .target
-                .get_key(&item.name, None)
+                .get_key(&item.head.name, None)
                 .await
                 .is_ok_and(|b| b.properties.version.as_deref() == Some(version)),
             Kind::Certificate => self
                 .target
-                .get_certificate(&item.name, None)
+                .get_certificate(&item.head.name, None)
                 .await
                 .is_ok_and(|b| b.properties.version.as_deref() == Some(version)),
         }
     }
 
     /// Writes secret versions from `from` on (oldest first), or imports the certificate.
-    async fn write_plain(&self, item: &ArchivedItem, from: usize) -> Result<(), String> {
-        match item.kind {
+    async fn write_plain(&self, item: &ItemData, from: usize) -> Result<(), String> {
+        match item.head.kind {
             Kind::Secret => {
                 for record in item.versions.iter().skip(from) {
                     let version = NewSecretVersion {
@@ -223,33 +223,35 @@ impl Applier {
                         tags: record.tags.clone(),
                         attributes: vault_attributes(&record.attributes),
                     };
-                    settle(|| self.target.set_secret(&item.name, &version))
+                    settle(|| self.target.set_secret(&item.head.name, &version))
                         .await
                         .map_err(|e| describe(&e))?;
                 }
                 Ok(())
             }
             Kind::Certificate => {
-                let Some(export) = &item.export else {
+                let (Some(export), Some(head)) = (&item.export, &item.head.export) else {
                     return Err(refused_reason(item));
                 };
                 let import = CertificateImport {
-                    value: import_value(export),
-                    content_type: export.content_type.clone(),
+                    value: import_value(&head.content_type, export),
+                    content_type: head.content_type.clone(),
                     password: None,
                     policy: item.policy.clone(),
                     tags: item
+                        .head
                         .blob
                         .as_ref()
                         .map(|b| b.tags.clone())
                         .unwrap_or_default(),
                     attributes: item
+                        .head
                         .blob
                         .as_ref()
                         .map(|b| vault_attributes(&b.attributes))
                         .unwrap_or_default(),
                 };
-                settle(|| self.target.import_certificate(&item.name, &import))
+                settle(|| self.target.import_certificate(&item.head.name, &import))
                     .await
                     .map(|_| ())
                     .map_err(|e| describe(&e))
@@ -260,9 +262,9 @@ impl Applier {
 
     /// Recovers a soft-deleted item, waits until it answers, then brings a secret up to the
     /// source's current value when it differs.
-    async fn recover(&self, item: &ArchivedItem, method: Option<Method>) -> Outcome {
-        let kind = vault_kind(item.kind);
-        match settle(|| self.target.recover_deleted(kind, &item.name)).await {
+    async fn recover(&self, item: &ItemData, method: Option<Method>) -> Outcome {
+        let kind = item.head.kind;
+        match settle(|| self.target.recover_deleted(kind, &item.head.name)).await {
             Ok(_) => {}
             // A repeated recover whose first answer was lost finds no deleted item.
             Err(err) if err.is_not_found() => {}
@@ -272,11 +274,11 @@ impl Applier {
             return Outcome::Failed(reason);
         }
         let mut note = None;
-        if item.kind == Kind::Secret
+        if item.head.kind == Kind::Secret
             && method != Some(Method::Native)
             && let Some(current) = item.versions.last()
         {
-            let live = self.target.get_secret(&item.name, None).await;
+            let live = self.target.get_secret(&item.head.name, None).await;
             let same = live.as_ref().is_ok_and(|v| {
                 digest(v.value.expose_secret()) == digest(current.value.expose_secret())
                     && v.properties.content_type == current.content_type
@@ -297,16 +299,20 @@ impl Applier {
     }
 
     /// Polls until a recovered item answers (Azure answers 404 for a few seconds).
-    async fn wait_live(&self, item: &ArchivedItem) -> Result<(), String> {
+    async fn wait_live(&self, item: &ItemData) -> Result<(), String> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
-            let found = match item.kind {
-                Kind::Secret => self.target.list_secret_versions(&item.name).await.map(drop),
-                Kind::Key => self.target.get_key(&item.name, None).await.map(drop),
+            let found = match item.head.kind {
+                Kind::Secret => self
+                    .target
+                    .list_secret_versions(&item.head.name)
+                    .await
+                    .map(drop),
+                Kind::Key => self.target.get_key(&item.head.name, None).await.map(drop),
                 Kind::Certificate => self
                     .target
-                    .get_certificate(&item.name, None)
+                    .get_certificate(&item.head.name, None)
                     .await
                     .map(drop),
             };
@@ -323,15 +329,16 @@ impl Applier {
 }
 
 /// Why an item with no plain form cannot reach a target that refuses native blobs.
-fn refused_reason(item: &ArchivedItem) -> String {
-    match item.kind {
+fn refused_reason(item: &ItemData) -> String {
+    match item.head.kind {
         Kind::Key => "Cannot decrypt backup blob: Azure restores a key's backup only into a vault \
                       of the source's subscription and geography, and a key has no other way out \
                       (software keys are not exportable)"
             .to_owned(),
         _ => format!(
             "the target refuses native blobs (another subscription or geography) and {}",
-            item.no_plain_reason()
+            item.head
+                .no_plain_reason()
                 .replace("in the archive", "readable in the source")
                 .replace("when captured", "")
         ),

@@ -7,16 +7,16 @@ use serde::Serialize;
 use super::source::SourceHead;
 use crate::archive::Kind;
 use crate::commands::restore_plan::{
-    Action, ArchivedItem, NativeTarget, PlannedItem, Policy, TargetListing, TargetState, decide,
-    scope_kind,
+    Action, NativeTarget, PlannedItem, Policy, TargetListing, TargetState, decide,
 };
-use crate::commands::scope::Scope;
+use crate::commands::scope::{ItemKind as ScopeKind, Scope};
+use crate::engine::item::ItemHead;
 
 /// Decides one captured source item against where it stands in the target: the restore
 /// planner's decision, with the reasons a live source gives (an item that could not be read,
 /// a key for a target that refuses native blobs).
 pub fn decide_item(
-    item: &ArchivedItem,
+    item: &ItemHead,
     target: TargetState<'_>,
     policy: Policy,
     native: NativeTarget,
@@ -80,7 +80,7 @@ pub fn prune_lines(
         .live
         .iter()
         .filter(|((kind, lower), props)| {
-            !have.contains(&(*kind, lower.clone())) && scope.includes(scope_kind(*kind), props.name())
+            !have.contains(&(*kind, lower.clone())) && scope.includes(ScopeKind::of(*kind), props.name())
         })
         .map(|((kind, _), props)| PruneLine {
             kind: *kind,
@@ -170,16 +170,7 @@ mod tests {
 
     #[test]
     fn a_key_for_a_refusing_target_names_azures_reason() {
-        let key = ArchivedItem {
-            kind: Kind::Key,
-            name: "signing".into(),
-            blob: None,
-            versions: Vec::new(),
-            export: None,
-            policy: None,
-            public_cer: None,
-            skipped: None,
-        };
+        let key = ItemHead::new(Kind::Key, "signing");
         let policy = Policy {
             mode: crate::commands::restore_plan::Mode::Auto,
             on_conflict: crate::commands::restore_plan::OnConflict::Skip,

@@ -1,6 +1,7 @@
 //! A live vault as the source of a copy: its items in scope ([`list_source`]) and each item
-//! read into the same shape an archive gives `restore` ([`capture`] → [`ArchivedItem`]), so
-//! the restore planner decides a copy exactly as it decides a restore.
+//! read into the engine's item model ([`capture`] → [`ItemData`], its head with digests and
+//! its values and blob), so the engine's restore planner decides a copy exactly as it decides
+//! a restore.
 //!
 //! Managed keys and secrets (a certificate's) are never items of their own: they travel with
 //! their certificate (its native blob, or its exportable PFX/PEM read from the managed secret).
@@ -12,10 +13,8 @@ use base64::Engine as _;
 use futures::StreamExt;
 
 use crate::archive::{Attributes as ArchivedAttributes, Kind, SecretRecord};
-use crate::commands::restore_plan::{
-    ArchivedBlob, ArchivedExport, ArchivedItem, scope_kind, vault_kind,
-};
-use crate::commands::scope::Scope;
+use crate::commands::scope::{ItemKind as ScopeKind, Scope};
+use crate::engine::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
 use crate::vault::azure::AzureVault;
 use crate::vault::{Attributes, SecretVersionValue, VaultError, VaultReader};
 
@@ -32,6 +31,7 @@ pub struct SourceHead {
 /// left out), certificates; sorted by kind then name. A list that fails fails the copy.
 pub async fn list_source(vault: &AzureVault, scope: &Scope) -> Result<Vec<SourceHead>, VaultError> {
     let mut heads = Vec::new();
+    let scope_kind = ScopeKind::of;
     let wanted = |kind: Kind| scope.includes_kind(scope_kind(kind));
     if wanted(Kind::Secret) {
         let mut list = vault.list_secrets();
@@ -89,17 +89,8 @@ pub struct Want {
 /// Reads one source item. What cannot be read is recorded in `skipped` (the item is then
 /// planned from what was read, or reported as impossible); the item vanishing between the
 /// list and the read is such a case too.
-pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ArchivedItem {
-    let mut item = ArchivedItem {
-        kind: head.kind,
-        name: head.name.clone(),
-        blob: None,
-        versions: Vec::new(),
-        export: None,
-        policy: None,
-        public_cer: None,
-        skipped: None,
-    };
+pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemData {
+    let mut item = ItemData::new(ItemHead::new(head.kind, &head.name));
     let mut problems: Vec<String> = Vec::new();
     match head.kind {
         Kind::Secret => capture_secret(vault, &mut item, want, &mut problems).await,
@@ -107,18 +98,19 @@ pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> Archi
         Kind::Certificate => capture_certificate(vault, &mut item, want, &mut problems).await,
     }
     if !problems.is_empty() {
-        item.skipped = Some(problems.join("; "));
+        item.head.skipped = Some(problems.join("; "));
     }
+    item.head.versions = item.versions.iter().map(VersionHead::of).collect();
     item
 }
 
 async fn capture_secret(
     vault: &AzureVault,
-    item: &mut ArchivedItem,
+    item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
 ) {
-    let name = item.name.clone();
+    let name = item.head.name.clone();
     // The current version is always read: it gives the version id, tags and attributes the
     // plan compares, and the value a plain write needs.
     let current = match vault.get_secret(&name, None).await {
@@ -169,11 +161,10 @@ async fn capture_secret(
         }
         item.versions.push(record(current, true));
         // Oldest first, the current version last, as an archive orders them.
-        item.versions
-            .sort_by_key(|r| (r.current, r.attributes.created.map(|t| t.unix_timestamp())));
+        item.sort_versions();
     }
     if want.blob {
-        match vault.backup(vault_kind(Kind::Secret), &name).await {
+        match vault.backup(Kind::Secret, &name).await {
             Ok(blob) => {
                 let props = match current_props {
                     Some(props) => Some(props),
@@ -183,8 +174,8 @@ async fn capture_secret(
                         .ok()
                         .and_then(|v| v.into_iter().last()),
                 };
-                item.blob = Some(ArchivedBlob {
-                    blob,
+                item.blob = Some(blob);
+                item.head.blob = Some(BlobHead {
                     version: props.as_ref().and_then(|p| p.version.clone()),
                     tags: props.as_ref().map(|p| p.tags.clone()).unwrap_or_default(),
                     attributes: archived(props.as_ref().map(|p| &p.attributes)),
@@ -204,24 +195,24 @@ fn problems_note_disabled(problems: &mut Vec<String>, version: &str) {
 
 async fn capture_key(
     vault: &AzureVault,
-    item: &mut ArchivedItem,
+    item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
 ) {
     if !want.blob {
         return;
     }
-    let bundle = match vault.get_key(&item.name, None).await {
+    let bundle = match vault.get_key(&item.head.name, None).await {
         Ok(bundle) => bundle,
         Err(err) => {
             problems.push(format!("cannot read it from the source: {err}"));
             return;
         }
     };
-    match vault.backup(vault_kind(Kind::Key), &item.name).await {
+    match vault.backup(Kind::Key, &item.head.name).await {
         Ok(blob) => {
-            item.blob = Some(ArchivedBlob {
-                blob,
+            item.blob = Some(blob);
+            item.head.blob = Some(BlobHead {
                 version: bundle.properties.version.clone(),
                 tags: bundle.properties.tags.clone(),
                 attributes: archived(Some(&bundle.properties.attributes)),
@@ -234,11 +225,11 @@ async fn capture_key(
 
 async fn capture_certificate(
     vault: &AzureVault,
-    item: &mut ArchivedItem,
+    item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
 ) {
-    let name = item.name.clone();
+    let name = item.head.name.clone();
     let mut bundle = match vault.get_certificate(&name, None).await {
         Ok(bundle) => bundle,
         Err(err) => {
@@ -249,7 +240,7 @@ async fn capture_certificate(
     if bundle.policy.is_none() {
         bundle.policy = vault.get_certificate_policy(&name).await.ok();
     }
-    item.public_cer = Some(bundle.cer.clone());
+    item.head.thumbprint = Some(sha1_of(&bundle.cer));
     item.policy = bundle.policy.clone();
     if want.plain {
         if bundle.key_exportable() {
@@ -263,10 +254,10 @@ async fn capture_certificate(
         }
     }
     if want.blob {
-        match vault.backup(vault_kind(Kind::Certificate), &name).await {
+        match vault.backup(Kind::Certificate, &name).await {
             Ok(blob) => {
-                item.blob = Some(ArchivedBlob {
-                    blob,
+                item.blob = Some(blob);
+                item.head.blob = Some(BlobHead {
                     version: bundle.properties.version.clone(),
                     tags: bundle.properties.tags.clone(),
                     attributes: archived(Some(&bundle.properties.attributes)),
@@ -281,7 +272,7 @@ async fn capture_certificate(
 /// Reads the certificate with its private key from its managed secret.
 async fn export(
     vault: &AzureVault,
-    item: &mut ArchivedItem,
+    item: &mut ItemData,
     bundle: &crate::vault::CertificateBundle,
     problems: &mut Vec<String>,
 ) {
@@ -289,7 +280,7 @@ async fn export(
         problems.push("the certificate names no managed secret".to_owned());
         return;
     };
-    let secret = match vault.get_secret(&item.name, Some(&version)).await {
+    let secret = match vault.get_secret(&item.head.name, Some(&version)).await {
         Ok(secret) => secret,
         Err(err) => {
             problems.push(format!("private key (managed secret): {err}"));
@@ -311,11 +302,11 @@ async fn export(
     };
     match bytes {
         Some(bytes) => {
-            item.export = Some(ArchivedExport {
+            item.export = Some(SecretBox::new(bytes.into_boxed_slice()));
+            item.head.export = Some(ExportHead {
                 content_type,
                 version,
-                bytes: SecretBox::new(bytes.into_boxed_slice()),
-            })
+            });
         }
         None => problems.push(format!(
             "private key: the managed secret is not valid {content_type}"
@@ -327,9 +318,9 @@ const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
 
 /// The certificate's export as the import call takes it: a PFX as standard base64, PEM text.
-pub fn import_value(export: &ArchivedExport) -> SecretString {
-    let bytes = export.bytes.expose_secret();
-    if export.content_type == PEM {
+pub fn import_value(content_type: &str, export: &SecretBox<[u8]>) -> SecretString {
+    let bytes = export.expose_secret();
+    if content_type == PEM {
         SecretString::from(String::from_utf8_lossy(bytes).into_owned())
     } else {
         SecretString::from(base64::engine::general_purpose::STANDARD.encode(bytes))

@@ -6,7 +6,8 @@
 //!
 //! Configuration follows the AWS conventions: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`, else the profile (`AWS_PROFILE`, `~/.aws/credentials` and
-//! `~/.aws/config`, or `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`); the region from
+//! `~/.aws/config`, or `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`), else a web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, exchanged with STS); the region from
 //! `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile; an endpoint from `AWS_ENDPOINT_URL_S3`
 //! or `AWS_ENDPOINT_URL` (then path-style addressing).
 
@@ -47,7 +48,79 @@ pub struct S3Bucket {
     endpoint: String,
     path_style: bool,
     credentials: Credentials,
+    /// Set when the credentials come from STS for a web identity token (EKS, GitHub OIDC):
+    /// `credentials` is then a placeholder and each request asks [`WebIdentity::current`].
+    web_identity: Option<WebIdentity>,
     client: reqwest::Client,
+}
+
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`: temporary credentials from STS
+/// (AssumeRoleWithWebIdentity), cached until five minutes before they expire.
+#[derive(Debug, Clone)]
+struct WebIdentity {
+    token_file: std::path::PathBuf,
+    role_arn: String,
+    session: String,
+    sts: String,
+    cache: Arc<tokio::sync::Mutex<Option<(Credentials, OffsetDateTime)>>>,
+}
+
+impl WebIdentity {
+    async fn current(&self, client: &reqwest::Client) -> Result<Credentials, DestError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((credentials, expires)) = cache.as_ref()
+            && *expires > OffsetDateTime::now_utc() + time::Duration::minutes(5)
+        {
+            return Ok(credentials.clone());
+        }
+        let what = format!(
+            "cannot assume {} with the web identity token",
+            self.role_arn
+        );
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| DestError::io(format!("cannot read {}", self.token_file.display()), e))?;
+        let form = [
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", self.role_arn.as_str()),
+            ("RoleSessionName", self.session.as_str()),
+            ("WebIdentityToken", token.trim()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={}", http::encode(v, false)))
+        .collect::<Vec<_>>()
+        .join("&");
+        // The token goes in the body, never in a URL that an error message could show.
+        let response = http::send(&what, || {
+            Ok(client
+                .post(&self.sts)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.clone()))
+        })
+        .await?;
+        if !response.status().is_success() {
+            return Err(http::error(&what, response).await);
+        }
+        let body = response.text().await.map_err(|e| DestError::Network {
+            what: what.clone(),
+            message: http::one_line(&e),
+        })?;
+        let field = |name: &str| {
+            xml::text(&body, name).ok_or_else(|| {
+                DestError::Credentials(format!("{what}: STS answered without {name}"))
+            })
+        };
+        let credentials = Credentials {
+            access_key: field("AccessKeyId")?,
+            secret_key: Arc::new(field("SecretAccessKey")?),
+            session_token: Some(Arc::new(field("SessionToken")?)),
+        };
+        let expires = xml::text(&body, "Expiration")
+            .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
+            .unwrap_or_else(|| OffsetDateTime::now_utc() + time::Duration::minutes(15));
+        *cache = Some((credentials.clone(), expires));
+        Ok(credentials)
+    }
 }
 
 /// `[section]` → key → value, from an AWS ini file.
@@ -117,6 +190,7 @@ impl S3Bucket {
                 bucket.contains('.'),
             ),
         };
+        let mut web_identity = None;
         let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
             (Some(access_key), Some(secret)) => Credentials {
                 access_key,
@@ -138,13 +212,35 @@ impl S3Bucket {
                         secret_key: Arc::new(secret),
                         session_token: get("aws_session_token").map(Arc::new),
                     },
-                    _ => {
-                        return Err(DestError::Credentials(format!(
-                            "no AWS credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID and \
-                             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile with keys \
-                             (profile '{profile}' has none)"
-                        )));
-                    }
+                    _ => match (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) {
+                        (Some(token_file), Some(role_arn)) => {
+                            web_identity = Some(WebIdentity {
+                                token_file: token_file.into(),
+                                role_arn,
+                                session: env("AWS_ROLE_SESSION_NAME")
+                                    .unwrap_or_else(|| "coldvault".to_owned()),
+                                sts: env("AWS_ENDPOINT_URL_STS")
+                                    .or_else(|| env("AWS_ENDPOINT_URL"))
+                                    .unwrap_or_else(|| {
+                                        format!("https://sts.{region}.amazonaws.com")
+                                    }),
+                                cache: Arc::default(),
+                            });
+                            Credentials {
+                                access_key: String::new(),
+                                secret_key: Arc::default(),
+                                session_token: None,
+                            }
+                        }
+                        _ => {
+                            return Err(DestError::Credentials(format!(
+                                "no AWS credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID and \
+                                 AWS_SECRET_ACCESS_KEY, AWS_PROFILE naming a profile with keys \
+                                 (profile '{profile}' has none), or AWS_WEB_IDENTITY_TOKEN_FILE \
+                                 and AWS_ROLE_ARN"
+                            )));
+                        }
+                    },
                 }
             }
         };
@@ -155,6 +251,7 @@ impl S3Bucket {
             endpoint,
             path_style,
             credentials,
+            web_identity,
             client: http::client()?,
         };
         Ok((store, path.to_owned()))
@@ -180,6 +277,7 @@ impl S3Bucket {
         query: &[(&str, String)],
         headers: &[(&str, String)],
         body: &bytes::Bytes,
+        credentials: &Credentials,
     ) -> Result<reqwest::RequestBuilder, DestError> {
         let base = self.url(name);
         let mut pairs: Vec<(String, String)> = query
@@ -222,7 +320,7 @@ impl S3Bucket {
         signed.insert("host".to_owned(), host);
         signed.insert("x-amz-content-sha256".to_owned(), payload.clone());
         signed.insert("x-amz-date".to_owned(), amz_date.clone());
-        if let Some(token) = &self.credentials.session_token {
+        if let Some(token) = &credentials.session_token {
             signed.insert("x-amz-security-token".to_owned(), token.to_string());
         }
         let canonical_headers: String = signed.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
@@ -237,13 +335,13 @@ impl S3Bucket {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical_request.as_bytes()))
         );
-        let key = signing_key(&self.credentials.secret_key, day, &self.region);
+        let key = signing_key(&credentials.secret_key, day, &self.region);
         let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
         let mut builder = self.client.request(method, &url).header(
             "authorization",
             format!(
                 "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_names}, Signature={signature}",
-                self.credentials.access_key
+                credentials.access_key
             ),
         );
         for (k, v) in &signed {
@@ -263,8 +361,12 @@ impl S3Bucket {
         headers: &[(&str, String)],
         body: bytes::Bytes,
     ) -> Result<reqwest::Response, DestError> {
+        let credentials = match &self.web_identity {
+            Some(identity) => identity.current(&self.client).await?,
+            None => self.credentials.clone(),
+        };
         http::send(what, || {
-            self.request(method.clone(), name, query, headers, &body)
+            self.request(method.clone(), name, query, headers, &body, &credentials)
         })
         .await
     }

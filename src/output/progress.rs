@@ -318,3 +318,63 @@ mod tests {
         );
     }
 }
+
+/// The engine's progress, shown in this reporter's style: under `--json` one `item` event
+/// per item (with its method and reason), otherwise the bar or lines, where only problems
+/// carry their reason (a success's detail is in the summary or the plan).
+impl crate::engine::progress::Progress for Progress {
+    fn note(&self, text: &str) {
+        Progress::note(self, text);
+    }
+
+    fn add_total(&self, items: u64) {
+        Progress::add_total(self, items);
+    }
+
+    fn item(&self, event: &crate::engine::progress::ItemEvent<'_>) {
+        if self.style == ProgressStyle::JsonLines {
+            emit_json("item", &JsonItem::of(event));
+            return;
+        }
+        Progress::item(
+            self,
+            &ItemEvent {
+                vault: event.vault,
+                kind: event.kind.as_str(),
+                name: event.name,
+                status: event.status,
+                reason: if event.problem { event.reason } else { None },
+                bytes: event.bytes,
+            },
+        );
+    }
+}
+
+/// The `item` event of `docs/SCRIPTING.md`.
+#[derive(Serialize)]
+struct JsonItem<'a> {
+    vault: &'a str,
+    kind: crate::model::ItemKind,
+    name: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+}
+
+impl<'a> JsonItem<'a> {
+    fn of(event: &crate::engine::progress::ItemEvent<'a>) -> Self {
+        Self {
+            vault: event.vault,
+            kind: event.kind,
+            name: event.name,
+            status: event.status,
+            method: event.method,
+            reason: event.reason,
+            bytes: event.bytes,
+        }
+    }
+}

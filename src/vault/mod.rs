@@ -194,37 +194,8 @@ pub fn is_valid_version(version: &str) -> bool {
     (1..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The three kinds of vault objects coldvault captures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemKind {
-    /// A secret (`/secrets`).
-    Secret,
-    /// A key (`/keys`).
-    Key,
-    /// A certificate (`/certificates`).
-    Certificate,
-}
-
-impl ItemKind {
-    /// All kinds, in the order a backup visits them.
-    pub const ALL: [ItemKind; 3] = [ItemKind::Secret, ItemKind::Key, ItemKind::Certificate];
-
-    /// The lower-case singular name (`secret`, `key`, `certificate`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemKind::Secret => "secret",
-            ItemKind::Key => "key",
-            ItemKind::Certificate => "certificate",
-        }
-    }
-}
-
-impl fmt::Display for ItemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The three kinds of vault objects coldvault captures: the crate's one item kind.
+pub use crate::model::ItemKind;
 
 /// An object's attributes as Key Vault reports them. `enabled`, `not_before` and `expires` are
 /// the writable ones; the rest are informational and ignored on write.
