@@ -24,11 +24,12 @@ use super::restore_plan::{
 };
 use super::scope::{Scope, ScopeArgs};
 use crate::archive::Kind;
-use crate::copy::apply::{Applier, Outcome};
+use crate::copy::apply::soft_delete;
 use crate::copy::identity::{IdentitySource, Side, resolve_side_from_process};
 use crate::copy::plan::{PruneLine, decide_item, prune_lines, soft_delete_on};
 use crate::copy::source::{SourceHead, Want, capture, list_source};
 use crate::engine::item::ItemData;
+use crate::engine::restore::apply::{Applier, Outcome};
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
@@ -664,8 +665,8 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         }
     }
     let deletes = futures::stream::iter(prune.iter().map(|line| {
-        let applier = applier.clone();
-        async move { (line, applier.delete(line.kind, &line.name).await) }
+        let target = &target;
+        async move { (line, soft_delete(target, line.kind, &line.name).await) }
     }))
     .buffer_unordered(plan.concurrency)
     .collect::<Vec<_>>()
@@ -694,7 +695,7 @@ struct Planner<'a> {
     listing: &'a TargetListing,
     plan: &'a CopyPlan,
     native: NativeTarget,
-    applier: &'a Applier,
+    applier: &'a Applier<AzureVault>,
 }
 
 impl Planner<'_> {

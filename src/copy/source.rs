@@ -8,7 +8,7 @@
 //! Only what the copy can use is read: the blob when a native write may happen, values always
 //! for secrets (to compare and to write plainly), every version only with `--all-versions`.
 
-use age::secrecy::{ExposeSecret, SecretBox, SecretString};
+use age::secrecy::{ExposeSecret, SecretBox};
 use base64::Engine as _;
 use futures::StreamExt;
 
@@ -316,16 +316,6 @@ async fn export(
 
 const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
-
-/// The certificate's export as the import call takes it: a PFX as standard base64, PEM text.
-pub fn import_value(content_type: &str, export: &SecretBox<[u8]>) -> SecretString {
-    let bytes = export.expose_secret();
-    if content_type == PEM {
-        SecretString::from(String::from_utf8_lossy(bytes).into_owned())
-    } else {
-        SecretString::from(base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-}
 
 fn record(value: SecretVersionValue, current: bool) -> SecretRecord {
     let SecretVersionValue { properties, value } = value;
