@@ -40,6 +40,10 @@ pub enum Command {
     Vaults(commands::vaults::VaultsArgs),
     /// Write an archive's plain secrets out for use without Azure.
     Extract(commands::extract::ExtractArgs),
+    /// Copy one vault's items into another, planned like restore (one-way).
+    Copy(commands::copy::CopyArgs),
+    /// Keep two vaults in step both ways.
+    Sync(commands::sync::SyncArgs),
     /// List the archives at a destination, per vault, newest first.
     List(commands::list::ListArgs),
     /// Remove the archives a retention policy does not keep (restic's semantics).

@@ -10,11 +10,13 @@
 //! Resource Manager and spreads them over shards.
 //! [`atomic_file`] (temp file, fsync, rename, folder fsync) imports nothing else of the crate,
 //! so the archive writer, the commands and the emulator all write files through it.
+//! [`copy`] moves items vault to vault (`coldvault copy`, `coldvault sync`).
 
 pub mod archive;
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
+pub mod copy;
 pub mod dest;
 pub mod emulator;
 pub mod engine;

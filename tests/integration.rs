@@ -2,6 +2,7 @@
 mod archive;
 mod backup;
 mod cli;
+mod copy;
 mod demo;
 mod docs;
 mod emulator;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod completions;
 pub mod connect_args;
+pub mod copy;
 pub mod demo;
 pub mod destination;
 pub mod diff;
@@ -18,6 +19,7 @@ pub mod list;
 pub mod restore;
 pub mod restore_plan;
 pub mod scope;
+pub mod sync;
 pub mod vaults;
 pub mod verify;
 
@@ -34,6 +36,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Copy(args) => runtime()?.block_on(copy::run(args)),
+        Command::Sync(args) => runtime()?.block_on(sync::run(args)),
         Command::Keygen(args) => keygen::run(args),
         Command::List(args) => runtime()?.block_on(list::run(args)),
         Command::Forget(args) => runtime()?.block_on(forget::run(args)),

@@ -304,4 +304,18 @@ impl VaultWriter for MemoryStore {
     ) -> Result<WrittenItem, VaultError> {
         Err(not_found(name))
     }
+
+    /// This store keeps no deleted items: a deleted secret is gone.
+    async fn soft_delete(&self, kind: ItemKind, name: &str) -> Result<(), VaultError> {
+        let removed =
+            kind == ItemKind::Secret && self.secrets.lock().expect("lock").remove(name).is_some();
+        if !removed {
+            return Err(not_found(name));
+        }
+        self.writes
+            .lock()
+            .expect("lock")
+            .push(format!("delete {name}"));
+        Ok(())
+    }
 }

@@ -1324,6 +1324,28 @@ impl VaultWriter for AzureVault {
         )
         .await
     }
+
+    async fn soft_delete(&self, kind: ItemKind, name: &str) -> Result<(), VaultError> {
+        Self::check_name(name)?;
+        let writers = &self.inner.writers;
+        retry_write(
+            self.inner.max_retries,
+            || async {
+                match kind {
+                    ItemKind::Secret => writers.secrets.delete_secret(name, None).await.map(drop),
+                    ItemKind::Key => writers.keys.delete_key(name, None).await.map(drop),
+                    ItemKind::Certificate => writers
+                        .certificates
+                        .delete_certificate(name, None)
+                        .await
+                        .map(drop),
+                }
+                .map_err(|e| self.error(e))
+            },
+            || async { Ok(None) },
+        )
+        .await
+    }
 }
 
 /// How long the commands should wait between polls of an object that is settling after a

@@ -880,6 +880,16 @@ pub trait VaultWriter: VaultReader {
         name: &str,
         certificate: &CertificateImport,
     ) -> impl Future<Output = Result<WrittenItem, VaultError>> + Send;
+
+    /// Soft-deletes an object (never purges): it stays recoverable for the vault's retention.
+    /// A certificate takes its managed key and secret along. A repeated delete whose first
+    /// answer was lost finds nothing live: [`VaultError::is_not_found`], which callers that
+    /// saw the object live count as done.
+    fn soft_delete(
+        &self,
+        kind: ItemKind,
+        name: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
 }
 
 #[cfg(test)]

@@ -78,6 +78,12 @@ impl<V: VaultWriter> Applier<V> {
         }
     }
 
+    /// Whether the target answered "Cannot decrypt backup blob" to a native write of this run
+    /// (or the plan knew it would): a source need not read more blobs.
+    pub fn native_refused(&self) -> bool {
+        self.native_refused.load(Ordering::Relaxed)
+    }
+
     /// Applies one plan line with the item's data (`item.head` is the head it was planned
     /// from).
     pub async fn apply(&self, item: &ItemData, line: &PlannedItem) -> Outcome {
@@ -126,8 +132,8 @@ impl<V: VaultWriter> Applier<V> {
                     }
                     if !item.head.has_plain_form() {
                         return Outcome::Failed(format!(
-                            "the target refused the native blob (another subscription or \
-                             geography) and {}",
+                            "the target refused the native blob (\"Cannot decrypt backup \
+                             blob\": another subscription or geography) and {}",
                             item.head.no_plain_reason()
                         ));
                     }

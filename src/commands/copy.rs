@@ -1,0 +1,929 @@
+//! `coldvault copy --from SRC --to DST`: one vault's items into another, planned then applied,
+//! each side signed in with its own identity.
+//!
+//! Both vaults are listed; whether the target takes the source's native blobs (same
+//! subscription and geography) is learnt without creating anything when a name exists on both
+//! sides; each source item is read (blob and/or values) and each item present in the target is
+//! compared, then the restore planner decides every line and `--prune` adds the target's
+//! extraneous items. `--dry-run` prints the plan. Applying writes natively (same version ids)
+//! or plainly (values, certificate import), recovers soft-deleted names when asked and
+//! soft-deletes pruned items. A rerun plans nothing that is already right. One connection per
+//! vault: its pacing gate is shared by every request to that vault.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
+use super::interrupt::Interrupts;
+use super::restore_plan::{
+    Action, LiveView, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, TargetListing,
+    inspect_live, list_target, target_state,
+};
+use super::scope::{Scope, ScopeArgs};
+use crate::archive::Kind;
+use crate::copy::apply::soft_delete;
+use crate::copy::identity::{IdentitySource, Side, resolve_side_from_process};
+use crate::copy::plan::{PruneLine, decide_item, prune_lines, soft_delete_on};
+use crate::copy::source::{SourceHead, Want, capture, list_source};
+use crate::engine::item::ItemData;
+use crate::engine::restore::apply::{Applier, Outcome};
+use crate::error::{CliError, ExitCode};
+use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
+use crate::output::table::Table;
+use crate::vault::azure::{AzureVault, ConnectOptions};
+use crate::vault::credentials::AuthMethod;
+use crate::vault::{VaultReader, VaultUrl, VaultWriter};
+
+/// Requests in flight per vault unless `--concurrency` says otherwise.
+const DEFAULT_CONCURRENCY: u16 = 32;
+
+/// Arguments of `coldvault copy`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  coldvault copy --from prod-kv --to dr-kv --dry-run
+  coldvault copy --from prod-kv --to dr-kv --prune --json
+  COLDVAULT_TO_TENANT_ID=… COLDVAULT_TO_CLIENT_ID=… COLDVAULT_TO_CLIENT_SECRET=… \\
+    coldvault copy --from https://old.vault.azure.net --to https://new.vault.azure.net --mode plain
+
+Each side signs in on its own: COLDVAULT_FROM_* and COLDVAULT_TO_* (TENANT_ID, CLIENT_ID, \
+CLIENT_SECRET, CLIENT_CERTIFICATE_PATH, FEDERATED_TOKEN_FILE, AUTHORITY_HOST) replace AZURE_* for \
+that side when any is set; --from-auth / --to-auth pin a method per side.
+
+Exit codes: 0 everything copied or already right, 1 failed, 2 usage, 3 partial (some items not \
+copied, each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
+copy that was stopped.")]
+pub struct CopyArgs {
+    /// The vault to copy from: a name (NAME.vault.azure.net) or a full URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub from: String,
+
+    /// The vault to copy into.
+    #[arg(long, value_name = "NAME|URL")]
+    pub to: String,
+
+    /// native: backup blobs (every version, same ids; same subscription and geography only).
+    /// plain: secrets by value and exportable certificates, into any vault. auto: native where
+    /// the target accepts the blobs, plain otherwise.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+
+    /// Copy every enabled version of each secret by value, oldest first (a native copy always
+    /// carries every version).
+    #[arg(long)]
+    pub all_versions: bool,
+
+    /// An item that exists in the target and differs: leave it (skip), add the source's state
+    /// as a new version (overwrite; plain only, nothing is deleted), or copy nothing (fail).
+    #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
+    pub on_conflict: OnConflict,
+
+    /// Recover items that are soft-deleted in the target, then bring them up to the source.
+    #[arg(long)]
+    pub recover_deleted: bool,
+
+    /// Soft-delete the target's items (of the selection) that the source does not have.
+    /// Never purges; refused on a vault without soft-delete.
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// JSON Lines on stdout: the plan, one event per item, a summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Requests in flight per vault.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+
+    /// Sign in to the source only this way (default: --auth, else the chain).
+    #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
+    pub from_auth: Option<AuthMethod>,
+
+    /// Sign in to the target only this way (default: --auth, else the chain).
+    #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
+    pub to_auth: Option<AuthMethod>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Parses `--from-auth` / `--to-auth` (and `sync`'s `--a-auth` / `--b-auth`).
+pub fn parse_auth(text: &str) -> Result<AuthMethod, String> {
+    text.parse()
+        .map_err(|e: crate::vault::credentials::UnknownAuthMethod| e.to_string())
+}
+
+/// One side of a two-vault command, resolved: where, and how it signs in.
+#[derive(Debug)]
+pub struct SidePlan {
+    /// Which side.
+    pub side: Side,
+    /// The vault.
+    pub url: VaultUrl,
+    /// Connection options with the side's own environment and method.
+    pub options: ConnectOptions,
+    /// Where its identity comes from.
+    pub source: IdentitySource,
+}
+
+impl SidePlan {
+    /// Resolves a side: its URL, its environment (see [`crate::copy::identity`]) and its
+    /// method (`pinned`, else `--auth`).
+    pub fn resolve(
+        side: Side,
+        vault: &str,
+        pinned: Option<AuthMethod>,
+        connect: &ConnectArgs,
+    ) -> Result<Self, CliError> {
+        let url = parse_vault(vault).map_err(|e| CliError {
+            message: e.message.replacen("--vault", side.argument(), 1),
+            ..e
+        })?;
+        let identity = resolve_side_from_process(side);
+        let mut options = connect.options();
+        options.env = identity.env;
+        options.auth = pinned.or(connect.auth);
+        Ok(Self {
+            side,
+            url,
+            options,
+            source: identity.source,
+        })
+    }
+
+    /// Connects and signs in; says on stderr which credential the side used.
+    pub async fn connect(&self) -> Result<AzureVault, CliError> {
+        let vault = connect(&self.url, &self.options)
+            .await
+            .map_err(|e| CliError {
+                message: format!("{} side: {}", self.side.label(), e.message),
+                ..e
+            })?;
+        // Always on stderr, `--json` too: which identity touched which vault is what an
+        // audit of a cross-tenant copy asks first.
+        if let Some(how) = vault.signed_in_with() {
+            eprintln!(
+                "{} {}: signed in with {how} from {}",
+                self.side.label(),
+                self.url.name(),
+                self.source
+            );
+        }
+        Ok(vault)
+    }
+}
+
+/// Two sides naming the same vault would copy a vault onto itself.
+pub fn refuse_same_vault(a: &VaultUrl, b: &VaultUrl, flags: &str) -> Result<(), CliError> {
+    if a == b {
+        return Err(
+            CliError::usage(format!("{flags} name the same vault ({a})"))
+                .with_hint("give two different vaults"),
+        );
+    }
+    Ok(())
+}
+
+/// The resolved command.
+#[derive(Debug)]
+pub struct CopyPlan {
+    from: SidePlan,
+    to: SidePlan,
+    scope: Scope,
+    policy: Policy,
+    all_versions: bool,
+    prune: bool,
+    dry_run: bool,
+    json: bool,
+    concurrency: usize,
+}
+
+impl CopyPlan {
+    /// Checks the arguments; reads nothing from the network.
+    pub fn resolve(args: &CopyArgs) -> Result<Self, CliError> {
+        let from = SidePlan::resolve(Side::From, &args.from, args.from_auth, &args.connect)?;
+        let to = SidePlan::resolve(Side::To, &args.to, args.to_auth, &args.connect)?;
+        refuse_same_vault(&from.url, &to.url, "--from and --to")?;
+        Ok(Self {
+            from,
+            to,
+            scope: Scope::resolve(&args.scope)?,
+            policy: Policy {
+                mode: args.mode,
+                on_conflict: args.on_conflict,
+                recover_deleted: args.recover_deleted,
+            },
+            all_versions: args.all_versions,
+            prune: args.prune,
+            dry_run: args.dry_run,
+            json: args.json,
+            concurrency: usize::from(args.concurrency),
+        })
+    }
+}
+
+/// Runs `coldvault copy`.
+pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
+    let plan = CopyPlan::resolve(&args)?;
+    let progress = Progress::new(ProgressStyle::detect(plan.json)).without_problem_lines();
+    let mut interrupts = Interrupts::listen()?;
+    let outcome = tokio::select! {
+        outcome = copy(&plan, &progress) => outcome,
+        stop = interrupts.recv() => {
+            progress.finish_vault();
+            return Err(stop.error(plan.to.url.name(), "run the same command again to finish the copy"));
+        }
+    };
+    progress.finish_vault();
+    outcome
+}
+
+/// Whether the target takes the source's native blobs, and how that is known.
+#[derive(Debug, Clone, Serialize)]
+struct NativeBlobs {
+    state: NativeTarget,
+    reason: String,
+}
+
+/// Learns without creating anything whether the target opens the source's blobs: a source
+/// item whose name is live (else soft-deleted) in the target is backed up and posted there;
+/// "Cannot decrypt backup blob" means another subscription or geography, a 409 means the blob
+/// was opened (see `restore::probe_native` for Azure's order of checks).
+async fn probe_native(
+    source: &AzureVault,
+    target: &AzureVault,
+    heads: &[SourceHead],
+    listing: &TargetListing,
+    mode: Mode,
+) -> NativeBlobs {
+    let known = |state, reason: &str| NativeBlobs {
+        state,
+        reason: reason.to_owned(),
+    };
+    if mode == Mode::Plain {
+        return known(NativeTarget::Unverified, "not needed: --mode plain");
+    }
+    let key = |h: &SourceHead| (h.kind, h.name.to_ascii_lowercase());
+    let candidate = heads
+        .iter()
+        .find(|h| listing.live.contains_key(&key(h)))
+        .or_else(|| heads.iter().find(|h| listing.deleted.contains_key(&key(h))));
+    let Some(head) = candidate else {
+        return known(
+            NativeTarget::Unverified,
+            "no name exists on both sides: the first native write tells",
+        );
+    };
+    let what = format!("{} {}", head.kind, head.name);
+    let blob = match source.backup(head.kind, &head.name).await {
+        Ok(blob) => blob,
+        Err(err) => {
+            return known(
+                NativeTarget::Unverified,
+                &format!("the backup of {what} in the source failed: {err}"),
+            );
+        }
+    };
+    match target.restore(head.kind, &blob).await {
+        Err(err) if err.is_cannot_decrypt_backup() => known(
+            NativeTarget::Refuses,
+            &format!(
+                "the target answered \"Cannot decrypt backup blob\" to {what}'s blob: it is in \
+                 another subscription or geography than the source"
+            ),
+        ),
+        Err(err) if err.conflict_reason().is_some() => known(
+            NativeTarget::Accepts,
+            &format!(
+                "the target opened {what}'s blob (409 on its existing name): same subscription \
+                 and geography"
+            ),
+        ),
+        Err(err) => known(
+            NativeTarget::Unverified,
+            &format!("the probe with {what}'s blob failed: {err}"),
+        ),
+        Ok(_) => known(
+            NativeTarget::Accepts,
+            &format!("the target took {what}'s blob (the name was freed after the listing)"),
+        ),
+    }
+}
+
+/// One line of the plan as printed.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Copy(&'a PlannedItem),
+    Prune(&'a PruneLine),
+}
+
+#[derive(Serialize)]
+struct PlanEvent<'a> {
+    from: &'a str,
+    to: &'a str,
+    #[serde(flatten)]
+    line: Line<'a>,
+}
+
+#[derive(Serialize)]
+struct ItemOut<'a> {
+    from: &'a str,
+    to: &'a str,
+    kind: Kind,
+    name: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<Method>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// An item not copied (or not deleted), with why.
+#[derive(Debug, Serialize)]
+struct NotCopied {
+    kind: Kind,
+    name: String,
+    reason: String,
+}
+
+/// The run's summary (`summary` event under `--json`).
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    from: String,
+    to: String,
+    mode: Option<Mode>,
+    dry_run: bool,
+    planned: Planned,
+    created: u64,
+    overwritten: u64,
+    recovered: u64,
+    skipped: u64,
+    deleted: u64,
+    native: u64,
+    plain: u64,
+    not_copied: Vec<NotCopied>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_blobs: Option<NativeBlobs>,
+    seconds: f64,
+    requests_from: u64,
+    requests_to: u64,
+    throttled: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Planned {
+    create: u64,
+    skip: u64,
+    overwrite: u64,
+    recover: u64,
+    conflict: u64,
+    impossible: u64,
+    delete: u64,
+}
+
+impl Planned {
+    fn add(&mut self, line: &PlannedItem) {
+        *match line.action {
+            Action::Create => &mut self.create,
+            Action::Skip => &mut self.skip,
+            Action::Overwrite => &mut self.overwrite,
+            Action::Recover => &mut self.recover,
+            Action::Conflict => &mut self.conflict,
+            Action::Impossible => &mut self.impossible,
+        } += 1;
+    }
+}
+
+impl Summary {
+    fn count(&mut self, kind: Kind, name: &str, outcome: &Outcome) {
+        match outcome {
+            Outcome::Done { status, method, .. } => {
+                match *status {
+                    "created" => self.created += 1,
+                    "overwritten" => self.overwritten += 1,
+                    "recovered" => self.recovered += 1,
+                    "deleted" => self.deleted += 1,
+                    _ => self.skipped += 1,
+                }
+                match method {
+                    Some(Method::Native) => self.native += 1,
+                    Some(Method::Plain) => self.plain += 1,
+                    _ => {}
+                }
+            }
+            Outcome::Failed(reason) => self.not_copied.push(NotCopied {
+                kind,
+                name: name.to_owned(),
+                reason: reason.clone(),
+            }),
+            Outcome::RefusedNatively => {}
+        }
+    }
+
+    fn print(&self, progress: &Progress) {
+        if progress.style() == ProgressStyle::JsonLines {
+            emit_json("summary", self);
+            return;
+        }
+        let p = &self.planned;
+        if self.dry_run {
+            eprintln!(
+                "{} -> {}: dry run, nothing changed: {} to create, {} to overwrite, {} to \
+                 recover, {} to delete, {} to skip, {} conflicts, {} impossible",
+                self.from,
+                self.to,
+                p.create,
+                p.overwrite,
+                p.recover,
+                p.delete,
+                p.skip,
+                p.conflict,
+                p.impossible
+            );
+        } else {
+            eprintln!(
+                "{} -> {}: {} created ({} native, {} plain), {} overwritten, {} recovered, {} \
+                 deleted, {} skipped (identical or existing), {} not copied ({:.1} s, {} + {} \
+                 requests, {} throttled)",
+                self.from,
+                self.to,
+                self.created,
+                self.native,
+                self.plain,
+                self.overwritten,
+                self.recovered,
+                self.deleted,
+                self.skipped,
+                self.not_copied.len(),
+                self.seconds,
+                self.requests_from,
+                self.requests_to,
+                self.throttled
+            );
+        }
+        if let Some(native) = &self.native_blobs
+            && !native.reason.starts_with("not needed")
+        {
+            eprintln!("  native blobs: {}", native.reason);
+        }
+        for item in &self.not_copied {
+            eprintln!("  NOT COPIED: {} {}: {}", item.kind, item.name, item.reason);
+        }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        if self.not_copied.is_empty() {
+            ExitCode::Ok
+        } else {
+            ExitCode::Partial
+        }
+    }
+}
+
+async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    let (from_name, to_name) = (
+        plan.from.url.name().to_owned(),
+        plan.to.url.name().to_owned(),
+    );
+    let source = plan.from.connect().await?;
+    let target = plan.to.connect().await?;
+    progress.start_vault(&to_name);
+    let (heads, listing) = tokio::join!(
+        list_source(&source, &plan.scope),
+        list_target(&target, &plan.scope)
+    );
+    let heads = heads.map_err(|e| vault_error(&from_name, &e))?;
+    let listing = listing.map_err(|e| vault_error(&to_name, &e))?;
+    for note in &listing.notes {
+        progress.note(&format!("{to_name}: {note}"));
+    }
+    check_names_match(&plan.scope, &heads, &from_name)?;
+    if heads.is_empty() {
+        progress.note(&format!(
+            "{from_name}: nothing in scope listed: does the source identity have List \
+             permission (and is --include / --name / --exclude what you meant)?"
+        ));
+    }
+
+    let native = probe_native(&source, &target, &heads, &listing, plan.policy.mode).await;
+    if plan.policy.mode == Mode::Native && native.state == NativeTarget::Refuses {
+        return Err(refused_natively(&to_name));
+    }
+    let prune = if plan.prune {
+        prune_lines(&heads, &listing, &plan.scope)
+    } else {
+        Vec::new()
+    };
+    if !prune.is_empty() {
+        check_soft_delete(&listing, &prune, &to_name)?;
+    }
+    let applier = Arc::new(Applier::new(
+        target.clone(),
+        plan.policy.mode,
+        native.state == NativeTarget::Refuses,
+    ));
+    let planner = Planner {
+        source: &source,
+        target: &target,
+        listing: &listing,
+        plan,
+        native: native.state,
+        applier: &applier,
+    };
+    let mut summary = Summary {
+        from: from_name.clone(),
+        to: to_name.clone(),
+        mode: Some(plan.policy.mode),
+        dry_run: plan.dry_run,
+        native_blobs: Some(native.clone()),
+        ..Summary::default()
+    };
+    summary.planned.delete = prune.len() as u64;
+    let emit_plan = |line: Line<'_>| {
+        emit_json(
+            "plan",
+            &PlanEvent {
+                from: &from_name,
+                to: &to_name,
+                line,
+            },
+        )
+    };
+    let report = |summary: &mut Summary,
+                  kind: Kind,
+                  name: &str,
+                  outcome: &Outcome|
+     -> Result<(), CliError> {
+        if matches!(outcome, Outcome::RefusedNatively) {
+            return Err(refused_natively(&to_name));
+        }
+        report_item(
+            progress, &from_name, &to_name, kind, name, outcome, plan.json,
+        );
+        summary.count(kind, name, outcome);
+        Ok(())
+    };
+
+    // A dry run and `--on-conflict fail` need the whole plan before any write; otherwise each
+    // item is read, decided and written as one step, so both vaults work at once and memory
+    // holds only the items in flight.
+    if plan.dry_run || plan.policy.on_conflict == OnConflict::Fail {
+        let planned: Vec<(ItemData, PlannedItem)> = futures::stream::iter(heads.iter())
+            .map(|head| planner.plan_one(head))
+            .buffered(plan.concurrency)
+            .collect()
+            .await;
+        for (_, line) in &planned {
+            summary.planned.add(line);
+        }
+        let lines: Vec<&PlannedItem> = planned.iter().map(|(_, l)| l).collect();
+        if plan.json {
+            for line in &lines {
+                emit_plan(Line::Copy(line));
+            }
+            for line in &prune {
+                emit_plan(Line::Prune(line));
+            }
+        } else if plan.dry_run {
+            crate::output::stdout::print(&plan_table(&lines, &prune)).map_err(CliError::stdout)?;
+        }
+        let conflicts: Vec<String> = lines
+            .iter()
+            .filter(|l| l.action == Action::Conflict)
+            .map(|l| format!("{} {}", l.kind, l.name))
+            .collect();
+        if plan.policy.on_conflict == OnConflict::Fail && !conflicts.is_empty() {
+            return Err(CliError::failed(format!(
+                "{to_name}: {} conflicts, nothing copied (--on-conflict fail): {}",
+                conflicts.len(),
+                conflicts.join(", ")
+            ))
+            .with_hint("see them with --dry-run; use --on-conflict skip or overwrite"));
+        }
+        if plan.dry_run {
+            for line in lines.iter().filter(|l| l.action.is_failure()) {
+                summary.not_copied.push(NotCopied {
+                    kind: line.kind,
+                    name: line.name.clone(),
+                    reason: line.reason.clone().unwrap_or_default(),
+                });
+            }
+            finish(&mut summary, started, &source, &target);
+            summary.print(progress);
+            return Ok(summary.exit_code());
+        }
+        progress.add_total((lines.len() + prune.len()) as u64);
+        let mut stream = futures::stream::iter(planned.iter().map(|(item, line)| {
+            let applier = applier.clone();
+            async move {
+                (
+                    item.head.kind,
+                    item.head.name.as_str(),
+                    applier.apply(item, line).await,
+                )
+            }
+        }))
+        .buffer_unordered(plan.concurrency);
+        while let Some((kind, name, outcome)) = stream.next().await {
+            report(&mut summary, kind, name, &outcome)?;
+        }
+    } else {
+        if plan.json {
+            for line in &prune {
+                emit_plan(Line::Prune(line));
+            }
+        }
+        progress.add_total((heads.len() + prune.len()) as u64);
+        let mut stream = futures::stream::iter(heads.iter().map(|head| {
+            let applier = applier.clone();
+            let planner = &planner;
+            async move {
+                let (item, line) = planner.plan_one(head).await;
+                let outcome = applier.apply(&item, &line).await;
+                (item.head.kind, item.head.name, line, outcome)
+            }
+        }))
+        .buffer_unordered(plan.concurrency);
+        while let Some((kind, name, line, outcome)) = stream.next().await {
+            summary.planned.add(&line);
+            if plan.json {
+                emit_plan(Line::Copy(&line));
+            }
+            report(&mut summary, kind, &name, &outcome)?;
+        }
+    }
+    let deletes = futures::stream::iter(prune.iter().map(|line| {
+        let target = &target;
+        async move { (line, soft_delete(target, line.kind, &line.name).await) }
+    }))
+    .buffer_unordered(plan.concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    for (line, outcome) in deletes {
+        report(&mut summary, line.kind, &line.name, &outcome)?;
+    }
+    if applier.native_refused() && native.state != NativeTarget::Refuses {
+        summary.native_blobs = Some(NativeBlobs {
+            state: NativeTarget::Refuses,
+            reason: "the target answered \"Cannot decrypt backup blob\": it is in another \
+                     subscription or geography, items were written by value"
+                .to_owned(),
+        });
+    }
+    progress.finish_vault();
+    finish(&mut summary, started, &source, &target);
+    summary.print(progress);
+    Ok(summary.exit_code())
+}
+
+/// Reads, inspects and decides one source item.
+struct Planner<'a> {
+    source: &'a AzureVault,
+    target: &'a AzureVault,
+    listing: &'a TargetListing,
+    plan: &'a CopyPlan,
+    native: NativeTarget,
+    applier: &'a Applier<AzureVault>,
+}
+
+impl Planner<'_> {
+    /// The item as read from the source and its plan line. Once a write was refused natively,
+    /// no more blobs are read and keys are planned as impossible.
+    async fn plan_one(&self, head: &SourceHead) -> (ItemData, PlannedItem) {
+        let native = if self.applier.native_refused() {
+            NativeTarget::Refuses
+        } else {
+            self.native
+        };
+        let mode = self.plan.policy.mode;
+        let want = Want {
+            blob: mode != Mode::Plain && native != NativeTarget::Refuses,
+            plain: mode != Mode::Native,
+            all_versions: self.plan.all_versions,
+        };
+        let item = capture(self.source, head, want).await;
+        let view: Option<Result<LiveView, String>> = match self.listing.live.get(&item.head.key()) {
+            Some(props) => Some(
+                inspect_live(self.target, &item.head, props)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
+        let line = decide_item(
+            &item.head,
+            target_state(&item.head, self.listing, &view),
+            self.plan.policy,
+            native,
+        );
+        (item, line)
+    }
+}
+
+fn finish(summary: &mut Summary, started: Instant, source: &AzureVault, target: &AzureVault) {
+    summary.seconds = started.elapsed().as_secs_f64();
+    let (a, b) = (source.stats(), target.stats());
+    summary.requests_from = a.requests;
+    summary.requests_to = b.requests;
+    summary.throttled = a.throttled + b.throttled;
+}
+
+/// A `--name` glob that matches nothing in the source is a mistake (most often a typo).
+fn check_names_match(scope: &Scope, heads: &[SourceHead], vault: &str) -> Result<(), CliError> {
+    scope
+        .check_names_match(
+            heads
+                .iter()
+                .map(|h| (super::scope::ItemKind::of(h.kind), h.name.as_str())),
+        )
+        .map_err(|e| CliError {
+            message: e.message.replace("in the archive", &format!("in {vault}")),
+            hint: e.hint.map(|h| {
+                h.replace("in the archive", &format!("in {vault}"))
+                    .replace("the archive holds", &format!("{vault} holds"))
+                    .replace(
+                        "`coldvault inspect ARCHIVE` lists them",
+                        "`--dry-run` lists them",
+                    )
+            }),
+            ..e
+        })
+}
+
+/// `--prune` on a vault without soft-delete would destroy items for good: refused.
+fn check_soft_delete(
+    listing: &TargetListing,
+    prune: &[PruneLine],
+    vault: &str,
+) -> Result<(), CliError> {
+    let levels: Vec<Option<bool>> = prune
+        .iter()
+        .filter_map(|line| {
+            listing
+                .live
+                .get(&(line.kind, line.name.to_ascii_lowercase()))
+        })
+        .map(|props| soft_delete_on(live_recovery_level(props)))
+        .collect();
+    if levels.iter().all(|on| *on == Some(true)) {
+        return Ok(());
+    }
+    let why = if levels.contains(&Some(false)) {
+        "has soft-delete off (recovery level Purgeable): a deletion there cannot be undone"
+    } else {
+        "does not say whether soft-delete is on (no recovery level in its lists)"
+    };
+    Err(
+        CliError::failed(format!("{vault}: --prune refused: the vault {why}"))
+            .with_hint("coldvault deletes only where a deletion can be recovered; drop --prune"),
+    )
+}
+
+fn live_recovery_level(props: &super::restore_plan::LiveProps) -> Option<&str> {
+    use super::restore_plan::LiveProps;
+    match props {
+        LiveProps::Secret(p) => p.attributes.recovery_level.as_deref(),
+        LiveProps::Key(p) => p.attributes.recovery_level.as_deref(),
+        LiveProps::Certificate(p) => p.attributes.recovery_level.as_deref(),
+    }
+}
+
+fn refused_natively(target: &str) -> CliError {
+    CliError::failed(format!(
+        "{target}: the vault refused the source's native backup blobs (Cannot decrypt backup \
+         blob): it is in another subscription or geography than the source"
+    ))
+    .with_hint(
+        "use --mode plain (secrets by value, certificates with an exportable key; keys cannot \
+         move between subscriptions) or --mode auto",
+    )
+}
+
+fn plan_table(lines: &[&PlannedItem], prune: &[PruneLine]) -> String {
+    let mut table = Table::new(["ACTION", "KIND", "NAME", "METHOD", "DETAIL"]);
+    for line in lines {
+        table.row([
+            line.action.as_str().to_owned(),
+            line.kind.as_str().to_owned(),
+            line.name.clone(),
+            line.method.map_or("-", Method::as_str).to_owned(),
+            line.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    for line in prune {
+        table.row([
+            line.action.to_owned(),
+            line.kind.as_str().to_owned(),
+            line.name.clone(),
+            "-".to_owned(),
+            line.reason.to_owned(),
+        ]);
+    }
+    table.render()
+}
+
+fn report_item(
+    progress: &Progress,
+    from: &str,
+    to: &str,
+    kind: Kind,
+    name: &str,
+    outcome: &Outcome,
+    json: bool,
+) {
+    let (status, method, reason) = match outcome {
+        Outcome::Done {
+            status,
+            method,
+            note,
+        } => (*status, *method, note.as_deref()),
+        Outcome::Failed(reason) => ("not-copied", None, Some(reason.as_str())),
+        Outcome::RefusedNatively => return,
+    };
+    if json {
+        emit_json(
+            "item",
+            &ItemOut {
+                from,
+                to,
+                kind,
+                name,
+                status,
+                method,
+                reason,
+            },
+        );
+    } else {
+        progress.item(&ItemEvent {
+            vault: to,
+            kind: kind.as_str(),
+            name,
+            status,
+            reason: matches!(outcome, Outcome::Failed(_))
+                .then_some(reason)
+                .flatten(),
+            bytes: None,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::restore_plan::LiveProps;
+    use crate::vault::{Attributes, SecretProperties, Tags};
+
+    fn listing_with(level: Option<&str>) -> (TargetListing, Vec<PruneLine>) {
+        let mut listing = TargetListing::default();
+        listing.live.insert(
+            (Kind::Secret, "old".to_owned()),
+            LiveProps::Secret(SecretProperties {
+                name: "old".into(),
+                version: None,
+                id: "https://t.vault.azure.net/secrets/old".into(),
+                content_type: None,
+                tags: Tags::new(),
+                attributes: Attributes {
+                    recovery_level: level.map(str::to_owned),
+                    ..Attributes::default()
+                },
+                managed: false,
+                key_id: None,
+            }),
+        );
+        let prune = prune_lines(&[], &listing, &Scope::everything());
+        (listing, prune)
+    }
+
+    #[test]
+    fn prune_is_refused_where_a_deletion_cannot_be_recovered() {
+        let (listing, prune) = listing_with(Some("Recoverable+Purgeable"));
+        assert!(check_soft_delete(&listing, &prune, "t").is_ok());
+        let (listing, prune) = listing_with(Some("Purgeable"));
+        let err = check_soft_delete(&listing, &prune, "t").unwrap_err();
+        assert_eq!(err.code, ExitCode::Failed);
+        assert!(err.message.contains("soft-delete off"), "{}", err.message);
+        assert!(err.hint.is_some());
+        let (listing, prune) = listing_with(None);
+        assert!(check_soft_delete(&listing, &prune, "t").is_err());
+    }
+
+    #[test]
+    fn a_bad_side_names_its_argument() {
+        let err = SidePlan::resolve(Side::To, "x_y", None, &ConnectArgs::default()).unwrap_err();
+        assert_eq!(err.code, ExitCode::Usage);
+        assert!(err.message.starts_with("--to \"x_y\""), "{}", err.message);
+    }
+}

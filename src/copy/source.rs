@@ -1,0 +1,344 @@
+//! A live vault as the source of a copy: its items in scope ([`list_source`]) and each item
+//! read into the engine's item model ([`capture`] → [`ItemData`], its head with digests and
+//! its values and blob), so the engine's restore planner decides a copy exactly as it decides
+//! a restore.
+//!
+//! Managed keys and secrets (a certificate's) are never items of their own: they travel with
+//! their certificate (its native blob, or its exportable PFX/PEM read from the managed secret).
+//! Only what the copy can use is read: the blob when a native write may happen, values always
+//! for secrets (to compare and to write plainly), every version only with `--all-versions`.
+
+use age::secrecy::{ExposeSecret, SecretBox};
+use base64::Engine as _;
+use futures::StreamExt;
+
+use crate::archive::{Attributes as ArchivedAttributes, Kind, SecretRecord};
+use crate::commands::scope::{ItemKind as ScopeKind, Scope};
+use crate::engine::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
+use crate::vault::azure::AzureVault;
+use crate::vault::{Attributes, SecretVersionValue, VaultError, VaultReader};
+
+/// One item of the source, as its list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceHead {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+}
+
+/// Lists the source's items in scope: secrets (managed ones left out), keys (managed ones
+/// left out), certificates; sorted by kind then name. A list that fails fails the copy.
+pub async fn list_source(vault: &AzureVault, scope: &Scope) -> Result<Vec<SourceHead>, VaultError> {
+    let mut heads = Vec::new();
+    let scope_kind = ScopeKind::of;
+    let wanted = |kind: Kind| scope.includes_kind(scope_kind(kind));
+    if wanted(Kind::Secret) {
+        let mut list = vault.list_secrets();
+        while let Some(props) = list.next().await {
+            let props = props?;
+            if !props.managed && scope.includes(scope_kind(Kind::Secret), &props.name) {
+                heads.push(SourceHead {
+                    kind: Kind::Secret,
+                    name: props.name,
+                });
+            }
+        }
+    }
+    if wanted(Kind::Key) {
+        let mut list = vault.list_keys();
+        while let Some(props) = list.next().await {
+            let props = props?;
+            if !props.managed && scope.includes(scope_kind(Kind::Key), &props.name) {
+                heads.push(SourceHead {
+                    kind: Kind::Key,
+                    name: props.name,
+                });
+            }
+        }
+    }
+    if wanted(Kind::Certificate) {
+        let mut list = vault.list_certificates();
+        while let Some(props) = list.next().await {
+            let props = props?;
+            if scope.includes(scope_kind(Kind::Certificate), &props.name) {
+                heads.push(SourceHead {
+                    kind: Kind::Certificate,
+                    name: props.name,
+                });
+            }
+        }
+    }
+    heads.sort_by(|a, b| {
+        (a.kind, a.name.to_ascii_lowercase()).cmp(&(b.kind, b.name.to_ascii_lowercase()))
+    });
+    Ok(heads)
+}
+
+/// What [`capture`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// The native backup blob (a native write may happen).
+    pub blob: bool,
+    /// Secret values and certificates' exportable keys (a plain write may happen).
+    pub plain: bool,
+    /// Every secret version by value instead of the current one only.
+    pub all_versions: bool,
+}
+
+/// Reads one source item. What cannot be read is recorded in `skipped` (the item is then
+/// planned from what was read, or reported as impossible); the item vanishing between the
+/// list and the read is such a case too.
+pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemData {
+    let mut item = ItemData::new(ItemHead::new(head.kind, &head.name));
+    let mut problems: Vec<String> = Vec::new();
+    match head.kind {
+        Kind::Secret => capture_secret(vault, &mut item, want, &mut problems).await,
+        Kind::Key => capture_key(vault, &mut item, want, &mut problems).await,
+        Kind::Certificate => capture_certificate(vault, &mut item, want, &mut problems).await,
+    }
+    if !problems.is_empty() {
+        item.head.skipped = Some(problems.join("; "));
+    }
+    item.head.versions = item.versions.iter().map(VersionHead::of).collect();
+    item
+}
+
+async fn capture_secret(
+    vault: &AzureVault,
+    item: &mut ItemData,
+    want: Want,
+    problems: &mut Vec<String>,
+) {
+    let name = item.head.name.clone();
+    // The current version is always read: it gives the version id, tags and attributes the
+    // plan compares, and the value a plain write needs.
+    let current = match vault.get_secret(&name, None).await {
+        Ok(value) => Some(value),
+        Err(err) if err.is_secret_disabled() => {
+            problems.push(
+                "the current version is disabled: Azure does not let its value be read (403 \
+                 SecretDisabled), only a native copy carries it"
+                    .to_owned(),
+            );
+            None
+        }
+        Err(err) => {
+            problems.push(format!("cannot read it from the source: {err}"));
+            return;
+        }
+    };
+    let current_props = current.as_ref().map(|c| c.properties.clone());
+    if want.plain
+        && let Some(current) = current
+    {
+        if want.all_versions {
+            match vault.list_secret_versions(&name).await {
+                Ok(versions) => {
+                    let current_version = current.properties.version.clone();
+                    for props in versions {
+                        let Some(version) = props.version.clone() else {
+                            continue;
+                        };
+                        if Some(&version) == current_version.as_ref() {
+                            continue;
+                        }
+                        if props.attributes.enabled == Some(false) {
+                            problems_note_disabled(problems, &version);
+                            continue;
+                        }
+                        match vault.get_secret(&name, Some(&version)).await {
+                            Ok(value) => item.versions.push(record(value, false)),
+                            Err(err) if err.is_secret_disabled() => {
+                                problems_note_disabled(problems, &version)
+                            }
+                            Err(err) => problems.push(format!("version {version}: {err}")),
+                        }
+                    }
+                }
+                Err(err) => problems.push(format!("version list: {err}")),
+            }
+        }
+        item.versions.push(record(current, true));
+        // Oldest first, the current version last, as an archive orders them.
+        item.sort_versions();
+    }
+    if want.blob {
+        match vault.backup(Kind::Secret, &name).await {
+            Ok(blob) => {
+                let props = match current_props {
+                    Some(props) => Some(props),
+                    None => vault
+                        .list_secret_versions(&name)
+                        .await
+                        .ok()
+                        .and_then(|v| v.into_iter().last()),
+                };
+                item.blob = Some(blob);
+                item.head.blob = Some(BlobHead {
+                    version: props.as_ref().and_then(|p| p.version.clone()),
+                    tags: props.as_ref().map(|p| p.tags.clone()).unwrap_or_default(),
+                    attributes: archived(props.as_ref().map(|p| &p.attributes)),
+                    content_type: props.and_then(|p| p.content_type),
+                });
+            }
+            Err(err) => problems.push(format!("native backup: {err}")),
+        }
+    }
+}
+
+fn problems_note_disabled(problems: &mut Vec<String>, version: &str) {
+    problems.push(format!(
+        "version {version} is disabled: its value cannot be read (403 SecretDisabled)"
+    ));
+}
+
+async fn capture_key(
+    vault: &AzureVault,
+    item: &mut ItemData,
+    want: Want,
+    problems: &mut Vec<String>,
+) {
+    if !want.blob {
+        return;
+    }
+    let bundle = match vault.get_key(&item.head.name, None).await {
+        Ok(bundle) => bundle,
+        Err(err) => {
+            problems.push(format!("cannot read it from the source: {err}"));
+            return;
+        }
+    };
+    match vault.backup(Kind::Key, &item.head.name).await {
+        Ok(blob) => {
+            item.blob = Some(blob);
+            item.head.blob = Some(BlobHead {
+                version: bundle.properties.version.clone(),
+                tags: bundle.properties.tags.clone(),
+                attributes: archived(Some(&bundle.properties.attributes)),
+                content_type: None,
+            })
+        }
+        Err(err) => problems.push(format!("native backup: {err}")),
+    }
+}
+
+async fn capture_certificate(
+    vault: &AzureVault,
+    item: &mut ItemData,
+    want: Want,
+    problems: &mut Vec<String>,
+) {
+    let name = item.head.name.clone();
+    let mut bundle = match vault.get_certificate(&name, None).await {
+        Ok(bundle) => bundle,
+        Err(err) => {
+            problems.push(format!("cannot read it from the source: {err}"));
+            return;
+        }
+    };
+    if bundle.policy.is_none() {
+        bundle.policy = vault.get_certificate_policy(&name).await.ok();
+    }
+    item.head.thumbprint = Some(sha1_of(&bundle.cer));
+    item.policy = bundle.policy.clone();
+    if want.plain {
+        if bundle.key_exportable() {
+            export(vault, item, &bundle, problems).await;
+        } else {
+            problems.push(
+                "its private key is not exportable (policy key_props.exportable is false): only \
+                 a native copy carries it"
+                    .to_owned(),
+            );
+        }
+    }
+    if want.blob {
+        match vault.backup(Kind::Certificate, &name).await {
+            Ok(blob) => {
+                item.blob = Some(blob);
+                item.head.blob = Some(BlobHead {
+                    version: bundle.properties.version.clone(),
+                    tags: bundle.properties.tags.clone(),
+                    attributes: archived(Some(&bundle.properties.attributes)),
+                    content_type: None,
+                })
+            }
+            Err(err) => problems.push(format!("native backup: {err}")),
+        }
+    }
+}
+
+/// Reads the certificate with its private key from its managed secret.
+async fn export(
+    vault: &AzureVault,
+    item: &mut ItemData,
+    bundle: &crate::vault::CertificateBundle,
+    problems: &mut Vec<String>,
+) {
+    let Some(version) = bundle.secret_version() else {
+        problems.push("the certificate names no managed secret".to_owned());
+        return;
+    };
+    let secret = match vault.get_secret(&item.head.name, Some(&version)).await {
+        Ok(secret) => secret,
+        Err(err) => {
+            problems.push(format!("private key (managed secret): {err}"));
+            return;
+        }
+    };
+    let content_type = secret
+        .properties
+        .content_type
+        .clone()
+        .or_else(|| bundle.content_type.clone())
+        .unwrap_or_else(|| PKCS12.to_owned());
+    let bytes = match content_type.as_str() {
+        PKCS12 => base64::engine::general_purpose::STANDARD
+            .decode(secret.value.expose_secret().trim())
+            .ok(),
+        PEM => Some(secret.value.expose_secret().as_bytes().to_vec()),
+        _ => None,
+    };
+    match bytes {
+        Some(bytes) => {
+            item.export = Some(SecretBox::new(bytes.into_boxed_slice()));
+            item.head.export = Some(ExportHead {
+                content_type,
+                version,
+            });
+        }
+        None => problems.push(format!(
+            "private key: the managed secret is not valid {content_type}"
+        )),
+    }
+}
+
+const PKCS12: &str = "application/x-pkcs12";
+const PEM: &str = "application/x-pem-file";
+
+fn record(value: SecretVersionValue, current: bool) -> SecretRecord {
+    let SecretVersionValue { properties, value } = value;
+    SecretRecord {
+        name: properties.name,
+        version: properties.version.unwrap_or_default(),
+        value,
+        content_type: properties.content_type,
+        tags: properties.tags,
+        attributes: archived(Some(&properties.attributes)),
+        current,
+    }
+}
+
+fn archived(attributes: Option<&Attributes>) -> ArchivedAttributes {
+    let Some(a) = attributes else {
+        return ArchivedAttributes::default();
+    };
+    ArchivedAttributes {
+        enabled: a.enabled,
+        not_before: a.not_before,
+        expires: a.expires,
+        created: a.created,
+        updated: a.updated,
+    }
+}
