@@ -7,15 +7,10 @@
 //! `ObjectIsBeingRecovered`) are waited out; a repeated delete whose first answer was lost finds
 //! nothing live, which counts as done.
 
-use std::time::{Duration, Instant};
-
 use crate::archive::Kind;
+pub use crate::engine::restore::apply::settle;
 use crate::engine::restore::apply::Outcome;
-use crate::vault::azure::settle_backoff;
 use crate::vault::{ConflictReason, VaultError, VaultWriter};
-
-/// How long one item may wait for Azure to settle before it is reported as not done.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Soft-deletes an item of `target` (`--prune`, or a deletion `sync` propagates).
 pub async fn soft_delete<V: VaultWriter>(target: &V, kind: Kind, name: &str) -> Outcome {
@@ -31,28 +26,6 @@ pub async fn soft_delete<V: VaultWriter>(target: &V, kind: Kind, name: &str) -> 
             note: Some("already gone".to_owned()),
         },
         Err(err) => Outcome::Failed(err.to_string()),
-    }
-}
-
-/// Retries while Azure is settling (a delete, purge or recover in progress).
-pub async fn settle<T, F, Fut>(mut op: F) -> Result<T, VaultError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, VaultError>>,
-{
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(err)
-                if err.conflict_reason().is_some_and(|r| r.is_transient())
-                    && started.elapsed() < SETTLE_DEADLINE =>
-            {
-                tokio::time::sleep(settle_backoff(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
     }
 }
 

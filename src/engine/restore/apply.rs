@@ -422,7 +422,8 @@ fn certificate_import(item: &ItemData) -> Result<CertificateImport, String> {
 
 /// Runs a write, retrying while Azure says the name is still settling (409
 /// `ObjectIsBeingDeleted` in a purge window, `ObjectIsBeingRecovered`) until the deadline.
-async fn settle<T, F, Fut>(mut op: F) -> Result<T, VaultError>
+/// Every verb that writes (restore, copy, sync) waits through this one loop.
+pub async fn settle<T, F, Fut>(mut op: F) -> Result<T, VaultError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, VaultError>>,
