@@ -1,6 +1,21 @@
-//! The command line's syntax: clap structures only. Each subcommand's arguments live beside
-//! the command in [`crate::commands`]; resolving them (reading files, building credentials)
-//! happens there, in a second stage.
+//! The command line's syntax: clap structures only. Each subcommand's arguments live in a
+//! file of this folder, with their help texts and value parsers; resolving them (reading
+//! files, building credentials) happens in [`crate::commands`], in a second stage.
+
+pub mod completions;
+pub mod connect;
+pub mod demo;
+pub mod destination;
+pub mod emulator;
+pub mod extract;
+pub mod fleet;
+pub mod forget;
+pub mod inspect;
+pub mod keygen;
+pub mod keys;
+pub mod list;
+pub mod vaults;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -33,25 +48,25 @@ pub enum Command {
     /// Show what differs between an archive and a live vault.
     Diff(commands::diff::DiffArgs),
     /// List what an archive holds (never values).
-    Inspect(commands::inspect::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Decrypt an archive and check every rule of the format, offline.
-    Verify(commands::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// List the vaults a fleet backup would take (Azure Resource Manager).
-    Vaults(commands::vaults::VaultsArgs),
+    Vaults(vaults::VaultsArgs),
     /// Write an archive's plain secrets out for use without Azure.
-    Extract(commands::extract::ExtractArgs),
+    Extract(extract::ExtractArgs),
     /// List the archives at a destination, per vault, newest first.
-    List(commands::list::ListArgs),
+    List(list::ListArgs),
     /// Remove the archives a retention policy does not keep (restic's semantics).
-    Forget(commands::forget::ForgetArgs),
+    Forget(forget::ForgetArgs),
     /// Generate a new age identity.
-    Keygen(commands::keygen::KeygenArgs),
+    Keygen(keygen::KeygenArgs),
     /// Run the local Key Vault.
-    Emulator(commands::emulator::EmulatorArgs),
+    Emulator(emulator::EmulatorArgs),
     /// Show the whole story on the local Key Vault.
-    Demo(commands::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Print a shell completion script.
-    Completions(commands::completions::CompletionsArgs),
+    Completions(completions::CompletionsArgs),
     /// Print the man page (roff).
-    Man(commands::completions::ManArgs),
+    Man(completions::ManArgs),
 }
