@@ -2,10 +2,12 @@
 //! file of this folder, with their help texts and value parsers; resolving them (reading
 //! files, building credentials) happens in [`crate::commands`], in a second stage.
 
+pub mod backup;
 pub mod completions;
 pub mod connect;
 pub mod demo;
 pub mod destination;
+pub mod diff;
 pub mod emulator;
 pub mod extract;
 pub mod fleet;
@@ -14,12 +16,12 @@ pub mod inspect;
 pub mod keygen;
 pub mod keys;
 pub mod list;
+pub mod restore;
+pub mod scope;
 pub mod vaults;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
-
-use crate::commands;
 
 /// Cold, encrypted, offline copies of Azure Key Vaults, and the way back.
 #[derive(Debug, Parser)]
@@ -42,11 +44,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Export whole vaults into encrypted archives.
-    Backup(commands::backup::BackupArgs),
+    Backup(backup::BackupArgs),
     /// Put an archive's items back into a vault.
-    Restore(commands::restore::RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// Show what differs between an archive and a live vault.
-    Diff(commands::diff::DiffArgs),
+    Diff(diff::DiffArgs),
     /// List what an archive holds (never values).
     Inspect(inspect::InspectArgs),
     /// Decrypt an archive and check every rule of the format, offline.
