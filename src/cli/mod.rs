@@ -40,7 +40,8 @@ pub struct Cli {
     pub verbose: u8,
 }
 
-/// The subcommands, one per file under `src/commands/`.
+/// The subcommands: each one's arguments live in a file of this folder, the code that runs
+/// it in `src/commands/` (dispatched by `crate::commands::run`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Export whole vaults into encrypted archives.
