@@ -6,20 +6,8 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::Cli;
+pub use crate::cli::completions::{CompletionsArgs, ManArgs};
 use crate::error::{CliError, ExitCode};
-
-/// Arguments of `coldvault completions`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault completions bash > /etc/bash_completion.d/coldvault
-  coldvault completions zsh > \"${fpath[1]}/_coldvault\"
-
-Exit codes: 0 printed, 2 usage.")]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
 
 /// Prints the completion script for one shell on stdout.
 pub fn run(args: CompletionsArgs) -> Result<ExitCode, CliError> {
@@ -34,14 +22,6 @@ pub fn run(args: CompletionsArgs) -> Result<ExitCode, CliError> {
         .map_err(CliError::stdout)?;
     Ok(ExitCode::Ok)
 }
-
-/// Arguments of `coldvault man`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Example:
-  coldvault man > coldvault.1 && man ./coldvault.1
-
-Exit codes: 0 printed.")]
-pub struct ManArgs {}
 
 /// Renders the man page (roff) of `coldvault` and all its subcommands.
 pub fn man_page() -> Result<Vec<u8>, CliError> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use crate::cli::demo::DemoArgs;
 use crate::emulator::{self, EmulatorConfig, Ready, RunningEmulator, VaultSpec};
 use crate::error::{CliError, ExitCode};
 
@@ -27,20 +28,6 @@ macro_rules! say {
         use std::io::Write as _;
         let _ = writeln!(crate::output::stdout::report(), $($arg)*);
     }};
-}
-
-/// Arguments of `coldvault demo`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault demo
-  coldvault demo --dir ./demo
-
-Exit codes: 0 every step did what it shows, 1 a step failed (named).")]
-pub struct DemoArgs {
-    /// The folder for everything the demo keeps (identity, archive, the local vault's state).
-    /// It must not exist yet; default: a new folder under the system's temporary folder.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
 }
 
 /// The local vault's api-version for seeding requests.

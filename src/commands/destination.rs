@@ -14,35 +14,13 @@ use crate::archive::{
     ArchiveError, ArchiveInput, ArchiveReader, ArchiveSummary, ArchiveWriter, CommitSink,
     Decryption, Encryption, Source, numbered_name,
 };
+pub use crate::cli::destination::{OutputArgs, SignerArgs};
 use crate::dest::download::RemoteReader;
 use crate::dest::listing::{SIDECAR_FORMAT, SIDECAR_SUFFIX, SIGNATURE_SUFFIX, Sidecar};
 use crate::dest::upload::{RemoteSink, part_size};
 use crate::dest::{DestError, ObjectStore, Remote, RemoteOptions, is_remote, open_remote};
 use crate::error::CliError;
 use crate::signing::{HashingWriter, SignError, SigningKey, TrustedSigners, digest_reader};
-
-/// `backup`'s options for archives kept off the machine.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct OutputArgs {
-    /// Lock the new archive against deletion and change for N days: Azure version-level
-    /// immutability (the container must have it enabled) or S3 Object Lock in COMPLIANCE
-    /// mode (the bucket must have Object Lock enabled). Refused anywhere else.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500))]
-    pub lock_days: Option<u32>,
-
-    /// Sign the encrypted archive with this Ed25519 OpenSSH private key (no passphrase):
-    /// the signature, as `ssh-keygen -Y sign -n coldvault` makes it, goes beside the
-    /// archive as ARCHIVE.sig.
-    #[arg(long, value_name = "KEYFILE")]
-    pub sign: Option<PathBuf>,
-
-    /// Sign in to Blob Storage with this method of the credential chain (env,
-    /// workload-identity, managed-identity, azure-cli), reading COLDVAULT_OUTPUT_TENANT_ID,
-    /// COLDVAULT_OUTPUT_CLIENT_ID, COLDVAULT_OUTPUT_CLIENT_SECRET… in place of AZURE_*: the
-    /// storage account's own identity, often in another tenant.
-    #[arg(long, value_name = "METHOD", env = "COLDVAULT_OUTPUT_AUTH")]
-    pub output_auth: Option<String>,
-}
 
 /// What `--sign` resolved to.
 #[derive(Debug, Clone, Default)]
@@ -456,16 +434,6 @@ impl ArchiveArg {
 }
 
 use std::io::Read as _;
-
-/// `--trusted-signer` for the commands that read an archive to act on it.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SignerArgs {
-    /// Refuse (exit 4) an archive without a valid signature by one of these keys: an
-    /// `ssh-ed25519 AAAA…` public key, or a file of them (one per line, allowed-signers
-    /// lines too). Repeatable. The signature is ARCHIVE.sig beside the archive.
-    #[arg(long = "trusted-signer", value_name = "PUBKEY|FILE")]
-    pub trusted_signers: Vec<String>,
-}
 
 impl SignerArgs {
     /// The trusted keys, read from the arguments (files or keys).

@@ -6,27 +6,14 @@
 use std::fs::DirBuilder;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use age::secrecy::ExposeSecret;
 use age::secrecy::zeroize::Zeroizing;
 
 use crate::atomic_file::{self, AtomicWriteError, Replace};
+pub use crate::cli::keygen::KeygenArgs;
 use crate::error::{CliError, ExitCode};
-
-/// Arguments of `coldvault keygen`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault keygen -o ~/.config/coldvault/identity.txt
-  coldvault keygen -o identity.txt > recipient.txt
-
-Exit codes: 0 written, 1 failed (an existing file is never replaced), 2 usage.")]
-pub struct KeygenArgs {
-    /// Write the identity to FILE (created with mode 0600; an existing file is refused;
-    /// missing folders are created with mode 0700) and print its recipient on stdout.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-}
 
 /// Runs `coldvault keygen`.
 pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {

@@ -3,7 +3,6 @@
 //! counts — from the names and the small non-secret sidecars, never opening an archive, so
 //! no identity is needed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,35 +10,13 @@ use serde::Serialize;
 use std::io::Write;
 
 use super::destination::dest_error;
+pub use crate::cli::list::ListArgs;
 use crate::dest::listing::{ArchiveListing, format_time, list_archives};
 use crate::dest::local::LocalFolder;
 use crate::dest::{ObjectStore, RemoteOptions, is_remote, open_remote};
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::emit_json;
 use crate::output::table::human_bytes;
-
-/// Arguments of `coldvault list`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault list /backups
-  coldvault list az://coldcopies/vaults/prod --json
-  coldvault list s3://org-vault-backups/nightly
-
-Exit codes: 0 listed (also when nothing is there), 1 the destination cannot be read, 2 usage.")]
-pub struct ListArgs {
-    /// Where the archives are: a folder, az://ACCOUNT/CONTAINER[/PREFIX],
-    /// https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX].
-    #[arg(value_name = "DEST")]
-    pub dest: PathBuf,
-
-    /// Only these vaults (repeatable).
-    #[arg(long = "vault", value_name = "NAME")]
-    pub vaults: Vec<String>,
-
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// Opens a DEST argument: a folder or a remote destination (its prefix; an object name at
 /// the end is refused).

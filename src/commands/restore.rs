@@ -16,15 +16,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
+use super::connect_args::{connect, parse_vault, vault_error};
 use super::interrupt::Interrupts;
-use super::keys_args::DecryptArgs;
 use super::restore_plan::{
     Action, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, decide, inspect_all,
     list_target, target_state,
 };
-use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
+use super::scope::{ItemKind as ScopeKind, Scope};
 use crate::archive::{Decryption, Kind};
+pub use crate::cli::restore::RestoreArgs;
 use crate::engine::restore::apply::{Applier, Outcome, line_reason};
 use crate::engine::restore::{Applied, NativeBlobs, apply_plan, probe_native, wanted};
 use crate::engine::source::{ArchiveHeads, archive_items, read_heads};
@@ -33,72 +33,6 @@ use crate::output::progress::{Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
 use crate::vault::VaultUrl;
 use crate::vault::azure::{AzureVault, ConnectOptions};
-
-/// Requests in flight unless `--concurrency` says otherwise; the pacing gate keeps them
-/// within the vault's throttle budget.
-const DEFAULT_CONCURRENCY: u16 = 32;
-
-/// Arguments of `coldvault restore`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault restore prod-kv-20260601T000000Z.tar.zst.age --vault prod-kv -i key.txt --dry-run
-  coldvault restore ARCHIVE --vault prod-kv -i key.txt --name db-password --recover-deleted
-  coldvault restore ARCHIVE --vault https://dr-kv.vault.azure.cn/ -i key.txt --mode plain --json
-
-Exit codes: 0 everything restored or already right, 1 failed (nothing or not everything was \
-attempted), 2 usage, 3 partial (some items not restored, each named), 4 archive failed \
-verification, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
-restore that was stopped.")]
-pub struct RestoreArgs {
-    /// The archive to restore from (NAME-YYYYMMDDTHHMMSSZ.tar.zst.age): a file, or an az://,
-    /// Blob Storage https:// or s3:// URL of one (read straight from there).
-    #[arg(value_name = "ARCHIVE")]
-    pub archive: PathBuf,
-
-    /// The vault to restore into: a name (NAME.vault.azure.net) or a full URL.
-    #[arg(long = "vault", value_name = "NAME|URL")]
-    pub vault: String,
-
-    #[command(flatten)]
-    pub decryption: DecryptArgs,
-
-    #[command(flatten)]
-    pub signers: super::destination::SignerArgs,
-
-    /// native: the blobs (every version, same ids; same subscription and geography only).
-    /// plain: secrets by value and exportable certificates, into any vault. auto: native where
-    /// the target accepts the blob, plain otherwise.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
-
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-
-    /// An item that exists in the target and differs: leave it (skip), add the archive's state
-    /// as a new version (overwrite; plain only, nothing is deleted), or restore nothing (fail).
-    #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
-    pub on_conflict: OnConflict,
-
-    /// Recover items that are soft-deleted in the target, then bring them up to the archive.
-    #[arg(long)]
-    pub recover_deleted: bool,
-
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// JSON Lines on stdout: the plan, one event per item, a summary.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Requests in flight.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY,
-          value_parser = clap::value_parser!(u16).range(1..=512))]
-    pub concurrency: u16,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-}
 
 /// The resolved command: everything read, parsed and checked before any request is sent.
 #[derive(Debug)]

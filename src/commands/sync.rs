@@ -21,10 +21,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::connect_args::{ConnectArgs, vault_error};
-use super::copy::{SidePlan, parse_auth, refuse_same_vault};
+use super::connect_args::vault_error;
+use super::copy::{SidePlan, refuse_same_vault};
 use super::interrupt::Interrupts;
-use super::scope::{ItemKind as ScopeKind, Scope, ScopeArgs};
+use super::scope::{ItemKind as ScopeKind, Scope};
+pub use crate::cli::sync::SyncArgs;
 use crate::copy::apply::{describe, settle};
 use crate::copy::decide::{Decision, Observed, Prefer, SideState, Which, decide};
 use crate::copy::identity::Side;
@@ -33,75 +34,9 @@ use crate::error::{CliError, ExitCode};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
 use crate::vault::azure::{AzureVault, settle_backoff};
-use crate::vault::credentials::AuthMethod;
 use crate::vault::{
     Attributes, CertificateImport, ItemKind, NewSecretVersion, VaultError, VaultReader, VaultWriter,
 };
-
-/// Requests in flight per vault unless `--concurrency` says otherwise.
-const DEFAULT_CONCURRENCY: u16 = 32;
-
-/// Arguments of `coldvault sync`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  coldvault sync kv-weu kv-neu --state kv-pair.json --dry-run
-  coldvault sync kv-weu kv-neu --state kv-pair.json --prefer newest --json
-
-Each side signs in on its own: COLDVAULT_A_* and COLDVAULT_B_* (TENANT_ID, CLIENT_ID, \
-CLIENT_SECRET, CLIENT_CERTIFICATE_PATH, FEDERATED_TOKEN_FILE, AUTHORITY_HOST) replace AZURE_* for \
-that side when any is set; --a-auth / --b-auth pin a method per side.
-
-Without --state nothing is ever deleted (the first run is a union). With it, an item deleted on \
-one side and unchanged on the other since the last run is soft-deleted there too.
-
-Exit codes: 0 both sides in step, 1 failed, 2 usage, 3 partial (conflicts or items not synced, \
-each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP.")]
-pub struct SyncArgs {
-    /// The first vault (side a): a name or a full URL.
-    #[arg(value_name = "A")]
-    pub a: String,
-
-    /// The second vault (side b).
-    #[arg(value_name = "B")]
-    pub b: String,
-
-    /// The last run's state (a small JSON of version digests, no values); created when
-    /// missing, replaced atomically at the end of each run.
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
-
-    /// Settle conflicts (both sides changed an item): side a wins, side b wins, or the later
-    /// change wins. Default: report and skip them.
-    #[arg(long, value_enum)]
-    pub prefer: Option<Prefer>,
-
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-
-    /// Print what would be done and change nothing (the state file is not written).
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// JSON Lines on stdout: the plan, one event per item, a summary.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Requests in flight per vault.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY,
-          value_parser = clap::value_parser!(u16).range(1..=512))]
-    pub concurrency: u16,
-
-    /// Sign in to side a only this way (default: --auth, else the chain).
-    #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
-    pub a_auth: Option<AuthMethod>,
-
-    /// Sign in to side b only this way (default: --auth, else the chain).
-    #[arg(long, value_name = "METHOD", value_parser = parse_auth)]
-    pub b_auth: Option<AuthMethod>,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-}
 
 /// Runs `coldvault sync`.
 pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {

@@ -1,10 +1,29 @@
-//! The command line's syntax: clap structures only. Each subcommand's arguments live beside
-//! the command in [`crate::commands`]; resolving them (reading files, building credentials)
-//! happens there, in a second stage.
+//! The command line's syntax: clap structures only. Each subcommand's arguments live in a
+//! file of this folder, with their help texts and value parsers; resolving them (reading
+//! files, building credentials) happens in [`crate::commands`], in a second stage.
+
+pub mod backup;
+pub mod completions;
+pub mod connect;
+pub mod copy;
+pub mod demo;
+pub mod destination;
+pub mod diff;
+pub mod emulator;
+pub mod extract;
+pub mod fleet;
+pub mod forget;
+pub mod inspect;
+pub mod keygen;
+pub mod keys;
+pub mod list;
+pub mod restore;
+pub mod scope;
+pub mod sync;
+pub mod vaults;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
-
-use crate::commands;
 
 /// Cold, encrypted, offline copies of Azure Key Vaults, and the way back.
 #[derive(Debug, Parser)]
@@ -23,39 +42,40 @@ pub struct Cli {
     pub verbose: u8,
 }
 
-/// The subcommands, one per file under `src/commands/`.
+/// The subcommands: each one's arguments live in a file of this folder, the code that runs
+/// it in `src/commands/` (dispatched by `crate::commands::run`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Export whole vaults into encrypted archives.
-    Backup(commands::backup::BackupArgs),
+    Backup(backup::BackupArgs),
     /// Put an archive's items back into a vault.
-    Restore(commands::restore::RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// Show what differs between an archive and a live vault.
-    Diff(commands::diff::DiffArgs),
+    Diff(diff::DiffArgs),
     /// List what an archive holds (never values).
-    Inspect(commands::inspect::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Decrypt an archive and check every rule of the format, offline.
-    Verify(commands::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// List the vaults a fleet backup would take (Azure Resource Manager).
-    Vaults(commands::vaults::VaultsArgs),
+    Vaults(vaults::VaultsArgs),
     /// Write an archive's plain secrets out for use without Azure.
-    Extract(commands::extract::ExtractArgs),
+    Extract(extract::ExtractArgs),
     /// Copy one vault's items into another, planned like restore (one-way).
-    Copy(commands::copy::CopyArgs),
+    Copy(copy::CopyArgs),
     /// Keep two vaults in step both ways.
-    Sync(commands::sync::SyncArgs),
+    Sync(sync::SyncArgs),
     /// List the archives at a destination, per vault, newest first.
-    List(commands::list::ListArgs),
+    List(list::ListArgs),
     /// Remove the archives a retention policy does not keep (restic's semantics).
-    Forget(commands::forget::ForgetArgs),
+    Forget(forget::ForgetArgs),
     /// Generate a new age identity.
-    Keygen(commands::keygen::KeygenArgs),
+    Keygen(keygen::KeygenArgs),
     /// Run the local Key Vault.
-    Emulator(commands::emulator::EmulatorArgs),
+    Emulator(emulator::EmulatorArgs),
     /// Show the whole story on the local Key Vault.
-    Demo(commands::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Print a shell completion script.
-    Completions(commands::completions::CompletionsArgs),
+    Completions(completions::CompletionsArgs),
     /// Print the man page (roff).
-    Man(commands::completions::ManArgs),
+    Man(completions::ManArgs),
 }
