@@ -8,8 +8,8 @@
 //! nothing live, which counts as done.
 
 use crate::archive::Kind;
-pub use crate::engine::restore::apply::settle;
 use crate::engine::restore::apply::Outcome;
+pub use crate::engine::restore::apply::settle;
 use crate::vault::{ConflictReason, VaultError, VaultWriter};
 
 /// Soft-deletes an item of `target` (`--prune`, or a deletion `sync` propagates).
