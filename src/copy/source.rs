@@ -8,12 +8,14 @@
 //! Only what the copy can use is read: the blob when a native write may happen, values always
 //! for secrets (to compare and to write plainly), every version only with `--all-versions`.
 
-use age::secrecy::{ExposeSecret, SecretBox};
-use base64::Engine as _;
+use std::sync::Arc;
+
+use age::secrecy::SecretBox;
 use futures::StreamExt;
 
 use crate::archive::{Attributes as ArchivedAttributes, Kind, SecretRecord};
-use crate::commands::scope::{ItemKind as ScopeKind, Scope};
+use crate::commands::scope::Scope;
+use crate::engine::capture::{ListingProgress, PKCS12, Work, export_bytes, work_stream};
 use crate::engine::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
 use crate::vault::azure::AzureVault;
 use crate::vault::{Attributes, SecretVersionValue, VaultError, VaultReader};
@@ -29,45 +31,21 @@ pub struct SourceHead {
 
 /// Lists the source's items in scope: secrets (managed ones left out), keys (managed ones
 /// left out), certificates; sorted by kind then name. A list that fails fails the copy.
+///
+/// The listing is the engine's ([`work_stream`]), the one backup uses, so a copy and a backup
+/// of the same vault and scope see the same items.
 pub async fn list_source(vault: &AzureVault, scope: &Scope) -> Result<Vec<SourceHead>, VaultError> {
+    let listing = Arc::new(ListingProgress::default());
+    let mut work = work_stream(vault, scope, &listing);
     let mut heads = Vec::new();
-    let scope_kind = ScopeKind::of;
-    let wanted = |kind: Kind| scope.includes_kind(scope_kind(kind));
-    if wanted(Kind::Secret) {
-        let mut list = vault.list_secrets();
-        while let Some(props) = list.next().await {
-            let props = props?;
-            if !props.managed && scope.includes(scope_kind(Kind::Secret), &props.name) {
-                heads.push(SourceHead {
-                    kind: Kind::Secret,
-                    name: props.name,
-                });
-            }
-        }
-    }
-    if wanted(Kind::Key) {
-        let mut list = vault.list_keys();
-        while let Some(props) = list.next().await {
-            let props = props?;
-            if !props.managed && scope.includes(scope_kind(Kind::Key), &props.name) {
-                heads.push(SourceHead {
-                    kind: Kind::Key,
-                    name: props.name,
-                });
-            }
-        }
-    }
-    if wanted(Kind::Certificate) {
-        let mut list = vault.list_certificates();
-        while let Some(props) = list.next().await {
-            let props = props?;
-            if scope.includes(scope_kind(Kind::Certificate), &props.name) {
-                heads.push(SourceHead {
-                    kind: Kind::Certificate,
-                    name: props.name,
-                });
-            }
-        }
+    while let Some(listed) = work.next().await {
+        let (kind, name) = match listed {
+            Work::Secret(props) => (Kind::Secret, props.name),
+            Work::Key(props) => (Kind::Key, props.name),
+            Work::Certificate(props) => (Kind::Certificate, props.name),
+            Work::ListFailed(_, err) => return Err(err),
+        };
+        heads.push(SourceHead { kind, name });
     }
     heads.sort_by(|a, b| {
         (a.kind, a.name.to_ascii_lowercase()).cmp(&(b.kind, b.name.to_ascii_lowercase()))
@@ -293,15 +271,10 @@ async fn export(
         .clone()
         .or_else(|| bundle.content_type.clone())
         .unwrap_or_else(|| PKCS12.to_owned());
-    let bytes = match content_type.as_str() {
-        PKCS12 => base64::engine::general_purpose::STANDARD
-            .decode(secret.value.expose_secret().trim())
-            .ok(),
-        PEM => Some(secret.value.expose_secret().as_bytes().to_vec()),
-        _ => None,
-    };
-    match bytes {
-        Some(bytes) => {
+    // Decoded as backup decodes it, so a copy writes what a restore of a backup would.
+    match export_bytes(&content_type, &secret.value) {
+        Some(mut bytes) => {
+            let bytes = std::mem::take(&mut *bytes);
             item.export = Some(SecretBox::new(bytes.into_boxed_slice()));
             item.head.export = Some(ExportHead {
                 content_type,
@@ -313,9 +286,6 @@ async fn export(
         )),
     }
 }
-
-const PKCS12: &str = "application/x-pkcs12";
-const PEM: &str = "application/x-pem-file";
 
 fn record(value: SecretVersionValue, current: bool) -> SecretRecord {
     let SecretVersionValue { properties, value } = value;

@@ -923,12 +923,14 @@ async fn capture_certificate_export<V: VaultReader>(
     }
 }
 
-const PKCS12: &str = "application/x-pkcs12";
+/// The content type Key Vault gives a PFX certificate's managed secret (and the default).
+pub(crate) const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
 
 /// The exported certificate as a file would hold it: a PFX is stored by Key Vault as standard
-/// base64 and goes into the archive as binary (`.pfx`); PEM is text already.
-fn export_bytes(content_type: &str, value: &SecretString) -> Option<Zeroizing<Vec<u8>>> {
+/// base64 and goes into the archive as binary (`.pfx`); PEM is text already. Any other
+/// content type, or a PFX that is not base64, gives `None`. Copy decodes with it too.
+pub(crate) fn export_bytes(content_type: &str, value: &SecretString) -> Option<Zeroizing<Vec<u8>>> {
     match content_type {
         PKCS12 => base64::engine::general_purpose::STANDARD
             .decode(value.expose_secret().trim())
