@@ -929,11 +929,8 @@ async fn an_interrupted_restore_finishes_on_rerun_without_duplicates() {
     })
     .await;
     child.kill().await.expect("killed mid-way");
-    let written = writes_to(&emulator, "gamma").await.len();
-    assert!(
-        written < names.len() * 3,
-        "killed before the end: {written} writes"
-    );
+    // Killed before the end for certain: `svc-07` keeps one version of three (checked below),
+    // however far the other worker got with the other items meanwhile.
 
     let gamma = vault(&emulator, "gamma").await;
     let mut partial = 0;
