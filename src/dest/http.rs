@@ -58,6 +58,25 @@ pub async fn error(what: &str, response: reqwest::Response) -> DestError {
     }
 }
 
+/// The answer to a HEAD of one object, the same in Blob Storage and S3: its size (200), or
+/// `None` when there is no such object (404); anything else is the error `what` names.
+pub async fn object_size(
+    what: &str,
+    response: reqwest::Response,
+) -> Result<Option<u64>, DestError> {
+    match response.status().as_u16() {
+        200 => Ok(Some(
+            response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+        )),
+        404 => Ok(None),
+        _ => Err(error(what, response).await),
+    }
+}
+
 /// An error and its causes on one line, without a URL's query string (where a SAS token
 /// may be).
 pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {

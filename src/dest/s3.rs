@@ -523,17 +523,7 @@ impl ObjectStore for S3Bucket {
                 Default::default(),
             )
             .await?;
-        match response.status().as_u16() {
-            200 => Ok(Some(
-                response
-                    .headers()
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0),
-            )),
-            404 => Ok(None),
-            _ => Err(http::error(&what, response).await),
-        }
+        http::object_size(&what, response).await
     }
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, DestError> {
