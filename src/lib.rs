@@ -22,6 +22,7 @@ pub mod emulator;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub mod kv;
 pub mod model;
 pub mod output;
 pub mod signing;
