@@ -409,54 +409,44 @@ impl Connection {
             }
             tracing::debug!("{method} {}/v1/{api_path}: try {}", self.host, retry + 1);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = tokio::time::timeout(remaining, request.send()).await;
-            let (failure, wait_at_least) = match outcome {
-                Err(_) => (NetworkCause::TimedOut, None),
+            // The body is read inside the time limit too: a server that stalls mid-answer
+            // is a failed try like one that never answers.
+            let attempt = async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let wait = retry_after(&response);
+                let text = response.text().await?;
+                Ok::<_, reqwest::Error>((status, wait, text))
+            };
+            let (failure, wait_at_least) = match tokio::time::timeout(remaining, attempt).await {
+                Err(_) => {
+                    uncertain = true;
+                    (NetworkCause::TimedOut, None)
+                }
                 Ok(Err(err)) => {
                     let cause = transport::classify(&err)
                         .unwrap_or_else(|| NetworkCause::Other(transport::error_chain(&err)));
                     if cause.is_final() {
                         return Err(self.network_error(what, &cause, None));
                     }
+                    // The request may have reached the server before the connection failed.
                     uncertain = true;
                     (cause, None)
                 }
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
+                Ok(Ok((status, wait, mut text))) => {
                     tracing::debug!("{method} {}/v1/{api_path}: HTTP {status}", self.host);
-                    let transient = matches!(status, 429 | 500 | 502 | 504);
-                    let wait = retry_after(&response);
-                    if transient {
+                    if matches!(status, 429 | 500 | 502 | 504) {
                         let next = pause_before(retry + 1, wait);
                         if Instant::now() + next < deadline {
-                            // A 429 was refused before any work; a 5xx may have been a
-                            // proxy's answer to a request the server did apply.
+                            text.zeroize();
+                            // A 429 was refused before any work; a 5xx may be a proxy's
+                            // answer to a request the server did apply.
                             uncertain |= status != 429;
                             retry += 1;
                             tokio::time::sleep(next).await;
                             continue;
                         }
                     }
-                    let mut text = match response.text().await {
-                        Ok(text) => text,
-                        Err(err) => {
-                            let cause = transport::classify(&err).unwrap_or_else(|| {
-                                NetworkCause::Other(transport::error_chain(&err))
-                            });
-                            uncertain = true;
-                            retry += 1;
-                            let next = pause_before(retry, None);
-                            if Instant::now() + next >= deadline {
-                                return Err(self.network_error(
-                                    what,
-                                    &cause,
-                                    Some(started.elapsed()),
-                                ));
-                            }
-                            tokio::time::sleep(next).await;
-                            continue;
-                        }
-                    };
                     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
                     // The text may hold secret values or a token: wiped, as the parsed
                     // values are when their `KvData` drops.
@@ -511,8 +501,8 @@ impl Connection {
         .with_hint(hint)
     }
 
-    /// The error for an answer the caller did not expect. `path` names the KV path for
-    /// messages (`secret/app/db`).
+    /// The error for an answer the caller did not expect; `what` names the request in the
+    /// message (`read the metadata of 'secret/app/db'`).
     fn error(&self, answer: &Answer, what: &str) -> KvError {
         let status = answer.status;
         let server = answer.errors();
@@ -736,8 +726,11 @@ impl KvClient {
                 "report its seal status",
             )
             .await?;
-        if seal.status == 503 || seal.body["sealed"].as_bool() == Some(true) {
+        if seal.body["sealed"].as_bool() == Some(true) {
             return Err(connection.sealed());
+        }
+        if seal.status == 503 {
+            return Err(connection.error(&seal, "report its seal status"));
         }
         if seal.status != 200 {
             return Err(KvError::new(
@@ -1359,5 +1352,169 @@ async fn login_approle(
             ),
         )),
         _ => Err(connection.error(&answer, &what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_credential_comes_from_the_environment_in_order() {
+        let token = KvAuth::from_env(env(&[
+            ("VAULT_TOKEN", "s.one"),
+            ("BAO_TOKEN", "s.two"),
+            ("VAULT_ROLE_ID", "r"),
+        ]))
+        .unwrap();
+        assert!(matches!(&token, KvAuth::Token(t) if t.expose_secret() == "s.one"));
+        let bao = KvAuth::from_env(env(&[("VAULT_TOKEN", " "), ("BAO_TOKEN", "s.two\n")])).unwrap();
+        assert!(matches!(&bao, KvAuth::Token(t) if t.expose_secret() == "s.two"));
+        let approle = KvAuth::from_env(env(&[
+            ("BAO_ROLE_ID", "role"),
+            ("VAULT_SECRET_ID", "sid"),
+            ("VAULT_APPROLE_MOUNT", "/ci-approle/"),
+        ]))
+        .unwrap();
+        match approle {
+            KvAuth::AppRole {
+                role_id,
+                secret_id,
+                mount,
+            } => {
+                assert_eq!((role_id.as_str(), mount.as_str()), ("role", "ci-approle"));
+                assert_eq!(secret_id.expose_secret(), "sid");
+            }
+            other => panic!("{other:?}"),
+        }
+        let default_mount = KvAuth::from_env(env(&[
+            ("VAULT_ROLE_ID", "role"),
+            ("VAULT_SECRET_ID", "sid"),
+        ]))
+        .unwrap();
+        assert!(matches!(default_mount, KvAuth::AppRole { mount, .. } if mount == "approle"));
+    }
+
+    #[test]
+    fn a_missing_credential_names_the_variables() {
+        let none = KvAuth::from_env(env(&[])).unwrap_err();
+        assert_eq!(none.kind, KvErrorKind::NoCredential);
+        assert!(none.to_string().contains("VAULT_TOKEN"), "{none}");
+        let half = KvAuth::from_env(env(&[("VAULT_ROLE_ID", "role")])).unwrap_err();
+        assert_eq!(half.kind, KvErrorKind::NoCredential);
+        assert!(
+            half.to_string()
+                .contains("VAULT_ROLE_ID is set but VAULT_SECRET_ID is not"),
+            "{half}"
+        );
+        let other = KvAuth::from_env(env(&[("BAO_SECRET_ID", "CANARY-sid")])).unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains("BAO_SECRET_ID is set but BAO_ROLE_ID is not"),
+            "{other}"
+        );
+        assert!(!format!("{other} {:?}", other.hint).contains("CANARY"));
+    }
+
+    #[test]
+    fn options_read_namespace_and_ca_from_either_name() {
+        let vault = KvOptions::from_env(
+            env(&[
+                ("VAULT_NAMESPACE", "team/"),
+                ("BAO_NAMESPACE", "other"),
+                ("BAO_CACERT", "/etc/ca.pem"),
+            ]),
+            Duration::from_secs(5),
+        );
+        assert_eq!(vault.namespace.as_deref(), Some("team"));
+        assert_eq!(vault.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(vault.timeout, Duration::from_secs(5));
+        let empty = KvOptions::from_env(env(&[("VAULT_NAMESPACE", "")]), Duration::from_secs(1));
+        assert_eq!((empty.namespace, empty.ca_cert), (None, None));
+    }
+
+    #[test]
+    fn path_segments_are_encoded_and_dot_segments_refused() {
+        assert_eq!(encode_path("app/my db").unwrap(), "app/my%20db");
+        assert_eq!(
+            encode_path("/a%b/c?d#e/ü+&=/").unwrap(),
+            "a%25b/c%3Fd%23e/%C3%BC%2B%26%3D"
+        );
+        assert_eq!(encode_path("").unwrap(), "");
+        assert!(encode_path("app/../sys").is_err());
+        assert!(encode_path("./x").is_err());
+        assert_eq!(encode_path("a..b/.c").unwrap(), "a..b/.c");
+    }
+
+    #[test]
+    fn server_errors_are_one_short_line() {
+        let body = json!({"errors": ["first\nline", "second"]});
+        assert_eq!(server_errors(&body), "first line; second");
+        let long = json!({"errors": ["x".repeat(1000)]});
+        assert_eq!(server_errors(&long).chars().count(), MAX_SERVER_TEXT + 1);
+        assert_eq!(server_errors(&Value::Null), "");
+    }
+
+    #[test]
+    fn pauses_grow_to_a_cap_and_honour_retry_after() {
+        for retry in 1..20 {
+            let pause = pause_before(retry, None);
+            assert!(pause >= FIRST_PAUSE.min(MAX_PAUSE), "{retry}: {pause:?}");
+            assert!(pause <= MAX_PAUSE + MAX_PAUSE / 2, "{retry}: {pause:?}");
+        }
+        assert!(pause_before(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+    }
+
+    /// OpenBao 2.7's answer to `GET metadata/app/db`, fields it adds included.
+    const METADATA: &str = r#"{"cas_required":false,"created_time":"2026-11-30T19:54:38.739947283Z",
+        "current_metadata_version":0,"current_version":4,"custom_metadata":null,
+        "delete_version_after":"1h0m0s","max_versions":0,"metadata_cas_required":false,
+        "oldest_version":0,"updated_time":"2026-11-30T19:54:38.775200302Z","versions":{
+        "10":{"created_time":"2026-11-30T19:54:39Z","deletion_time":"2026-11-30T20:54:39Z","destroyed":false},
+        "2":{"created_time":"2026-11-30T19:54:38.763688428Z","deletion_time":"","destroyed":true},
+        "1":{"created_time":"2026-11-30T19:54:38.739947283Z","deletion_time":"2026-11-30T19:54:38.787527976Z","destroyed":false}}}"#;
+
+    #[test]
+    fn metadata_reads_into_versions_ascending_with_their_states() {
+        let body: MetadataBody = serde_json::from_str(METADATA).unwrap();
+        let now = OffsetDateTime::parse("2026-11-30T20:00:00Z", &Rfc3339).unwrap();
+        let secret = secret_from_metadata("app/db", body, now);
+        assert_eq!(secret.path, "app/db");
+        assert!(secret.custom_metadata.is_empty(), "null is empty");
+        assert_eq!((secret.current_version, secret.oldest_version), (4, 1));
+        assert_eq!(secret.delete_version_after, "1h0m0s");
+        let numbers: Vec<u64> = secret.versions.iter().map(|v| v.version).collect();
+        assert_eq!(numbers, [1, 2, 10], "numeric order, not text order");
+        assert!(secret.versions[0].deleted.is_some());
+        assert_eq!(
+            secret.versions[0].created.unwrap().nanosecond(),
+            739_947_283,
+            "nanoseconds kept"
+        );
+        assert!(secret.versions[1].destroyed && secret.versions[1].deleted.is_none());
+        assert!(
+            secret.versions[2].is_live(),
+            "a deletion time still ahead is scheduled, not done"
+        );
+        assert!(secret.versions.iter().all(|v| v.data.is_none()));
+    }
+
+    #[test]
+    fn data_is_moved_out_of_an_answer() {
+        let mut body = json!({"data": {"data": {"k": "v", "n": 1}, "metadata": {"version": 3}}});
+        let data = take_data(&mut body).unwrap();
+        assert_eq!(data.canonical_json(), r#"{"k":"v","n":1}"#);
+        assert!(body["data"]["data"].is_null());
+        let mut deleted = json!({"data": {"data": null, "metadata": {"destroyed": true}}});
+        assert!(take_data(&mut deleted).is_none());
     }
 }
