@@ -471,8 +471,25 @@ async fn a_sealed_server_is_reported_as_sealed() {
     let err = connect_err(&bao, "secret", root(&bao)).await;
     assert_eq!(err.kind, KvErrorKind::Sealed, "{err}");
     assert!(err.to_string().contains("is sealed"), "{err}");
-    assert!(err.hint.as_deref().unwrap().contains("operator unseal"));
+    assert!(err.hint.as_deref().unwrap().contains("bao operator unseal"));
     assert_clean(&err, bao.root_token());
+    // The same API as HashiCorp Vault: messages name the product the address names.
+    let vault = KvAddress::parse(&format!("vault+{}/secret", bao.addr())).unwrap();
+    let err = KvClient::connect(&vault, root(&bao), options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Sealed, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("the Vault server at 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap()
+            .contains("vault operator unseal")
+    );
 }
 
 #[tokio::test]

@@ -265,6 +265,8 @@ struct Connection {
     host: String,
     /// `OpenBao` or `Vault`, for messages.
     product: &'static str,
+    /// The product's command (`bao`, `vault`), for hints.
+    cli: &'static str,
     namespace: Option<HeaderValue>,
     /// Set once signed in; marked sensitive so no log or `Debug` shows it.
     token: Option<HeaderValue>,
@@ -514,8 +516,10 @@ impl Connection {
         let (kind, hint) = match status {
             403 => (
                 KvErrorKind::PermissionDenied,
-                "check that the token's policy grants this path (bao token capabilities PATH)"
-                    .to_owned(),
+                format!(
+                    "check that the token's policy grants this path ({} token capabilities PATH)",
+                    self.cli
+                ),
             ),
             404 => (KvErrorKind::NotFound, String::new()),
             503 if server.to_ascii_lowercase().contains("sealed") => {
@@ -550,7 +554,10 @@ impl Connection {
             format!("the {} server at {} is sealed", self.product, self.host),
         )
         .with_status(503)
-        .with_hint("unseal it (bao operator unseal, or vault operator unseal) and run again")
+        .with_hint(format!(
+            "unseal it ({} operator unseal) and run again",
+            self.cli
+        ))
     }
 }
 
@@ -689,6 +696,10 @@ impl KvClient {
             (None, _) => server.to_string(),
         };
         let product = address.flavor().product();
+        let cli = match address.flavor() {
+            super::Flavor::Bao => "bao",
+            super::Flavor::Vault => "vault",
+        };
         let http = transport::build_http_client_with(options.ca_cert.as_deref(), options.timeout)
             .map_err(|e| {
             KvError::new(KvErrorKind::Other, e.to_string()).with_hint(
@@ -709,6 +720,7 @@ impl KvClient {
             server,
             host,
             product,
+            cli,
             namespace,
             token: None,
             timeout: options.timeout,
@@ -824,9 +836,9 @@ impl KvClient {
                     connection.host
                 ),
             )
-            .with_hint(
-                "check the mount in the address (bao secrets list shows the mounts) and that the token's policy grants access under it",
-            )
+            .with_hint(format!(
+                "check the mount in the address ({cli} secrets list shows the mounts) and that the token's policy grants access under it"
+            ))
         };
         let mount_data = match mounts.status {
             200 => &mounts.body["data"],
@@ -834,6 +846,19 @@ impl KvClient {
                 // Only a valid token gets this far (a bad one is plainly "permission
                 // denied"): the path lies in no mount the token may see.
                 return Err(no_mount().with_status(403));
+            }
+            403 if token_verified => {
+                return Err(KvError::new(
+                    KvErrorKind::PermissionDenied,
+                    format!(
+                        "the {product} server at {} refused to {what} (permission denied)",
+                        connection.host
+                    ),
+                )
+                .with_status(403)
+                .with_hint(format!(
+                    "grant the token's policy access under '{full}' ({cli} token capabilities {full})"
+                )));
             }
             403 => return Err(denied()),
             400 | 404 => {
@@ -870,7 +895,7 @@ impl KvClient {
                     ),
                 )
                 .with_hint(format!(
-                    "upgrade the mount (bao kv enable-versioning {shown}) or name a KV version 2 mount"
+                    "upgrade the mount ({cli} kv enable-versioning {shown}) or name a KV version 2 mount"
                 )));
             }
             _ => {
@@ -879,9 +904,9 @@ impl KvClient {
                     KvErrorKind::NoMount,
                     format!("'{shown}' is a {kind} mount, not a KV mount"),
                 )
-                .with_hint(
-                    "name a KV version 2 mount (bao secrets list shows each mount's type)",
-                ));
+                .with_hint(format!(
+                    "name a KV version 2 mount ({cli} secrets list shows each mount's type)"
+                )));
             }
         }
         let valid_mount =
@@ -1343,7 +1368,10 @@ async fn login_approle(
             ),
         )
         .with_status(404)
-        .with_hint("set VAULT_APPROLE_MOUNT to the AppRole mount's path (bao auth list shows it)")),
+        .with_hint(format!(
+            "set VAULT_APPROLE_MOUNT to the AppRole mount's path ({} auth list shows it)",
+            connection.cli
+        ))),
         200 => Err(KvError::new(
             KvErrorKind::Other,
             format!(
