@@ -13,6 +13,8 @@
 
 pub mod address;
 pub mod client;
+pub mod mapping;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
