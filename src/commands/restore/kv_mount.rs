@@ -209,7 +209,7 @@ async fn restore_mount(
                 summary
                     .not_restored
                     .push(NotRestored::of(line, reason.clone()));
-                ("failed", Some(reason.as_str()))
+                ("not-restored", Some(reason.as_str()))
             }
         };
         progress.item(&ItemEvent {
