@@ -375,6 +375,40 @@ async fn a_mount_is_backed_up_verified_and_restored_into_a_fresh_mount_item_by_i
         "{}",
         text(&refused)
     );
+    assert_eq!(dump(&target, "fresh").await["top"]["current_version"], 2);
+    // Overwrite appends the archive's data as a new version, once: a rerun skips it.
+    let overwritten = restore(
+        &target,
+        &run,
+        &archive,
+        "fresh",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_code(&overwritten, 0);
+    assert!(
+        text(&overwritten).contains("1 overwritten"),
+        "{}",
+        text(&overwritten)
+    );
+    let top = &dump(&target, "fresh").await["top"];
+    assert_eq!(top["current_version"], 3, "{top}");
+    assert_eq!(top["versions"]["2"]["data"]["k"], "theirs", "{top}");
+    assert_eq!(
+        top["versions"]["3"]["data"],
+        before["top"]["versions"]["1"]["data"]
+    );
+    let rerun = restore(
+        &target,
+        &run,
+        &archive,
+        "fresh",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_code(&rerun, 0);
+    assert!(text(&rerun).contains("0 overwritten"), "{}", text(&rerun));
+    outputs.extend([skipped, refused, overwritten, rerun]);
 
     for output in &outputs {
         assert!(
