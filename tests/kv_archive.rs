@@ -552,3 +552,107 @@ async fn kv_failures_are_one_line_and_write_nothing() {
     one_line(&sealed, "sealed");
     assert!(run.archives().is_empty(), "{:?}", run.archives());
 }
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The golden format version 2 archive (`fixtures/v2/golden-kv.tar.zst.age`, written by
+/// `examples/make_fixtures.rs`) reads with coldvault (verify, inspect, the library's
+/// snapshot) and with standard tools, and its planted value shows nowhere but in the data.
+#[test]
+fn the_golden_kv_archive_reads_with_coldvault_and_standard_tools() {
+    const KV_CANARY: &str = "golden-kv-canary-3b8e";
+    let golden = fixtures().join("v2/golden-kv.tar.zst.age");
+    let identity = fixtures().join("test-identity.txt");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+            .args(args)
+            .output()
+            .expect("coldvault runs")
+    };
+    let (g, i) = (golden.to_str().unwrap(), identity.to_str().unwrap());
+    let verified = run(&["verify", g, "-i", i]);
+    assert_code(&verified, 0);
+    assert!(
+        text(&verified).contains("4 KV secrets, 7 versions: 1 soft-deleted, 1 destroyed"),
+        "{}",
+        text(&verified)
+    );
+    let inspected = run(&["inspect", g, "-i", i, "--json"]);
+    assert_code(&inspected, 0);
+    for output in [&verified, &inspected] {
+        assert!(!text(output).contains(KV_CANARY), "{}", text(output));
+    }
+
+    let mut identities = coldvault::archive::keys::IdentitySet::new();
+    let key = std::fs::read_to_string(&identity).expect("identity");
+    identities.add_x25519(
+        key.lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .expect("a key")
+            .parse()
+            .expect("X25519"),
+    );
+    let decryption = coldvault::archive::Decryption::with_identities(identities).expect("keys");
+    let archive = coldvault::archive::kv::read_snapshot(
+        coldvault::archive::ArchiveInput::file(&golden),
+        &decryption,
+    )
+    .expect("reads");
+    let paths: Vec<&str> = archive
+        .snapshot
+        .secrets
+        .iter()
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(paths, ["App", "app", "app/db", "team/with space/x"]);
+    let db = &archive.snapshot.secrets[2];
+    let states: Vec<(u64, bool, bool, bool)> = db
+        .versions
+        .iter()
+        .map(|v| {
+            (
+                v.version,
+                v.deleted.is_some(),
+                v.destroyed,
+                v.data.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, false, false, true),
+            (2, true, false, false),
+            (3, false, true, false),
+            (4, false, false, true)
+        ]
+    );
+    assert_eq!(
+        db.current().unwrap().data.as_ref().unwrap().0["password"],
+        KV_CANARY
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unpacked = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("age -d -i '{i}' '{g}' | zstd -d -q | tar -x"))
+        .current_dir(dir.path())
+        .output()
+        .expect("sh runs");
+    assert!(unpacked.status.success(), "{}", text(&unpacked));
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("kv/app%2Fdb/metadata.json")).expect("metadata"),
+    )
+    .expect("JSON");
+    assert_eq!(metadata["path"], "app/db");
+    assert_eq!(metadata["versions"][1]["destroyed"], false);
+    assert_eq!(metadata["versions"][2]["destroyed"], true);
+    assert!(
+        dir.path()
+            .join("kv/team%2Fwith%20space%2Fx/versions/1.json")
+            .is_file()
+    );
+    assert!(!dir.path().join("kv/app%2Fdb/versions/2.json").exists());
+}
