@@ -656,3 +656,73 @@ fn the_golden_kv_archive_reads_with_coldvault_and_standard_tools() {
     );
     assert!(!dir.path().join("kv/app%2Fdb/versions/2.json").exists());
 }
+
+/// The two policies of the README's KV runbook (`# backup: …` and `# restore: …` in its
+/// `hcl` block), read from the README itself so the document is what is tested.
+fn readme_policies() -> (String, String) {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("# backup: list and read")
+        .expect("the KV runbook's policies");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let split = block.find("# restore:").expect("a restore policy");
+    (block[..split].to_owned(), block[split..].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_policies_are_enough_for_backup_and_restore() {
+    let Some(source) = TestBao::start().await else {
+        return;
+    };
+    let Some(target) = TestBao::start().await else {
+        return;
+    };
+    seed(&source).await;
+    let (backup_policy, restore_policy) = readme_policies();
+    // A token holding only the policy (and the default one every token has).
+    let token_for = |policy: String| {
+        format!(
+            "client.sys.create_or_update_policy(name='coldvault', policy={policy:?})\n\
+             print(client.auth.token.create(policies=['coldvault'])['auth']['client_token'])"
+        )
+    };
+    let backup_token = source.hvac(&token_for(backup_policy)).await;
+    let restore_token = target.hvac(&token_for(restore_policy)).await;
+    let run = Run::new();
+    let out = run.out();
+    let url = source.kv_url("secret");
+    let backed = coldvault(
+        backup_token.trim(),
+        &[
+            "backup",
+            "--vault",
+            &url,
+            "-r",
+            &run.recipient,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_code(&backed, 0);
+    let archive = run.archives().remove(0);
+    let target_url = target.kv_url("secret");
+    let restored = coldvault(
+        restore_token.trim(),
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--vault",
+            &target_url,
+            "-i",
+            run.identity.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_code(&restored, 0);
+    let before = dump(&source, "secret").await;
+    let after = dump(&target, "secret").await;
+    assert_eq!(as_source_sees_it(&after, &before), before);
+}
