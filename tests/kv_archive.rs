@@ -726,3 +726,138 @@ async fn the_readme_policies_are_enough_for_backup_and_restore() {
     let after = dump(&target, "secret").await;
     assert_eq!(as_source_sees_it(&after, &before), before);
 }
+
+/// A proxy in front of a [`TestBao`] that, on the first data write to one secret, writes a
+/// version of its own first (another client's concurrent change), then forwards the write.
+struct RacingProxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RacingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct RaceState {
+    upstream: String,
+    token: String,
+    /// `/v1/MOUNT/data/PATH` of the secret to race on; emptied once raced.
+    race: std::sync::Mutex<String>,
+    http: reqwest::Client,
+}
+
+impl RacingProxy {
+    async fn start(bao: &TestBao, data_path: &str) -> Self {
+        let state = std::sync::Arc::new(RaceState {
+            upstream: bao.addr(),
+            token: bao.root_token().to_owned(),
+            race: std::sync::Mutex::new(data_path.to_owned()),
+            http: reqwest::Client::new(),
+        });
+        let app = axum::Router::new().fallback(race_forward).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("proxy serves");
+        });
+        Self { port, task }
+    }
+}
+
+async fn race_forward(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<RaceState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let method = request.method().clone();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let races = matches!(method.as_str(), "POST" | "PUT") && {
+        let mut race = state.race.lock().expect("lock");
+        let hit = !race.is_empty() && *race == path_and_query;
+        if hit {
+            race.clear();
+        }
+        hit
+    };
+    if races {
+        let concurrent = state
+            .http
+            .post(format!("{}{path_and_query}", state.upstream))
+            .header("x-vault-token", &state.token)
+            .json(&serde_json::json!({"data": {"k": "concurrent"}}))
+            .send()
+            .await
+            .expect("the concurrent write");
+        assert!(concurrent.status().is_success(), "{}", concurrent.status());
+    }
+    let mut upstream = state.http.request(
+        reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"),
+        format!("{}{path_and_query}", state.upstream),
+    );
+    for name in ["x-vault-token", "x-vault-namespace", "content-type"] {
+        if let Some(value) = request.headers().get(name) {
+            upstream = upstream.header(name, value.as_bytes());
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let answer = upstream.body(body).send().await.expect("upstream answers");
+    let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    let text = answer.text().await.expect("text");
+    (status, [("content-type", "application/json")], text).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_change_during_restore_is_reported_never_lost() {
+    let Some(source) = TestBao::start().await else {
+        return;
+    };
+    let Some(target) = TestBao::start().await else {
+        return;
+    };
+    seed(&source).await;
+    let run = Run::new();
+    assert_code(&backup(&source, &run, &[]).await, 0);
+    let archive = run.archives().remove(0);
+    let proxy = RacingProxy::start(&target, "/v1/secret/data/top").await;
+    let url = format!("bao+http://127.0.0.1:{}/secret", proxy.port);
+    let restored = coldvault(
+        target.root_token(),
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--vault",
+            &url,
+            "-i",
+            run.identity.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_code(&restored, 3);
+    let summary = &events(&restored, "summary")[0];
+    assert_eq!(summary["created"], 6, "{summary}");
+    let not_restored = summary["not_restored"].as_array().expect("a list");
+    assert_eq!(not_restored.len(), 1, "{summary}");
+    assert_eq!(not_restored[0]["name"], "top");
+    assert!(
+        not_restored[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("check-and-set"),
+        "{summary}"
+    );
+    // The other client's version is kept, nothing written over it.
+    let top = &dump(&target, "secret").await["top"];
+    assert_eq!(top["current_version"], 1, "{top}");
+    assert_eq!(top["versions"]["1"]["data"]["k"], "concurrent", "{top}");
+}
