@@ -36,6 +36,11 @@ pub const MARKER_TAG: &str = "coldvault-source";
 /// wrote into KV as `{"value": <string>}` (empty: no content type).
 pub const CONTENT_TYPE_KEY: &str = "coldvault-content-type";
 
+/// The [`CONTENT_TYPE_KEY`] entry of a value without a content type: KV refuses empty
+/// `custom_metadata` values (`0 < len(value) <= 512`). An empty entry (written by hand) reads
+/// the same.
+pub const NO_CONTENT_TYPE: &str = "(none)";
+
 /// The content type of a whole KV data map written into Key Vault.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
@@ -274,9 +279,14 @@ fn decode(encoded: &str, path: bool) -> Option<String> {
 
 /// A path relative to an address's prefix (`KvAddress::prefix()`): `team/db` under prefix
 /// `team` is `db`; `None` for a path outside the prefix. An empty prefix is the whole mount.
+/// A prefix that names a secret itself (`bao+…/secret/team/db`) covers that secret, named
+/// by its last segment (`db`).
 pub fn relative_path<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
     if prefix.is_empty() {
         return Some(path);
+    }
+    if path == prefix {
+        return path.rsplit('/').next();
     }
     path.strip_prefix(prefix)?
         .strip_prefix('/')
@@ -712,14 +722,16 @@ pub fn wrapped_value(data: &KvData) -> Option<&str> {
 /// A KV version's data as one Key Vault secret (granularity secret): the whole map as
 /// [`KvData::canonical_json`] with content type `application/json`, except a value coldvault
 /// wrote from Key Vault (data exactly `{"value": <string>}` and `custom_metadata` holding
-/// [`CONTENT_TYPE_KEY`]), which is that string with that content type (empty: none).
+/// [`CONTENT_TYPE_KEY`]), which is that string with that content type ([`NO_CONTENT_TYPE`] or
+/// empty: none).
 pub fn secret_value(data: &KvData, custom_metadata: &BTreeMap<String, String>) -> KeyVaultValue {
     if let (Some(value), Some(content_type)) =
         (wrapped_value(data), custom_metadata.get(CONTENT_TYPE_KEY))
     {
         return KeyVaultValue {
             value: SecretString::from(value.to_owned()),
-            content_type: (!content_type.is_empty()).then(|| content_type.clone()),
+            content_type: (!content_type.is_empty() && content_type != NO_CONTENT_TYPE)
+                .then(|| content_type.clone()),
         };
     }
     KeyVaultValue {
@@ -787,14 +799,16 @@ pub fn current_keys(secret: &KvSecret) -> BTreeSet<String> {
 pub struct KvValue {
     /// The data to write.
     pub data: KvData,
-    /// The content type to keep in `custom_metadata` (`Some("")`: none), for a wrapped value.
+    /// The content type to keep in `custom_metadata` ([`NO_CONTENT_TYPE`]: none), for a
+    /// wrapped value.
     pub content_type_entry: Option<String>,
 }
 
 /// A Key Vault value as KV data: content type `application/json` and a value that is a JSON
 /// object whose canonical JSON is exactly the value, and that is not exactly
 /// `{"value": <string>}` (the wrapped form), becomes that object; anything else becomes
-/// `{"value": <value>}` with the content type (or "") kept in `custom_metadata`. The inverse
+/// `{"value": <value>}` with the content type (or [`NO_CONTENT_TYPE`]) kept in
+/// `custom_metadata`. The inverse
 /// of [`secret_value`].
 pub fn data_from_value(value: &str, content_type: Option<&str>) -> KvValue {
     if content_type == Some(JSON_CONTENT_TYPE)
@@ -815,7 +829,7 @@ pub fn data_from_value(value: &str, content_type: Option<&str>) -> KvValue {
     );
     KvValue {
         data: KvData(map),
-        content_type_entry: Some(content_type.unwrap_or_default().to_owned()),
+        content_type_entry: Some(content_type.unwrap_or(NO_CONTENT_TYPE).to_owned()),
     }
 }
 
@@ -913,7 +927,8 @@ pub fn tags_from_metadata(
 /// Key Vault tags as `custom_metadata`, with `content_type_entry` as [`CONTENT_TYPE_KEY`]
 /// when given (a tag of that name is replaced by it). KV allows [`KV_MAX_METADATA`] entries:
 /// places are kept for the content type entry and the marker, then tags by name fill the
-/// other 62; entries over the count or a length limit are dropped and named.
+/// other 62; entries over the count or a length limit, and tags with an empty value (KV
+/// refuses them), are dropped and named.
 pub fn metadata_from_tags(tags: &Tags, content_type_entry: Option<&str>) -> Projected {
     let mut entries = tags.clone();
     entries.remove(CONTENT_TYPE_KEY);
@@ -924,7 +939,11 @@ pub fn metadata_from_tags(tags: &Tags, content_type_entry: Option<&str>) -> Proj
         entries,
         &[CONTENT_TYPE_KEY, MARKER_TAG],
         KV_MAX_METADATA,
-        |k, v| k.len() <= KV_MAX_METADATA_KEY && v.len() <= KV_MAX_METADATA_VALUE,
+        // KV refuses empty keys and values as well as long ones.
+        |k, v| {
+            (1..=KV_MAX_METADATA_KEY).contains(&k.len())
+                && (1..=KV_MAX_METADATA_VALUE).contains(&v.len())
+        },
     )
 }
 
@@ -1236,7 +1255,8 @@ mod tests {
         assert_eq!(relative_path("team", "team/db"), Some("db"));
         assert_eq!(relative_path("team", "team/a/b"), Some("a/b"));
         assert_eq!(relative_path("team", "teamx/db"), None);
-        assert_eq!(relative_path("team", "team"), None);
+        assert_eq!(relative_path("team/db", "team/db"), Some("db"));
+        assert_eq!(relative_path("team/db", "team/db/x"), Some("x"));
         assert_eq!(relative_path("", "team/db"), Some("team/db"));
         assert_eq!(full_path("team", "db"), "team/db");
         assert_eq!(full_path("", "db"), "db");
@@ -1252,6 +1272,9 @@ mod tests {
         let with_type = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, "text/plain")]));
         assert_eq!(with_type.value.expose_secret(), "s3cret");
         assert_eq!(with_type.content_type.as_deref(), Some("text/plain"));
+        let without = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, NO_CONTENT_TYPE)]));
+        assert_eq!(without.value.expose_secret(), "s3cret");
+        assert_eq!(without.content_type, None);
         let without = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, "")]));
         assert_eq!(without.value.expose_secret(), "s3cret");
         assert_eq!(without.content_type, None);
@@ -1301,7 +1324,7 @@ mod tests {
         assert_eq!(object.content_type_entry, None);
         let text = data_from_value("hello", None);
         assert_eq!(text.data, data(json!({"value": "hello"})));
-        assert_eq!(text.content_type_entry.as_deref(), Some(""));
+        assert_eq!(text.content_type_entry.as_deref(), Some(NO_CONTENT_TYPE));
     }
 
     #[test]
@@ -1449,6 +1472,12 @@ mod tests {
         // No entry asked for: a tag of that name does not smuggle one in.
         let plain = metadata_from_tags(&meta(&[(CONTENT_TYPE_KEY, "x"), ("a", "1")]), None);
         assert_eq!(plain.kept, meta(&[("a", "1")]));
+        // KV takes no empty value: such a tag is named as not copied.
+        let empty = metadata_from_tags(&meta(&[("a", ""), ("b", "1")]), None);
+        assert_eq!(
+            (empty.kept, empty.dropped),
+            (meta(&[("b", "1")]), vec!["a".to_owned()])
+        );
     }
 
     #[test]

@@ -271,26 +271,27 @@ impl<B: KvBackend> KvStore<B> {
                 state.secrets.insert(secret.path.clone(), secret);
             }
         }
-        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        // (path under the mount, path relative to the address, key)
+        let mut wanted: Vec<(String, String, Option<String>)> = Vec::new();
         for secret in state.secrets.values() {
             let relative = relative_path(address.prefix(), &secret.path)
                 .expect("kept above")
                 .to_owned();
             match granularity {
-                Granularity::Secret => wanted.push((relative, None)),
+                Granularity::Secret => wanted.push((secret.path.clone(), relative, None)),
                 Granularity::Key => {
                     for key in projected_keys(secret) {
-                        wanted.push((relative.clone(), Some(key)));
+                        wanted.push((secret.path.clone(), relative.clone(), Some(key)));
                     }
                 }
             }
         }
         let planned = plan_names(
             &template,
-            wanted.iter().map(|(p, k)| (p.as_str(), k.as_deref())),
+            wanted.iter().map(|(_, r, k)| (r.as_str(), k.as_deref())),
         )?;
-        for name in planned {
-            let path = full_path(address.prefix(), &name.path);
+        // Names planned without a problem come back one per item, in order.
+        for (name, (path, _, _)) in planned.into_iter().zip(wanted) {
             let projected = tags_from_metadata(&state.secrets[&path].custom_metadata, None);
             if let Some(note) = projected.dropped_note(true) {
                 state.notes.push(format!("{}: {note}", name.name));
@@ -1025,7 +1026,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::kv::mapping::{JSON_CONTENT_TYPE, MARKER_TAG};
+    use crate::kv::mapping::{JSON_CONTENT_TYPE, MARKER_TAG, NO_CONTENT_TYPE};
 
     /// One version in the fake mount.
     #[derive(Clone)]
@@ -1188,6 +1189,15 @@ mod tests {
 
         async fn write_metadata(&self, path: &str, update: &MetadataUpdate) -> Result<(), KvError> {
             self.calls.lock().unwrap().push(format!("metadata {path}"));
+            // KV's rule: every custom_metadata value is 1 to 512 bytes.
+            if let Some(metadata) = &update.custom_metadata
+                && metadata.values().any(|v| v.is_empty() || v.len() > 512)
+            {
+                return Err(kv_error(
+                    KvErrorKind::Other,
+                    "custom_metadata validation failed",
+                ));
+            }
             let mut secrets = self.secrets.lock().unwrap();
             let secret = secrets.entry(path.to_owned()).or_default();
             if let Some(metadata) = &update.custom_metadata {
@@ -1886,7 +1896,7 @@ mod tests {
         };
         let fake = FakeKv::new();
         fake.put("team/cfg", json!({"value": "old"}));
-        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, "")]);
+        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, NO_CONTENT_TYPE)]);
         let target = secret_store(&fake);
         let items = items_of(&source).await;
         let lines = plan(&target, &items, policy).await;
