@@ -536,7 +536,33 @@ impl<B: KvBackend> KvStore<B> {
             .write(&item.path, &converted.data, cas)
             .await
             .map_err(|err| write_error(&item, cas, err))?;
-        if old_metadata.as_ref() != Some(&metadata.kept) {
+        // The version is recorded at once: should the metadata write fail, the view still
+        // holds what the mount holds, and the next write's check-and-set expects it.
+        let now = OffsetDateTime::now_utc();
+        {
+            let mut state = self.lock();
+            let secret = state
+                .secrets
+                .entry(item.path.clone())
+                .or_insert_with(|| new_secret(&item.path, now));
+            secret.versions.push(KvVersion {
+                version,
+                created: Some(now),
+                deleted: None,
+                destroyed: false,
+                data: Some(converted.data),
+            });
+            secret.current_version = version;
+            if secret.oldest_version == 0 {
+                secret.oldest_version = version;
+            }
+            secret.updated = Some(now);
+            state
+                .items
+                .entry(item.name.to_ascii_lowercase())
+                .or_insert_with(|| item.clone());
+        }
+        if old_metadata.unwrap_or_default() != metadata.kept {
             let update = MetadataUpdate {
                 custom_metadata: Some(metadata.kept.clone()),
                 ..MetadataUpdate::default()
@@ -546,32 +572,13 @@ impl<B: KvBackend> KvStore<B> {
                 .await
                 .map_err(|err| vault_error(&item, err))?;
         }
-        let now = OffsetDateTime::now_utc();
         let mut state = self.lock();
         if let Some(note) = metadata.dropped_note(false) {
             state.notes.push(format!("{}: {note}", item.name));
         }
-        let secret = state
-            .secrets
-            .entry(item.path.clone())
-            .or_insert_with(|| new_secret(&item.path, now));
-        secret.versions.push(KvVersion {
-            version,
-            created: Some(now),
-            deleted: None,
-            destroyed: false,
-            data: Some(converted.data),
-        });
-        secret.current_version = version;
-        if secret.oldest_version == 0 {
-            secret.oldest_version = version;
+        if let Some(secret) = state.secrets.get_mut(&item.path) {
+            secret.custom_metadata = metadata.kept;
         }
-        secret.updated = Some(now);
-        secret.custom_metadata = metadata.kept;
-        state
-            .items
-            .entry(item.name.to_ascii_lowercase())
-            .or_insert_with(|| item.clone());
         Ok(WrittenItem {
             kind: ItemKind::Secret,
             name: item.name.clone(),
@@ -1049,6 +1056,8 @@ mod tests {
         secrets: Mutex<BTreeMap<String, FakeSecret>>,
         calls: Mutex<Vec<String>>,
         clock: Mutex<i64>,
+        /// Refuse the next metadata write.
+        refuse_metadata: Mutex<bool>,
     }
 
     impl FakeKv {
@@ -1189,6 +1198,9 @@ mod tests {
 
         async fn write_metadata(&self, path: &str, update: &MetadataUpdate) -> Result<(), KvError> {
             self.calls.lock().unwrap().push(format!("metadata {path}"));
+            if std::mem::take(&mut *self.refuse_metadata.lock().unwrap()) {
+                return Err(kv_error(KvErrorKind::PermissionDenied, "permission denied"));
+            }
             // KV's rule: every custom_metadata value is 1 to 512 bytes.
             if let Some(metadata) = &update.custom_metadata
                 && metadata.values().any(|v| v.is_empty() || v.len() > 512)
@@ -1608,6 +1620,53 @@ mod tests {
             "{err}"
         );
         assert_eq!(fake.calls().len(), calls);
+    }
+
+    #[tokio::test]
+    async fn a_version_written_before_its_metadata_failed_is_still_seen() {
+        let fake = seeded();
+        let store = secret_store(&fake);
+        *fake.refuse_metadata.lock().unwrap() = true;
+        let err = store
+            .set_secret("fresh", &version_of("v1", Some("text/plain"), &[]))
+            .await
+            .unwrap_err();
+        assert!(err.is_forbidden(), "{err:?}");
+        // The mount holds version 1 (its content type entry missing): so does the view, and
+        // the next write expects it rather than failing as a concurrent change.
+        assert_eq!(
+            value(&store, "fresh").await,
+            (
+                r#"{"value":"v1"}"#.to_owned(),
+                Some(JSON_CONTENT_TYPE.to_owned())
+            )
+        );
+        store
+            .set_secret("fresh", &version_of("v1", Some("text/plain"), &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "write team/fresh cas=0",
+                "metadata team/fresh",
+                "write team/fresh cas=1",
+                "metadata team/fresh",
+            ]
+        );
+        assert_eq!(
+            value(&store, "fresh").await,
+            ("v1".to_owned(), Some("text/plain".to_owned()))
+        );
+        // A JSON object with no tags over a new path writes no metadata at all.
+        store
+            .set_secret(
+                "obj",
+                &version_of(r#"{"a":"b"}"#, Some(JSON_CONTENT_TYPE), &[]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fake.calls().last().unwrap(), "write team/obj cas=0");
     }
 
     #[tokio::test]
