@@ -385,8 +385,9 @@ impl<B: KvBackend> KvStore<B> {
         id
     }
 
-    /// The Key Vault versions of an item, oldest first: live ones only.
-    fn versions_of(&self, state: &State, item: &Item) -> Vec<ProjectedVersion> {
+    /// The Key Vault versions of an item, oldest first: live ones only; with `only`, just
+    /// that one (a secret's other versions are then not projected at all).
+    fn versions_of(&self, state: &State, item: &Item, only: Option<u64>) -> Vec<ProjectedVersion> {
         let Some(secret) = state.secrets.get(&item.path) else {
             return Vec::new();
         };
@@ -395,7 +396,7 @@ impl<B: KvBackend> KvStore<B> {
             None => secret
                 .versions
                 .iter()
-                .filter(|v| v.is_live())
+                .filter(|v| v.is_live() && only.is_none_or(|n| n == v.version))
                 .filter_map(|v| {
                     let value = secret_value(v.data.as_ref()?, &secret.custom_metadata);
                     Some(ProjectedVersion {
@@ -409,6 +410,7 @@ impl<B: KvBackend> KvStore<B> {
                 .collect(),
             Some(key) => key_versions(secret, key)
                 .into_iter()
+                .filter(|v| only.is_none_or(|n| n == v.version))
                 .map(|v| ProjectedVersion {
                     version: v.version,
                     created: v.created,
@@ -425,10 +427,14 @@ impl<B: KvBackend> KvStore<B> {
     fn current_of(&self, state: &State, item: &Item) -> Option<ProjectedVersion> {
         let secret = state.secrets.get(&item.path)?;
         let current = secret.current()?;
-        if let Some(key) = &item.key {
-            current.data.as_ref()?.0.get(key)?;
+        match &item.key {
+            None => self.versions_of(state, item, Some(current.version)).pop(),
+            Some(key) => {
+                current.data.as_ref()?.0.get(key)?;
+                // A key's current version is the first of its run of equal values.
+                self.versions_of(state, item, None).pop()
+            }
         }
-        self.versions_of(state, item).pop()
     }
 
     fn properties(&self, item: &Item, version: &ProjectedVersion) -> SecretProperties {
@@ -757,7 +763,7 @@ impl<B: KvBackend> VaultReader for KvStore<B> {
             return Err(not_found(name));
         }
         Ok(self
-            .versions_of(&state, &item)
+            .versions_of(&state, &item, None)
             .iter()
             .map(|v| self.properties(&item, v))
             .collect())
@@ -774,9 +780,7 @@ impl<B: KvBackend> VaultReader for KvStore<B> {
             None => self.current_of(&state, &item),
             Some(id) => {
                 let wanted = version_number(id).ok_or_else(|| not_found(name))?;
-                self.versions_of(&state, &item)
-                    .into_iter()
-                    .find(|v| v.version == wanted)
+                self.versions_of(&state, &item, Some(wanted)).pop()
             }
         }
         .ok_or_else(|| not_found(name))?;
