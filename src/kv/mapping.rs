@@ -33,13 +33,14 @@ use crate::vault::{Attributes, Tags};
 pub const MARKER_TAG: &str = "coldvault-source";
 
 /// The `custom_metadata` key that holds the Key Vault content type of a value coldvault
-/// wrote into KV as `{"value": <string>}` (empty: no content type).
+/// wrote into KV as `{"value": <string>}` ([`NO_CONTENT_TYPE`]: none).
 pub const CONTENT_TYPE_KEY: &str = "coldvault-content-type";
 
-/// The [`CONTENT_TYPE_KEY`] entry of a value without a content type: KV refuses empty
-/// `custom_metadata` values (`0 < len(value) <= 512`). An empty entry (written by hand) reads
-/// the same.
-pub const NO_CONTENT_TYPE: &str = "(none)";
+/// The [`CONTENT_TYPE_KEY`] entry of a value without a content type. Vault and OpenBao refuse
+/// an empty `custom_metadata` value ("must be 0 < len(value) <= 512"), and a media type always
+/// holds a `/`, so this word is never a real content type. An empty entry (written by hand)
+/// reads the same.
+pub const NO_CONTENT_TYPE: &str = "none";
 
 /// The content type of a whole KV data map written into Key Vault.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
@@ -808,8 +809,7 @@ pub struct KvValue {
 /// object whose canonical JSON is exactly the value, and that is not exactly
 /// `{"value": <string>}` (the wrapped form), becomes that object; anything else becomes
 /// `{"value": <value>}` with the content type (or [`NO_CONTENT_TYPE`]) kept in
-/// `custom_metadata`. The inverse
-/// of [`secret_value`].
+/// `custom_metadata`. The inverse of [`secret_value`].
 pub fn data_from_value(value: &str, content_type: Option<&str>) -> KvValue {
     if content_type == Some(JSON_CONTENT_TYPE)
         && let Ok(map) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(value)
@@ -1325,6 +1325,9 @@ mod tests {
         let text = data_from_value("hello", None);
         assert_eq!(text.data, data(json!({"value": "hello"})));
         assert_eq!(text.content_type_entry.as_deref(), Some(NO_CONTENT_TYPE));
+        // An empty entry, which a server refuses but a person may have meant, reads as none.
+        let by_hand = secret_value(&text.data, &meta(&[(CONTENT_TYPE_KEY, "")]));
+        assert_eq!(by_hand.content_type, None);
     }
 
     #[test]

@@ -1037,7 +1037,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::kv::mapping::{JSON_CONTENT_TYPE, MARKER_TAG, NO_CONTENT_TYPE};
+    use crate::kv::mapping;
+    use crate::kv::mapping::{JSON_CONTENT_TYPE, MARKER_TAG};
 
     /// One version in the fake mount.
     #[derive(Clone)]
@@ -1959,7 +1960,7 @@ mod tests {
         };
         let fake = FakeKv::new();
         fake.put("team/cfg", json!({"value": "old"}));
-        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, NO_CONTENT_TYPE)]);
+        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, mapping::NO_CONTENT_TYPE)]);
         let target = secret_store(&fake);
         let items = items_of(&source).await;
         let lines = plan(&target, &items, policy).await;
