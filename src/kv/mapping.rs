@@ -516,6 +516,18 @@ fn match_parts(
                 return None;
             }
             for end in (0..=name.len()).rev() {
+                // Only where what follows can match: the next literal, or the end of the name
+                // (templates never hold two placeholders side by side).
+                let fits = match rest.first() {
+                    None => end == name.len(),
+                    Some(Part::Literal(text)) => name[end..]
+                        .get(..text.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(text)),
+                    Some(_) => true,
+                };
+                if !fits {
+                    continue;
+                }
                 let piece = &name[..end];
                 let decoded = if *first == Part::Path {
                     decode_path(piece)
@@ -1248,6 +1260,27 @@ mod tests {
         let err = plan_names(&template, [("a", Some("xb"))]).unwrap_err();
         assert_eq!(err.ambiguous, ["axxb"]);
         assert!(err.to_string().contains("does not read axxb back"), "{err}");
+    }
+
+    #[test]
+    fn long_names_and_thousands_of_items_plan_and_read_back() {
+        // A name is split only where the next literal matches: one `--` here, so one try.
+        let key = NameTemplate::default_for(Granularity::Key);
+        let path = "a".repeat(60);
+        let k = "b".repeat(60);
+        let name = key.render(&path, Some(&k)).unwrap();
+        assert_eq!(name.len(), 122);
+        assert_eq!(name.matches("--").count(), 1);
+        assert_eq!(key.parse_name(&name), Some((path.clone(), Some(k.clone()))));
+        let items: Vec<(String, String)> = (0..5000)
+            .map(|i| (format!("app/s{i}"), "pw".to_owned()))
+            .collect();
+        let planned = plan_names(
+            &key,
+            items.iter().map(|(p, k)| (p.as_str(), Some(k.as_str()))),
+        )
+        .unwrap();
+        assert_eq!(planned.len(), 5000);
     }
 
     #[test]
