@@ -11,8 +11,8 @@
 //! and one retry discipline.
 //!
 //! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with a
-//! namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 429, 500,
-//! 502 and 504, with growing, jittered pauses, until the request's time limit; 503 means sealed
+//! namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 412, 429,
+//! 500, 502 and 504, with growing, jittered pauses, until the request's time limit; 503 means sealed
 //! or standby and is reported, not retried blindly. Path segments are percent-encoded, since KV
 //! paths may hold spaces and any other character. Error messages are one line, name the host
 //! and the mount, and never carry a token or a value; the server's own error text is included
@@ -340,6 +340,14 @@ fn encode_path(path: &str) -> Result<String, KvError> {
         .join("/"))
 }
 
+/// Answers worth the same request again: 429 (rate limited), 500, 502, 504 (a server or proxy
+/// failure that may pass), and 412, which Vault's performance standbys send when they have
+/// not caught up with a write yet (Vault's own client retries it). 503 is not among them: it
+/// means sealed or standby, which waiting within one request does not fix.
+fn is_transient(status: u16) -> bool {
+    matches!(status, 412 | 429 | 500 | 502 | 504)
+}
+
 /// `Retry-After` in seconds, when present.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -437,13 +445,13 @@ impl Connection {
                 }
                 Ok(Ok((status, wait, mut text))) => {
                     tracing::debug!("{method} {}/v1/{api_path}: HTTP {status}", self.host);
-                    if matches!(status, 429 | 500 | 502 | 504) {
+                    if is_transient(status) {
                         let next = pause_before(retry + 1, wait);
                         if Instant::now() + next < deadline {
                             text.zeroize();
-                            // A 429 was refused before any work; a 5xx may be a proxy's
-                            // answer to a request the server did apply.
-                            uncertain |= status != 429;
+                            // A 429 or 412 was refused before any work; a 5xx may be a
+                            // proxy's answer to a request the server did apply.
+                            uncertain |= status >= 500;
                             retry += 1;
                             tokio::time::sleep(next).await;
                             continue;
@@ -562,8 +570,8 @@ impl Connection {
 }
 
 /// A signed-in connection to one KV v2 mount. Cheap to clone; every method may run
-/// concurrently with any other. Transient failures (connection resets, 429, 500, 502, 504)
-/// are retried with backoff within the request time limit.
+/// concurrently with any other. Transient failures (connection resets, 412, 429, 500, 502,
+/// 504) are retried with backoff within the request time limit.
 #[derive(Clone)]
 pub struct KvClient {
     address: KvAddress,
@@ -1490,6 +1498,16 @@ mod tests {
         let long = json!({"errors": ["x".repeat(1000)]});
         assert_eq!(server_errors(&long).chars().count(), MAX_SERVER_TEXT + 1);
         assert_eq!(server_errors(&Value::Null), "");
+    }
+
+    #[test]
+    fn only_passing_failures_are_retried() {
+        for status in [412, 429, 500, 502, 504] {
+            assert!(is_transient(status), "{status}");
+        }
+        for status in [200, 204, 400, 403, 404, 405, 503] {
+            assert!(!is_transient(status), "{status}");
+        }
     }
 
     #[test]
