@@ -1357,25 +1357,35 @@ async fn login_approle(
     let server = answer.errors();
     answer.body = Value::Null;
     match answer.status {
-        400 | 403 => Err(KvError::new(
-            KvErrorKind::PermissionDenied,
-            format!(
-                "the {} server at {} refused the AppRole login ({})",
-                connection.product,
-                connection.host,
-                if server.is_empty() { "permission denied".to_owned() } else { server }
-            ),
-        )
-        .with_status(answer.status)
-        .with_hint("check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): the secret id may be expired or used up")),
-        404 => Err(KvError::new(
+        400 => {
+            let reason = if server.is_empty() {
+                "invalid role or secret ID".to_owned()
+            } else {
+                server
+            };
+            Err(KvError::new(
+                KvErrorKind::PermissionDenied,
+                format!(
+                    "the {} server at {} refused the AppRole login ({reason})",
+                    connection.product, connection.host
+                ),
+            )
+            .with_status(400)
+            .with_hint(
+                "check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): \
+                 the secret id may be expired or used up",
+            ))
+        }
+        // A login path is open to anyone, so a refusal there means no such path: OpenBao
+        // answers an unknown auth mount with 403 "permission denied", Vault with 404 or 403.
+        403 | 404 => Err(KvError::new(
             KvErrorKind::NoCredential,
             format!(
                 "no AppRole auth method at 'auth/{mount}' on the {} server at {}",
                 connection.product, connection.host
             ),
         )
-        .with_status(404)
+        .with_status(answer.status)
         .with_hint(format!(
             "set VAULT_APPROLE_MOUNT to the AppRole mount's path ({} auth list shows it)",
             connection.cli
