@@ -356,6 +356,26 @@ print(json.dumps({
         secret.current().is_none(),
         "the newest version is destroyed"
     );
+
+    // A field left out keeps its value; an empty map clears custom_metadata.
+    let keep = MetadataUpdate {
+        max_versions: Some(9),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &keep).await.unwrap();
+    let kept = client.read_secret("app/cfg").await.unwrap().unwrap();
+    assert_eq!((kept.max_versions, kept.custom_metadata.len()), (9, 2));
+    let clear = MetadataUpdate {
+        custom_metadata: Some(BTreeMap::new()),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &clear).await.unwrap();
+    let cleared = bao
+        .hvac(
+            r#"print(json.dumps(client.secrets.kv.v2.read_secret_metadata(path="app/cfg", mount_point="secret")["data"]["custom_metadata"]))"#,
+        )
+        .await;
+    assert_eq!(cleared.trim(), "null");
 }
 
 #[tokio::test]
