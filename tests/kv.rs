@@ -825,7 +825,9 @@ async fn retries_end_at_the_time_limit_with_the_last_answer() {
         return;
     };
     let proxy = FaultProxy::start(&bao).await;
-    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(2)).await;
+    // Short, for the failures below to end soon; long enough for a loaded machine to answer
+    // the connect's own requests.
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(4)).await;
     let path = "/v1/secret/metadata/always";
     proxy.add(
         "GET",
