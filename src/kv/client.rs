@@ -4,19 +4,20 @@
 //! `VAULT_CACERT`, no redirects, connect and request time limits).
 //!
 //! Why no Vault client crate: the maintained Rust clients (`vaultrs` and the crates it builds
-//! on) bring their own HTTP and TLS stacks (a second reqwest configuration, native-tls or
-//! aws-lc-rs), follow redirects (which would carry the token to wherever a redirect points),
-//! and cover hundreds of endpoints where coldvault needs a dozen. The KV v2 API is plain JSON
-//! over HTTP; speaking it on the engine's own client keeps one crypto stack, one trust store
-//! and one retry discipline.
+//! on) set up their own HTTP client and TLS (reqwest with native-tls or a rustls of its own
+//! configuration, not this build's ring provider and `VAULT_CACERT` roots), follow redirects
+//! by default (reqwest keeps a custom `X-Vault-Token` header across hosts, so a redirect would
+//! carry the token away), and cover hundreds of endpoints where coldvault needs a dozen. The
+//! KV v2 API is plain JSON over HTTP; speaking it on the engine's own client keeps one crypto
+//! stack, one trust store and one retry discipline, and adds no crate.
 //!
-//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with a
-//! namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 412, 429,
-//! 500, 502 and 504, with growing, jittered pauses, until the request's time limit; 503 means sealed
-//! or standby and is reported, not retried blindly. Path segments are percent-encoded, since KV
-//! paths may hold spaces and any other character. Error messages are one line, name the host
-//! and the mount, and never carry a token or a value; the server's own error text is included
-//! (it names paths and reasons, never data).
+//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with
+//! a namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 412,
+//! 429, 500, 502 and 504, with growing, jittered pauses, until the request's time limit; 503
+//! means sealed or standby and is reported, not retried blindly. Path segments are
+//! percent-encoded, since KV paths may hold spaces and any other character. Error messages
+//! are one line, name the host (and the mount or path), and never carry a token or a value;
+//! the server's own error text is included (it names paths and reasons, never data).
 
 use std::collections::BTreeMap;
 use std::fmt;
