@@ -210,7 +210,9 @@ fn bao_binary() -> PathBuf {
 }
 
 fn start_bao() -> Result<Bao, Box<dyn std::error::Error>> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let token = format!("bench-{}", std::process::id());
     let child = std::process::Command::new(bao_binary())
         .args([
