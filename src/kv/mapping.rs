@@ -150,38 +150,42 @@ fn key_suffix(key: Option<&str>) -> String {
 
 /// Encodes a KV path for a Key Vault name: `[0-9A-Za-z]` as is, `/` as `--`, `-` as is where
 /// it cannot be read as the start of an escape (not last, not before another `-` or before
-/// what reads as an escape), otherwise `-2d`; any other character as `-` and two lower-case
-/// hex digits per byte of its UTF-8 form (`_` → `-5f`, ` ` → `-20`, `é` → `-c3-a9`).
+/// what reads as an escape), otherwise `-x2d`; any other character as `-x` and two lower-case
+/// hex digits per byte of its UTF-8 form (`_` → `-x5f`, ` ` → `-x20`, `é` → `-xc3-xa9`).
 ///
-/// Keeping `-` as is makes the names people give Key Vault secrets (`db-password`) the
-/// encodings of the same KV paths, so a copy from Key Vault into KV and back keeps the names,
-/// and a rerun finds them. A `-` before two hex digits of a printable non-alphanumeric ASCII
-/// character (or of a UTF-8 character beyond ASCII) reads as that character: the Key Vault
-/// name `cert-2024` is the KV path `cert 24`.
+/// Keeping `-` as is makes the names people give Key Vault secrets (`db-password`,
+/// `cert-2024`, `app-01`) the encodings of the same KV paths, so a copy from Key Vault into KV
+/// and back keeps the names, and a rerun finds them. Only a name holding `-x` and two hex
+/// digits of a printable non-alphanumeric ASCII character (or of a UTF-8 character beyond
+/// ASCII) reads as that character: the Key Vault name `a-x2eb` is the KV path `a.b`.
 pub fn encode_path(path: &str) -> String {
     encode(path, true)
 }
 
-/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-2f`
-/// and a `-` before another `-` is always `-2d`: an encoded key never holds `--`, so in
+/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-x2f`
+/// and a `-` before another `-` is always `-x2d`: an encoded key never holds `--`, so in
 /// `{path}--{key}` the path ends at a `--` after which no `--` follows.
 pub fn encode_key(key: &str) -> String {
     encode(key, false)
 }
 
-/// The longest escape: four bytes of UTF-8, three characters each.
-const LONGEST_ESCAPE: usize = 12;
+/// The length of one byte's escape: `-x` and two hex digits.
+const ESCAPE_LEN: usize = 4;
+
+/// The longest escape: four bytes of UTF-8.
+const LONGEST_ESCAPE: usize = 4 * ESCAPE_LEN;
 
 /// The character an escape at the start of `rest` (which starts with `-`) stands for, and the
-/// escape's length: `-hh` of a printable ASCII character that is neither a letter nor a digit,
-/// or `-hh` sequences of one UTF-8 character beyond ASCII. Anything else starts no escape.
+/// escape's length: `-xhh` of a printable ASCII character that is neither a letter nor a
+/// digit, or `-xhh` sequences of one UTF-8 character beyond ASCII. Anything else starts no
+/// escape. The `x` keeps names people write (`cert-2024`, `app-01`) from reading as escapes.
 fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
     let byte_at = |k: usize| -> Option<u8> {
-        let start = 3 * k;
-        if rest.get(start) != Some(&b'-') {
+        let start = ESCAPE_LEN * k;
+        if rest.get(start) != Some(&b'-') || !rest.get(start + 1)?.eq_ignore_ascii_case(&b'x') {
             return None;
         }
-        let hex = rest.get(start + 1..start + 3)?;
+        let hex = rest.get(start + 2..start + 4)?;
         if !hex.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
@@ -189,7 +193,9 @@ fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
     };
     let first = byte_at(0)?;
     let len = match first {
-        0x20..=0x7e if !first.is_ascii_alphanumeric() => return Some((char::from(first), 3)),
+        0x20..=0x7e if !first.is_ascii_alphanumeric() => {
+            return Some((char::from(first), ESCAPE_LEN));
+        }
         0xc2..=0xdf => 2,
         0xe0..=0xef => 3,
         0xf0..=0xf4 => 4,
@@ -200,7 +206,7 @@ fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
         bytes.push(byte_at(k)?);
     }
     let character = std::str::from_utf8(&bytes).ok()?.chars().next()?;
-    Some((character, 3 * len))
+    Some((character, ESCAPE_LEN * len))
 }
 
 fn encode(text: &str, slash_as_dashes: bool) -> String {
@@ -223,7 +229,7 @@ fn encode(text: &str, slash_as_dashes: bool) -> String {
             character
                 .encode_utf8(&mut buffer)
                 .bytes()
-                .map(|b| format!("-{b:02x}"))
+                .map(|b| format!("-x{b:02x}"))
                 .collect()
         };
         following = format!("{token}{following}");
@@ -235,7 +241,7 @@ fn encode(text: &str, slash_as_dashes: bool) -> String {
 }
 
 /// Decodes what [`encode_path`] made; `None` for text it cannot have made (a name whose
-/// re-encoding differs, such as `a-2db` for the path `a-b` whose name is `a-b`; text outside
+/// re-encoding differs, such as `a-x2db` for the path `a-b` whose name is `a-b`; text outside
 /// `[0-9A-Za-z-]`; a path with an empty segment, which KV does not have).
 pub fn decode_path(encoded: &str) -> Option<String> {
     let path = decode(encoded, true)?;
@@ -1037,38 +1043,38 @@ mod tests {
         for (path, name) in [
             ("db", "db"),
             ("app/db", "app--db"),
-            ("a_b", "a-5fb"),
-            ("a.b", "a-2eb"),
-            ("team/db password", "team--db-20password"),
-            ("ünï/ß", "-c3-bcn-c3-af---c3-9f"),
+            ("a_b", "a-x5fb"),
+            ("a.b", "a-x2eb"),
+            ("team/db password", "team--db-x20password"),
+            ("ünï/ß", "-xc3-xbcn-xc3-xaf---xc3-x9f"),
             ("Prod/DB", "Prod--DB"),
             // A `-` stays as is where it cannot be misread: people's names are paths too.
             ("db-password", "db-password"),
             ("my-db", "my-db"),
             ("server-01", "server-01"),
             ("a/-b", "a---b"),
-            ("a--b", "a-2d-b"),
-            ("a-", "a-2d"),
-            ("x-/y", "x-2d--y"),
-            ("a-20", "a-2d20"),
-            ("a-2d", "a-2d2d"),
-            ("cert 24", "cert-2024"),
+            ("a--b", "a-x2d-b"),
+            ("a-", "a-x2d"),
+            ("x-/y", "x-x2d--y"),
+            ("a-x20", "a-x2dx20"),
+            ("a-x2d", "a-x2dx2d"),
+            ("cert 24", "cert-x2024"),
         ] {
             assert_eq!(encode_path(path), name, "{path}");
             assert_eq!(decode_path(name).as_deref(), Some(path), "{name}");
             assert!(crate::vault::is_valid_item_name(name), "{name}");
         }
-        assert_eq!(encode_key("a/b"), "a-2fb");
-        assert_eq!(decode_key("a-2fb").as_deref(), Some("a/b"));
+        assert_eq!(encode_key("a/b"), "a-x2fb");
+        assert_eq!(decode_key("a-x2fb").as_deref(), Some("a/b"));
         assert_eq!(encode_key("-x"), "-x");
-        assert_eq!(encode_key("a--b"), "a-2d-b");
+        assert_eq!(encode_key("a--b"), "a-x2d-b");
         for key in ["x/-/y", "--", "a-", "-", "a--/--b"] {
             let encoded = encode_key(key);
             assert!(!encoded.contains("--"), "{key}: {encoded}");
             assert_eq!(decode_key(&encoded).as_deref(), Some(key), "{encoded}");
         }
         // Key Vault ignores case: upper-case hex digits read the same.
-        assert_eq!(decode_path("a-5Fb").as_deref(), Some("a_b"));
+        assert_eq!(decode_path("a-X5Fb").as_deref(), Some("a_b"));
     }
 
     #[test]
@@ -1076,16 +1082,16 @@ mod tests {
         // Another spelling of a path that has its own name, a trailing `-`, an empty segment,
         // a character no name holds.
         for name in [
-            "a-2db",
+            "a-x2db",
             "a-",
-            "a-2f",
+            "a-x2f",
             "--a",
             "a--",
             "a----b",
             "a_b",
             "",
             "a b",
-            "made-2dby",
+            "made-x2dby",
         ] {
             assert_eq!(decode_path(name), None, "{name}");
         }
@@ -1093,7 +1099,17 @@ mod tests {
         assert_eq!(decode_key("a-"), None);
         assert_eq!(decode_key("").as_deref(), Some(""));
         // What is no escape is a `-` followed by the rest.
-        for name in ["a-2", "a-zz", "a-61", "a-ff", "a-c3", "key-01"] {
+        for name in [
+            "a-2",
+            "a-zz",
+            "a-x61",
+            "a-ff",
+            "a-xc3",
+            "key-01",
+            "cert-2024",
+            "a-20b",
+            "a-2db",
+        ] {
             assert_eq!(decode_path(name).as_deref(), Some(name), "{name}");
         }
     }
@@ -1141,7 +1157,7 @@ mod tests {
             secret.parse_name("made-by-hand"),
             Some(("made-by-hand".to_owned(), None))
         );
-        assert_eq!(secret.parse_name("made-2dby-2dhand"), None);
+        assert_eq!(secret.parse_name("made-x2dby-x2dhand"), None);
     }
 
     #[test]
