@@ -79,6 +79,7 @@ for path in ["top", "app/db", "app/my key", "app/deep/er/x", "app/deep/y", "othe
     )
     .await;
     let whole = connect(&bao, "secret").await;
+    assert!(!format!("{whole:?}").contains(bao.root_token()));
     assert_eq!(
         whole.list().await.unwrap(),
         [
@@ -355,6 +356,26 @@ print(json.dumps({
         secret.current().is_none(),
         "the newest version is destroyed"
     );
+
+    // A field left out keeps its value; an empty map clears custom_metadata.
+    let keep = MetadataUpdate {
+        max_versions: Some(9),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &keep).await.unwrap();
+    let kept = client.read_secret("app/cfg").await.unwrap().unwrap();
+    assert_eq!((kept.max_versions, kept.custom_metadata.len()), (9, 2));
+    let clear = MetadataUpdate {
+        custom_metadata: Some(BTreeMap::new()),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &clear).await.unwrap();
+    let cleared = bao
+        .hvac(
+            r#"print(json.dumps(client.secrets.kv.v2.read_secret_metadata(path="app/cfg", mount_point="secret")["data"]["custom_metadata"]))"#,
+        )
+        .await;
+    assert_eq!(cleared.trim(), "null");
 }
 
 #[tokio::test]
@@ -409,6 +430,21 @@ print(json.dumps({"role_id": role_id, "secret_id": secret_id}))
     assert_eq!(err.kind, KvErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("AppRole"), "{err}");
     assert_clean(&err, CANARY);
+
+    let elsewhere = KvAuth::AppRole {
+        role_id,
+        secret_id: SecretString::from(secret_id.clone()),
+        mount: "nope".to_owned(),
+    };
+    let err = connect_err(&bao, "secret", elsewhere).await;
+    assert_eq!(err.kind, KvErrorKind::NoCredential, "{err}");
+    assert!(
+        err.to_string()
+            .contains("no AppRole auth method at 'auth/nope'"),
+        "{err}"
+    );
+    assert!(err.hint.as_deref().unwrap().contains("VAULT_APPROLE_MOUNT"));
+    assert_clean(&err, &secret_id);
 }
 
 #[tokio::test]
@@ -568,6 +604,8 @@ enum Fault {
     /// Forwards the request (the server applies it), then answers this status instead of the
     /// server's answer: a response lost on the way back.
     LoseAnswer(u16),
+    /// Never answers (until the test ends).
+    Stall,
 }
 
 /// A fault for the next `times` requests whose method and path (with query) match.
@@ -669,6 +707,9 @@ async fn forward(
                 r.fault
             })
     };
+    if let Some(Fault::Stall) = fault {
+        std::future::pending::<()>().await;
+    }
     if let Some(Fault::Answer(status, body)) = fault {
         let status = axum::http::StatusCode::from_u16(status).unwrap();
         return (status, [("retry-after", "0")], body.to_owned()).into_response();
@@ -784,7 +825,9 @@ async fn retries_end_at_the_time_limit_with_the_last_answer() {
         return;
     };
     let proxy = FaultProxy::start(&bao).await;
-    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(2)).await;
+    // Short, for the failures below to end soon; long enough for a loaded machine to answer
+    // the connect's own requests.
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(4)).await;
     let path = "/v1/secret/metadata/always";
     proxy.add(
         "GET",
@@ -800,6 +843,16 @@ async fn retries_end_at_the_time_limit_with_the_last_answer() {
     );
     assert!(err.to_string().contains("storage backend down"), "{err}");
     assert!(proxy.count(&format!("GET {path}")) >= 2, "retried");
+
+    // A server that never answers: timed out at the limit.
+    let stalled = "/v1/secret/metadata/stalled";
+    proxy.add("GET", stalled, Fault::Stall, u32::MAX);
+    let err = client.read_secret("stalled").await.unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Network, "{err}");
+    assert!(
+        err.to_string().contains("timed out (gave up after"),
+        "{err}"
+    );
 
     // Nothing listening: refused until the limit, then one line naming the host.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,19 +4,20 @@
 //! `VAULT_CACERT`, no redirects, connect and request time limits).
 //!
 //! Why no Vault client crate: the maintained Rust clients (`vaultrs` and the crates it builds
-//! on) bring their own HTTP and TLS stacks (a second reqwest configuration, native-tls or
-//! aws-lc-rs), follow redirects (which would carry the token to wherever a redirect points),
-//! and cover hundreds of endpoints where coldvault needs a dozen. The KV v2 API is plain JSON
-//! over HTTP; speaking it on the engine's own client keeps one crypto stack, one trust store
-//! and one retry discipline.
+//! on) set up their own HTTP client and TLS (reqwest with native-tls or a rustls of its own
+//! configuration, not this build's ring provider and `VAULT_CACERT` roots), follow redirects
+//! by default (reqwest keeps a custom `X-Vault-Token` header across hosts, so a redirect would
+//! carry the token away), and cover hundreds of endpoints where coldvault needs a dozen. The
+//! KV v2 API is plain JSON over HTTP; speaking it on the engine's own client keeps one crypto
+//! stack, one trust store and one retry discipline, and adds no crate.
 //!
-//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with a
-//! namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 429, 500,
-//! 502 and 504, with growing, jittered pauses, until the request's time limit; 503 means sealed
-//! or standby and is reported, not retried blindly. Path segments are percent-encoded, since KV
-//! paths may hold spaces and any other character. Error messages are one line, name the host
-//! and the mount, and never carry a token or a value; the server's own error text is included
-//! (it names paths and reasons, never data).
+//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with
+//! a namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 412,
+//! 429, 500, 502 and 504, with growing, jittered pauses, until the request's time limit; 503
+//! means sealed or standby and is reported, not retried blindly. Path segments are
+//! percent-encoded, since KV paths may hold spaces and any other character. Error messages
+//! are one line, name the host (and the mount or path), and never carry a token or a value;
+//! the server's own error text is included (it names paths and reasons, never data).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -340,6 +341,14 @@ fn encode_path(path: &str) -> Result<String, KvError> {
         .join("/"))
 }
 
+/// Answers worth the same request again: 429 (rate limited), 500, 502, 504 (a server or proxy
+/// failure that may pass), and 412, which Vault's performance standbys send when they have
+/// not caught up with a write yet (Vault's own client retries it). 503 is not among them: it
+/// means sealed or standby, which waiting within one request does not fix.
+fn is_transient(status: u16) -> bool {
+    matches!(status, 412 | 429 | 500 | 502 | 504)
+}
+
 /// `Retry-After` in seconds, when present.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -437,13 +446,13 @@ impl Connection {
                 }
                 Ok(Ok((status, wait, mut text))) => {
                     tracing::debug!("{method} {}/v1/{api_path}: HTTP {status}", self.host);
-                    if matches!(status, 429 | 500 | 502 | 504) {
+                    if is_transient(status) {
                         let next = pause_before(retry + 1, wait);
                         if Instant::now() + next < deadline {
                             text.zeroize();
-                            // A 429 was refused before any work; a 5xx may be a proxy's
-                            // answer to a request the server did apply.
-                            uncertain |= status != 429;
+                            // A 429 or 412 was refused before any work; a 5xx may be a
+                            // proxy's answer to a request the server did apply.
+                            uncertain |= status >= 500;
                             retry += 1;
                             tokio::time::sleep(next).await;
                             continue;
@@ -562,8 +571,8 @@ impl Connection {
 }
 
 /// A signed-in connection to one KV v2 mount. Cheap to clone; every method may run
-/// concurrently with any other. Transient failures (connection resets, 429, 500, 502, 504)
-/// are retried with backoff within the request time limit.
+/// concurrently with any other. Transient failures (connection resets, 412, 429, 500, 502,
+/// 504) are retried with backoff within the request time limit.
 #[derive(Clone)]
 pub struct KvClient {
     address: KvAddress,
@@ -1349,25 +1358,35 @@ async fn login_approle(
     let server = answer.errors();
     answer.body = Value::Null;
     match answer.status {
-        400 | 403 => Err(KvError::new(
-            KvErrorKind::PermissionDenied,
-            format!(
-                "the {} server at {} refused the AppRole login ({})",
-                connection.product,
-                connection.host,
-                if server.is_empty() { "permission denied".to_owned() } else { server }
-            ),
-        )
-        .with_status(answer.status)
-        .with_hint("check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): the secret id may be expired or used up")),
-        404 => Err(KvError::new(
+        400 => {
+            let reason = if server.is_empty() {
+                "invalid role or secret ID".to_owned()
+            } else {
+                server
+            };
+            Err(KvError::new(
+                KvErrorKind::PermissionDenied,
+                format!(
+                    "the {} server at {} refused the AppRole login ({reason})",
+                    connection.product, connection.host
+                ),
+            )
+            .with_status(400)
+            .with_hint(
+                "check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): \
+                 the secret id may be expired or used up",
+            ))
+        }
+        // A login path is open to anyone, so a refusal there means no such path: OpenBao
+        // answers an unknown auth mount with 403 "permission denied", Vault with 404 or 403.
+        403 | 404 => Err(KvError::new(
             KvErrorKind::NoCredential,
             format!(
                 "no AppRole auth method at 'auth/{mount}' on the {} server at {}",
                 connection.product, connection.host
             ),
         )
-        .with_status(404)
+        .with_status(answer.status)
         .with_hint(format!(
             "set VAULT_APPROLE_MOUNT to the AppRole mount's path ({} auth list shows it)",
             connection.cli
@@ -1490,6 +1509,16 @@ mod tests {
         let long = json!({"errors": ["x".repeat(1000)]});
         assert_eq!(server_errors(&long).chars().count(), MAX_SERVER_TEXT + 1);
         assert_eq!(server_errors(&Value::Null), "");
+    }
+
+    #[test]
+    fn only_passing_failures_are_retried() {
+        for status in [412, 429, 500, 502, 504] {
+            assert!(is_transient(status), "{status}");
+        }
+        for status in [200, 204, 400, 403, 404, 405, 503] {
+            assert!(!is_transient(status), "{status}");
+        }
     }
 
     #[test]
