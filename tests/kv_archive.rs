@@ -352,6 +352,10 @@ async fn a_mount_is_backed_up_verified_and_restored_into_a_fresh_mount_item_by_i
     assert_eq!(plan.len(), 7);
     assert!(plan.iter().all(|l| l["action"] == "skip"), "{plan:?}");
     assert_eq!(events(&again, "summary")[0]["created"], 0);
+    assert_eq!(events(&again, "summary")[0]["skipped"], 7);
+    let items = events(&again, "item");
+    assert_eq!(items.len(), 7);
+    assert!(items.iter().all(|i| i["status"] == "skipped"), "{items:?}");
     outputs.push(again);
 
     // A later change in the target is a conflict: skipped by default, refused with fail.
