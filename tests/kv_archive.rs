@@ -865,3 +865,57 @@ async fn a_concurrent_change_during_restore_is_reported_never_lost() {
     assert_eq!(top["current_version"], 1, "{top}");
     assert_eq!(top["versions"]["1"]["data"]["k"], "concurrent", "{top}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_is_backed_up_with_its_ca_from_vault_cacert_or_ca_cert() {
+    let Some(bao) = TestBao::start_tls().await else {
+        return;
+    };
+    bao.hvac(
+        "client.secrets.kv.v2.create_or_update_secret(path='tls/x', secret={'k': 'v'}, \
+         mount_point='secret')",
+    )
+    .await;
+    let run = Run::new();
+    let url = bao.kv_url("secret");
+    assert!(url.starts_with("bao+https://"), "{url}");
+    let out = run.out();
+    let args = [
+        "backup",
+        "--vault",
+        &url,
+        "-r",
+        &run.recipient,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    // Without the dev CA the certificate is not trusted: one line, nothing written.
+    let untrusted = coldvault(bao.root_token(), &args).await;
+    assert_code(&untrusted, 1);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("coldvault: error:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(run.archives().is_empty());
+    let ca = bao.ca_cert().expect("a TLS server has a CA").to_owned();
+    let with_cacert = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(args)
+        .env_clear()
+        .env("VAULT_TOKEN", bao.root_token())
+        .env("VAULT_CACERT", &ca)
+        .output()
+        .await
+        .expect("coldvault runs");
+    assert_code(&with_cacert, 0);
+    let mut with_flag: Vec<&str> = args.to_vec();
+    let ca_text = ca.to_str().unwrap().to_owned();
+    with_flag.extend(["--ca-cert", &ca_text]);
+    let by_flag = coldvault(bao.root_token(), &with_flag).await;
+    assert_code(&by_flag, 0);
+    assert_eq!(run.archives().len(), 2);
+}
