@@ -29,12 +29,13 @@ use crate::copy::apply::soft_delete;
 use crate::copy::identity::{IdentitySource, Side, resolve_side_from_process};
 use crate::copy::plan::{PruneLine, decide_item, prune_lines, soft_delete_on};
 use crate::copy::source::{SourceHead, Want, capture, list_source};
+use crate::copy::store::Store;
 use crate::engine::item::ItemData;
 use crate::engine::restore::apply::{Applier, Outcome};
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
-use crate::vault::azure::{AzureVault, ConnectOptions};
+use crate::vault::azure::ConnectOptions;
 use crate::vault::credentials::AuthMethod;
 use crate::vault::{VaultReader, VaultUrl, VaultWriter};
 
@@ -77,9 +78,10 @@ impl SidePlan {
     }
 
     /// Connects and signs in; says on stderr which credential the side used.
-    pub async fn connect(&self) -> Result<AzureVault, CliError> {
+    pub async fn connect(&self) -> Result<Store, CliError> {
         let vault = connect(&self.url, &self.options)
             .await
+            .map(Store::Azure)
             .map_err(|e| CliError {
                 message: format!("{} side: {}", self.side.label(), e.message),
                 ..e
@@ -175,8 +177,8 @@ struct NativeBlobs {
 /// "Cannot decrypt backup blob" means another subscription or geography, a 409 means the blob
 /// was opened (see `restore::probe_native` for Azure's order of checks).
 async fn probe_native(
-    source: &AzureVault,
-    target: &AzureVault,
+    source: &Store,
+    target: &Store,
     heads: &[SourceHead],
     listing: &TargetListing,
     mode: Mode,
@@ -605,12 +607,12 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
 
 /// Reads, inspects and decides one source item.
 struct Planner<'a> {
-    source: &'a AzureVault,
-    target: &'a AzureVault,
+    source: &'a Store,
+    target: &'a Store,
     listing: &'a TargetListing,
     plan: &'a CopyPlan,
     native: NativeTarget,
-    applier: &'a Applier<AzureVault>,
+    applier: &'a Applier<Store>,
 }
 
 impl Planner<'_> {
@@ -647,7 +649,7 @@ impl Planner<'_> {
     }
 }
 
-fn finish(summary: &mut Summary, started: Instant, source: &AzureVault, target: &AzureVault) {
+fn finish(summary: &mut Summary, started: Instant, source: &Store, target: &Store) {
     summary.seconds = started.elapsed().as_secs_f64();
     let (a, b) = (source.stats(), target.stats());
     summary.requests_from = a.requests;

@@ -30,10 +30,11 @@ use crate::copy::apply::{describe, settle};
 use crate::copy::decide::{Decision, Observed, Prefer, SideState, Which, decide};
 use crate::copy::identity::Side;
 use crate::copy::state::{ItemStamps, SyncState, item_key, stamp};
+use crate::copy::store::Store;
 use crate::error::{CliError, ExitCode};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
-use crate::vault::azure::{AzureVault, settle_backoff};
+use crate::vault::azure::settle_backoff;
 use crate::vault::{
     Attributes, CertificateImport, ItemKind, NewSecretVersion, VaultError, VaultReader, VaultWriter,
 };
@@ -140,7 +141,7 @@ struct Listing {
     deleted: HashMap<(SyncKind, String), Option<i64>>,
 }
 
-async fn list_side(vault: &AzureVault, scope: &Scope) -> Result<Listing, VaultError> {
+async fn list_side(vault: &Store, scope: &Scope) -> Result<Listing, VaultError> {
     let mut listing = Listing::default();
     let lower = |s: &str| s.to_ascii_lowercase();
     if scope.includes_kind(ScopeKind::Secrets) {
@@ -273,7 +274,7 @@ fn certificate_stamp(version: &str, tags: &crate::vault::Tags, enabled: Option<b
     )
 }
 
-async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Reading, String> {
+async fn read_item(vault: &Store, kind: SyncKind, name: &str) -> Result<Reading, String> {
     match kind {
         SyncKind::Secret => match vault.get_secret(name, None).await {
             Ok(value) => {
@@ -384,7 +385,7 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
 
 /// One side's reading of an item: read when live, else soft-deleted or absent.
 async fn read_side(
-    vault: &AzureVault,
+    vault: &Store,
     listing: &Listing,
     key: &(SyncKind, String),
     name: &str,
@@ -759,8 +760,8 @@ impl Failure {
 }
 
 struct Sides<'a> {
-    a: &'a AzureVault,
-    b: &'a AzureVault,
+    a: &'a Store,
+    b: &'a Store,
     dry_run: bool,
 }
 
@@ -772,7 +773,7 @@ fn observed_stamp(state: &SideState) -> Option<String> {
 }
 
 impl Sides<'_> {
-    fn vault(&self, which: Which) -> &AzureVault {
+    fn vault(&self, which: Which) -> &Store {
         match which {
             Which::A => self.a,
             Which::B => self.b,
@@ -916,7 +917,7 @@ impl Sides<'_> {
 }
 
 /// Polls until a recovered item answers (Azure answers 404 for a few seconds).
-async fn wait_live(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<(), String> {
+async fn wait_live(vault: &Store, kind: SyncKind, name: &str) -> Result<(), String> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {

@@ -17,7 +17,6 @@ use crate::archive::{Attributes as ArchivedAttributes, Kind, SecretRecord};
 use crate::commands::scope::Scope;
 use crate::engine::capture::{ListingProgress, PKCS12, Work, export_bytes, work_stream};
 use crate::engine::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
-use crate::vault::azure::AzureVault;
 use crate::vault::{Attributes, SecretVersionValue, VaultError, VaultReader};
 
 /// One item of the source, as its list shows it.
@@ -34,7 +33,10 @@ pub struct SourceHead {
 ///
 /// The listing is the engine's ([`work_stream`]), the one backup uses, so a copy and a backup
 /// of the same vault and scope see the same items.
-pub async fn list_source(vault: &AzureVault, scope: &Scope) -> Result<Vec<SourceHead>, VaultError> {
+pub async fn list_source<V: VaultReader>(
+    vault: &V,
+    scope: &Scope,
+) -> Result<Vec<SourceHead>, VaultError> {
     let listing = Arc::new(ListingProgress::default());
     let mut work = work_stream(vault, scope, &listing);
     let mut heads = Vec::new();
@@ -67,7 +69,7 @@ pub struct Want {
 /// Reads one source item. What cannot be read is recorded in `skipped` (the item is then
 /// planned from what was read, or reported as impossible); the item vanishing between the
 /// list and the read is such a case too.
-pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemData {
+pub async fn capture<V: VaultReader>(vault: &V, head: &SourceHead, want: Want) -> ItemData {
     let mut item = ItemData::new(ItemHead::new(head.kind, &head.name));
     let mut problems: Vec<String> = Vec::new();
     match head.kind {
@@ -82,8 +84,8 @@ pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemD
     item
 }
 
-async fn capture_secret(
-    vault: &AzureVault,
+async fn capture_secret<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -171,8 +173,8 @@ fn problems_note_disabled(problems: &mut Vec<String>, version: &str) {
     ));
 }
 
-async fn capture_key(
-    vault: &AzureVault,
+async fn capture_key<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -201,8 +203,8 @@ async fn capture_key(
     }
 }
 
-async fn capture_certificate(
-    vault: &AzureVault,
+async fn capture_certificate<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -248,8 +250,8 @@ async fn capture_certificate(
 }
 
 /// Reads the certificate with its private key from its managed secret.
-async fn export(
-    vault: &AzureVault,
+async fn export<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     bundle: &crate::vault::CertificateBundle,
     problems: &mut Vec<String>,
