@@ -10,6 +10,7 @@ mod emulator_arm;
 mod emulator_keys;
 mod emulator_persist;
 mod fleet;
+mod kv;
 mod layers;
 mod network;
 mod outputs;

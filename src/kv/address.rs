@@ -233,7 +233,10 @@ mod tests {
             "bao+https://vault.example.com:8200/secret/app/db"
         );
         let v = KvAddress::parse("vault+https://v.example.com/kv/").unwrap();
-        assert_eq!((v.flavor(), v.mount(), v.prefix()), (Flavor::Vault, "kv", ""));
+        assert_eq!(
+            (v.flavor(), v.mount(), v.prefix()),
+            (Flavor::Vault, "kv", "")
+        );
         let nested = a.with_mount("secret/app");
         assert_eq!((nested.mount(), nested.prefix()), ("secret/app", "db"));
     }
@@ -259,8 +262,14 @@ mod tests {
             ("https://v.example.com/secret", "not a KV address"),
             ("bao+https://v.example.com", "names no mount"),
             ("bao+https://v.example.com/", "names no mount"),
-            ("bao+https://v.example.com/secret?token=x", "never in the address"),
-            ("bao+https://user:pw@v.example.com/secret", "never in the address"),
+            (
+                "bao+https://v.example.com/secret?token=x",
+                "never in the address",
+            ),
+            (
+                "bao+https://user:pw@v.example.com/secret",
+                "never in the address",
+            ),
             ("bao+https://v.example.com/secret#frag", "not repeated"),
             ("bao+ftp://v.example.com/secret", "scheme ftp"),
         ] {

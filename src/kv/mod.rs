@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod client;
+pub mod mapping;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -22,6 +22,9 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
 use serde_json::Value;
 
+mod bao;
+pub use bao::TestBao;
+
 /// Resolves every name to 127.0.0.1: the tests talk to `*.vault.localhost` and `localhost` only.
 struct Loopback;
 
