@@ -14,7 +14,7 @@ pub mod capture;
 pub mod diff;
 pub mod item;
 #[cfg(test)]
-mod memory;
+pub(crate) mod memory;
 pub mod progress;
 pub mod restore;
 pub mod source;

@@ -6,9 +6,10 @@
 //! content type and tags per version. The mapping has two granularities ([`Granularity`]): a
 //! Key Vault secret per KV secret (the whole map as JSON) or per KV key. Names go through a
 //! [`NameTemplate`] whose placeholders are encoded readably and reversibly
-//! ([`encode_path`], [`encode_key`]): `[0-9A-Za-z]` as is, `/` as `--`, every other byte of the
-//! UTF-8 text as `-` and two hex digits. Key Vault names are case-insensitive, so names equal
-//! but for case collide ([`plan_names`] refuses them before anything is written).
+//! ([`encode_path`], [`encode_key`]): `[0-9A-Za-z]` as is, `/` as `--`, `-` as is where it
+//! cannot be misread, every other byte of the UTF-8 text as `-` and two hex digits. Key Vault
+//! names are case-insensitive, so names equal but for case collide ([`plan_names`] refuses
+//! them before anything is written).
 //!
 //! Values map so that Key Vault → KV → Key Vault gives back the original: a value coldvault
 //! wrote into KV from Key Vault is `{"value": <string>}` with its content type kept in
@@ -113,6 +114,17 @@ pub enum MapError {
         /// The name's length.
         len: usize,
     },
+    /// A path or key with a control character, which no Key Vault name reads back as.
+    #[error(
+        "KV path {path:?}{} holds a control character: no Key Vault name stands for it",
+        key_suffix(key.as_deref())
+    )]
+    Unnameable {
+        /// The path.
+        path: String,
+        /// The key, for granularity key.
+        key: Option<String>,
+    },
     /// A key given for granularity secret, or none for granularity key.
     #[error("KV path '{path}': the template is for granularity {granularity}, which {}", if *granularity == Granularity::Key { "needs a key" } else { "takes no key" })]
     Granularity {
@@ -130,36 +142,95 @@ fn key_suffix(key: Option<&str>) -> String {
 // ---------------------------------------------------------------------------------------------
 // Names
 
-/// Encodes a KV path for a Key Vault name: `[0-9A-Za-z]` as is, `/` as `--`, any other byte
-/// of its UTF-8 form as `-` and two lower-case hex digits (`-` → `-2d`, `_` → `-5f`).
+/// Encodes a KV path for a Key Vault name: `[0-9A-Za-z]` as is, `/` as `--`, `-` as is where
+/// it cannot be read as the start of an escape (not last, not before another `-` or before
+/// what reads as an escape), otherwise `-2d`; any other character as `-` and two lower-case
+/// hex digits per byte of its UTF-8 form (`_` → `-5f`, ` ` → `-20`, `é` → `-c3-a9`).
+///
+/// Keeping `-` as is makes the names people give Key Vault secrets (`db-password`) the
+/// encodings of the same KV paths, so a copy from Key Vault into KV and back keeps the names,
+/// and a rerun finds them. A `-` before two hex digits of a printable non-alphanumeric ASCII
+/// character (or of a UTF-8 character beyond ASCII) reads as that character: the Key Vault
+/// name `cert-2024` is the KV path `cert 24`.
 pub fn encode_path(path: &str) -> String {
     encode(path, true)
 }
 
-/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-2f`:
-/// an encoded key never holds `--`, so the last `--` of a default name ends the path.
+/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-2f`
+/// and a `-` before another `-` is always `-2d`: an encoded key never holds `--`, so in
+/// `{path}--{key}` the path ends at a `--` after which no `--` follows.
 pub fn encode_key(key: &str) -> String {
     encode(key, false)
 }
 
-fn encode(text: &str, slash_as_dashes: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() {
-            out.push(char::from(byte));
-        } else if byte == b'/' && slash_as_dashes {
-            out.push_str("--");
-        } else {
-            out.push('-');
-            out.push_str(&format!("{byte:02x}"));
+/// The longest escape: four bytes of UTF-8, three characters each.
+const LONGEST_ESCAPE: usize = 12;
+
+/// The character an escape at the start of `rest` (which starts with `-`) stands for, and the
+/// escape's length: `-hh` of a printable ASCII character that is neither a letter nor a digit,
+/// or `-hh` sequences of one UTF-8 character beyond ASCII. Anything else starts no escape.
+fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
+    let byte_at = |k: usize| -> Option<u8> {
+        let start = 3 * k;
+        if rest.get(start) != Some(&b'-') {
+            return None;
         }
+        let hex = rest.get(start + 1..start + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let first = byte_at(0)?;
+    let len = match first {
+        0x20..=0x7e if !first.is_ascii_alphanumeric() => return Some((char::from(first), 3)),
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    let mut bytes = vec![first];
+    for k in 1..len {
+        bytes.push(byte_at(k)?);
     }
-    out
+    let character = std::str::from_utf8(&bytes).ok()?.chars().next()?;
+    Some((character, 3 * len))
 }
 
-/// Decodes what [`encode_path`] made; `None` for text it cannot have made (a lone `-`, a
-/// non-hex escape, an escape of a character written as is, text that is not UTF-8, or a path
-/// with an empty segment, which KV does not have).
+fn encode(text: &str, slash_as_dashes: bool) -> String {
+    // Right to left, so that each `-` knows what follows it in the name.
+    let mut tokens: Vec<String> = Vec::new();
+    let mut following = String::new();
+    for character in text.chars().rev() {
+        let token = if character.is_ascii_alphanumeric() {
+            character.to_string()
+        } else if character == '/' && slash_as_dashes {
+            "--".to_owned()
+        } else if character == '-'
+            && !following.is_empty()
+            && !following.starts_with('-')
+            && escape_at(format!("-{following}").as_bytes()).is_none()
+        {
+            "-".to_owned()
+        } else {
+            let mut buffer = [0u8; 4];
+            character
+                .encode_utf8(&mut buffer)
+                .bytes()
+                .map(|b| format!("-{b:02x}"))
+                .collect()
+        };
+        following = format!("{token}{following}");
+        following.truncate(LONGEST_ESCAPE);
+        tokens.push(token);
+    }
+    tokens.reverse();
+    tokens.concat()
+}
+
+/// Decodes what [`encode_path`] made; `None` for text it cannot have made (a name whose
+/// re-encoding differs, such as `a-2db` for the path `a-b` whose name is `a-b`; text outside
+/// `[0-9A-Za-z-]`; a path with an empty segment, which KV does not have).
 pub fn decode_path(encoded: &str) -> Option<String> {
     let path = decode(encoded, true)?;
     let well_formed =
@@ -174,36 +245,31 @@ pub fn decode_key(encoded: &str) -> Option<String> {
 
 fn decode(encoded: &str, path: bool) -> Option<String> {
     let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let byte = bytes[i];
         if byte.is_ascii_alphanumeric() {
-            out.push(byte);
+            out.push(char::from(byte));
             i += 1;
-        } else if byte == b'-' {
-            if path && bytes.get(i + 1) == Some(&b'-') {
-                out.push(b'/');
-                i += 2;
-                continue;
-            }
-            let hex = encoded.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            let decoded = u8::from_str_radix(hex, 16).ok()?;
-            // Only the one encoding of each text is accepted, so a name maps to one path and
-            // a path to one name (up to the case of hex digits: Key Vault ignores case).
-            if decoded.is_ascii_alphanumeric() || (path && decoded == b'/') {
-                return None;
-            }
-            out.push(decoded);
-            i += 3;
-        } else {
+        } else if byte != b'-' {
             return None;
+        } else if path && bytes.get(i + 1) == Some(&b'-') {
+            out.push('/');
+            i += 2;
+        } else if let Some((character, len)) = escape_at(&bytes[i..]) {
+            out.push(character);
+            i += len;
+        } else {
+            out.push('-');
+            i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    // Only the one encoding of each text is accepted (up to the case of hex digits: Key Vault
+    // ignores case), so a name stands for one path and a path has one name.
+    encode(&out, path)
+        .eq_ignore_ascii_case(encoded)
+        .then_some(out)
 }
 
 /// A path relative to an address's prefix (`KvAddress::prefix()`): `team/db` under prefix
@@ -363,6 +429,16 @@ impl NameTemplate {
             return Err(MapError::Granularity {
                 path: path.to_owned(),
                 granularity: self.granularity,
+            });
+        }
+        if path
+            .chars()
+            .chain(key.unwrap_or_default().chars())
+            .any(char::is_control)
+        {
+            return Err(MapError::Unnameable {
+                path: path.to_owned(),
+                key: key.map(str::to_owned),
             });
         }
         let mut name = String::new();
@@ -784,36 +860,39 @@ impl Projected {
     }
 }
 
-/// Keeps `first` (entries that must stay, if they fit), then the others by name, up to
-/// `limit` entries that `fits`; the rest is dropped.
+/// Keeps the `reserved` entries (if they fit), then the others by name, up to `limit` entries
+/// in all, a place being kept for every reserved entry even when it is absent (a copy adds
+/// its marker afterwards); entries that do not `fit` a length limit are dropped too.
 fn keep_within(
-    entries: impl IntoIterator<Item = (String, String)>,
-    first: &[&str],
+    entries: BTreeMap<String, String>,
+    reserved: &[&str],
     limit: usize,
     fits: impl Fn(&str, &str) -> bool,
 ) -> Projected {
-    let entries: BTreeMap<String, String> = entries.into_iter().collect();
     let mut out = Projected::default();
-    let ordered = first
-        .iter()
-        .filter_map(|k| entries.get_key_value(*k))
-        .chain(entries.iter().filter(|(k, _)| !first.contains(&k.as_str())));
-    for (name, value) in ordered {
-        if out.kept.len() < limit && fits(name, value) {
-            out.kept.insert(name.clone(), value.clone());
+    let others_limit = limit.saturating_sub(reserved.len());
+    let mut others = 0;
+    for (name, value) in entries {
+        let is_reserved = reserved.contains(&name.as_str());
+        let room = is_reserved || others < others_limit;
+        if room && fits(&name, &value) {
+            if !is_reserved {
+                others += 1;
+            }
+            out.kept.insert(name, value);
         } else {
-            out.dropped.push(name.clone());
+            out.dropped.push(name);
         }
     }
-    out.dropped.sort();
     out
 }
 
 /// `custom_metadata` as Key Vault tags: without [`CONTENT_TYPE_KEY`] (it is the content type);
 /// with `marker` as [`MARKER_TAG`] when given (the marker of this copy replaces any other),
 /// otherwise with the marker the secret already carries (it records who wrote it there).
-/// Key Vault allows [`KEY_VAULT_MAX_TAGS`] tags: the marker first, then entries by name;
-/// entries over the count or a length limit are dropped and named.
+/// Key Vault allows [`KEY_VAULT_MAX_TAGS`] tags: the marker's place is kept (a copy sets it),
+/// then entries by name fill the other 14; entries over the count or a length limit are
+/// dropped and named.
 pub fn tags_from_metadata(
     custom_metadata: &BTreeMap<String, String>,
     marker: Option<&str>,
@@ -833,8 +912,8 @@ pub fn tags_from_metadata(
 
 /// Key Vault tags as `custom_metadata`, with `content_type_entry` as [`CONTENT_TYPE_KEY`]
 /// when given (a tag of that name is replaced by it). KV allows [`KV_MAX_METADATA`] entries:
-/// the content type entry and the marker first, then tags by name; entries over the count or
-/// a length limit are dropped and named.
+/// places are kept for the content type entry and the marker, then tags by name fill the
+/// other 62; entries over the count or a length limit are dropped and named.
 pub fn metadata_from_tags(tags: &Tags, content_type_entry: Option<&str>) -> Projected {
     let mut entries = tags.clone();
     entries.remove(CONTENT_TYPE_KEY);
@@ -927,13 +1006,22 @@ mod tests {
         for (path, name) in [
             ("db", "db"),
             ("app/db", "app--db"),
-            ("a-b", "a-2db"),
             ("a_b", "a-5fb"),
             ("a.b", "a-2eb"),
             ("team/db password", "team--db-20password"),
-            ("a/-b", "a---2db"),
             ("ünï/ß", "-c3-bcn-c3-af---c3-9f"),
             ("Prod/DB", "Prod--DB"),
+            // A `-` stays as is where it cannot be misread: people's names are paths too.
+            ("db-password", "db-password"),
+            ("my-db", "my-db"),
+            ("server-01", "server-01"),
+            ("a/-b", "a---b"),
+            ("a--b", "a-2d-b"),
+            ("a-", "a-2d"),
+            ("x-/y", "x-2d--y"),
+            ("a-20", "a-2d20"),
+            ("a-2d", "a-2d2d"),
+            ("cert 24", "cert-2024"),
         ] {
             assert_eq!(encode_path(path), name, "{path}");
             assert_eq!(decode_path(name).as_deref(), Some(path), "{name}");
@@ -941,21 +1029,42 @@ mod tests {
         }
         assert_eq!(encode_key("a/b"), "a-2fb");
         assert_eq!(decode_key("a-2fb").as_deref(), Some("a/b"));
-        assert!(!encode_key("x/-/y").contains("--"));
+        assert_eq!(encode_key("-x"), "-x");
+        assert_eq!(encode_key("a--b"), "a-2d-b");
+        for key in ["x/-/y", "--", "a-", "-", "a--/--b"] {
+            let encoded = encode_key(key);
+            assert!(!encoded.contains("--"), "{key}: {encoded}");
+            assert_eq!(decode_key(&encoded).as_deref(), Some(key), "{encoded}");
+        }
         // Key Vault ignores case: upper-case hex digits read the same.
-        assert_eq!(decode_path("a-2Db").as_deref(), Some("a-b"));
+        assert_eq!(decode_path("a-5Fb").as_deref(), Some("a_b"));
     }
 
     #[test]
     fn names_coldvault_cannot_have_made_do_not_decode() {
+        // Another spelling of a path that has its own name, a trailing `-`, an empty segment,
+        // a character no name holds.
         for name in [
-            "a-", "a-2", "a-zz", "a-61", "a-2f", "--a", "a--", "a----b", "a_b", "a-ff", "",
+            "a-2db",
+            "a-",
+            "a-2f",
+            "--a",
+            "a--",
+            "a----b",
+            "a_b",
+            "",
+            "a b",
+            "made-2dby",
         ] {
             assert_eq!(decode_path(name), None, "{name}");
         }
         assert_eq!(decode_key("a--b"), None);
-        assert_eq!(decode_key("a-41"), None);
+        assert_eq!(decode_key("a-"), None);
         assert_eq!(decode_key("").as_deref(), Some(""));
+        // What is no escape is a `-` followed by the rest.
+        for name in ["a-2", "a-zz", "a-61", "a-ff", "a-c3", "key-01"] {
+            assert_eq!(decode_path(name).as_deref(), Some(name), "{name}");
+        }
     }
 
     #[test]
@@ -981,7 +1090,7 @@ mod tests {
 
         let custom = NameTemplate::parse("kv-{path}-prod", Granularity::Secret).unwrap();
         let name = custom.render("team/a-prod", None).unwrap();
-        assert_eq!(name, "kv-team--a-2dprod-prod");
+        assert_eq!(name, "kv-team--a-prod-prod");
         assert_eq!(
             custom.parse_name(&name),
             Some(("team/a-prod".to_owned(), None))
@@ -994,13 +1103,14 @@ mod tests {
         // Names that do not fit are not coldvault's.
         assert_eq!(custom.parse_name("db"), None);
         assert_eq!(custom.parse_name("kv-db"), None);
-        assert_eq!(custom.parse_name("kv-a-zz-prod"), None);
+        assert_eq!(custom.parse_name("kv-a_b-prod"), None);
+        // A name somebody gave a Key Vault secret is the KV path it spells.
         let secret = NameTemplate::default_for(Granularity::Secret);
-        assert_eq!(secret.parse_name("made-by-hand"), None);
         assert_eq!(
-            secret.parse_name("made-2dby-2dhand"),
+            secret.parse_name("made-by-hand"),
             Some(("made-by-hand".to_owned(), None))
         );
+        assert_eq!(secret.parse_name("made-2dby-2dhand"), None);
     }
 
     #[test]
@@ -1014,6 +1124,9 @@ mod tests {
         assert!(template.render(&"y".repeat(127), None).is_ok());
         // Every byte of a long character counts three times.
         assert!(template.render(&"é".repeat(22), None).is_err());
+        // No name reads back as a control character.
+        let err = template.render("a\u{1}b", None).unwrap_err();
+        assert!(err.to_string().contains("control character"), "{err}");
         // A key where none belongs, or none where one must be, is refused too.
         assert!(matches!(
             template.render("db", Some("k")),
@@ -1298,6 +1411,11 @@ mod tests {
         let kept = tags_from_metadata(&meta(&[(MARKER_TAG, "x"), ("a", "1")]), None);
         assert_eq!(kept.kept, meta(&[(MARKER_TAG, "x"), ("a", "1")]));
         assert_eq!(kept.dropped_note(true), None);
+        // Without any marker, its place is still kept: a copy adds it to at most 14 others.
+        metadata.remove(MARKER_TAG);
+        let unmarked = tags_from_metadata(&metadata, None);
+        assert_eq!(unmarked.kept.len(), KEY_VAULT_MAX_TAGS - 1);
+        assert_eq!(unmarked.dropped.len(), 6);
         // Entries over Key Vault's length limits are dropped even below the count.
         let long = tags_from_metadata(
             &meta(&[("a", &"v".repeat(257)), ("b", &"w".repeat(256))]),

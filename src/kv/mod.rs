@@ -14,6 +14,7 @@
 pub mod address;
 pub mod client;
 pub mod mapping;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -48,6 +48,8 @@ const MANAGED_HSM_SUFFIXES: &[&str] = &[
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct VaultUrl {
     url: url::Url,
+    /// The name of a store that is not a Key Vault ([`VaultUrl::for_store`]).
+    store_name: Option<String>,
 }
 
 /// Why a `--vault` value is not a usable vault address.
@@ -124,7 +126,19 @@ impl VaultUrl {
         }
         let mut url = url;
         url.set_path("/");
-        Ok(Self { url })
+        Ok(Self {
+            url,
+            store_name: None,
+        })
+    }
+
+    /// The address of a store that is not a Key Vault (a KV v2 mount: `bao+https://…`),
+    /// taken as is, with the name messages give it ([`VaultUrl::name`]: the mount).
+    pub fn for_store(url: url::Url, name: &str) -> Self {
+        Self {
+            url,
+            store_name: Some(name.to_owned()),
+        }
     }
 
     /// The normalised base URL, ending in `/`.
@@ -142,8 +156,12 @@ impl VaultUrl {
         self.url.host_str().unwrap_or_default()
     }
 
-    /// The vault's name: the first label of its host (`myvault` for `myvault.vault.azure.net`).
+    /// The vault's name: the first label of its host (`myvault` for `myvault.vault.azure.net`);
+    /// for another store, the name it was given ([`VaultUrl::for_store`]).
     pub fn name(&self) -> &str {
+        if let Some(name) = &self.store_name {
+            return name;
+        }
         let host = self.host();
         host.split('.').next().unwrap_or(host)
     }
@@ -931,6 +949,19 @@ mod tests {
         assert_eq!(url.as_str(), "https://main.vault.localhost:8443/");
         assert!(url.is_localhost());
         assert_eq!(url.name(), "main");
+    }
+
+    #[test]
+    fn another_store_keeps_its_address_and_is_named_by_it() {
+        let url = url::Url::parse("bao+https://127.0.0.1:8200/secret/team").unwrap();
+        let store = VaultUrl::for_store(url, "secret");
+        assert_eq!(store.as_str(), "bao+https://127.0.0.1:8200/secret/team");
+        assert_eq!(store.name(), "secret");
+        assert_eq!(store.host(), "127.0.0.1");
+        assert_ne!(
+            store,
+            VaultUrl::parse("https://secret.vault.azure.net/").unwrap()
+        );
     }
 
     #[test]
