@@ -3,6 +3,7 @@
 use crate::cli::connect::ConnectArgs;
 use crate::cli::scope::ScopeArgs;
 use crate::engine::restore::plan::{Mode, OnConflict};
+use crate::kv::mapping::Granularity;
 use crate::vault::credentials::AuthMethod;
 
 /// Requests in flight per vault unless `--concurrency` says otherwise.
@@ -55,6 +56,9 @@ pub struct CopyArgs {
     #[arg(long)]
     pub recover_deleted: bool,
 
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
     /// Soft-delete the target's items (of the selection) that the source does not have.
     /// Never purges; refused on a vault without soft-delete.
     #[arg(long)]
@@ -83,6 +87,21 @@ pub struct CopyArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// How KV paths become Key Vault names, for `copy`, `sync` and `restore` with a KV side.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MappingArgs {
+    /// With a KV side: one Key Vault secret per KV secret (the whole key/value map as JSON,
+    /// content type application/json) or one per key of a KV secret.
+    #[arg(long, value_enum, default_value_t = Granularity::Secret)]
+    pub granularity: Granularity,
+
+    /// With a KV side: how a KV path (and key) becomes a Key Vault name: {path}, {key} and
+    /// the characters Key Vault names allow. Default: {path} ({path}--{key} with
+    /// --granularity key); every character is encoded reversibly (`/` as `--`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub name_template: Option<String>,
 }
 
 /// Parses `--from-auth` / `--to-auth` (and `sync`'s `--a-auth` / `--b-auth`).

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::cli::copy::parse_auth;
+use crate::cli::copy::{MappingArgs, parse_auth};
 use crate::cli::scope::ScopeArgs;
 use crate::copy::decide::Prefer;
 use crate::vault::credentials::AuthMethod;
@@ -47,6 +47,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub scope: ScopeArgs,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
 
     /// Print what would be done and change nothing (the state file is not written).
     #[arg(long)]

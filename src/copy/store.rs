@@ -9,6 +9,8 @@
 
 use futures::stream::BoxStream;
 
+use crate::kv::client::KvAuth;
+use crate::kv::store::KvStore;
 use crate::vault::azure::AzureVault;
 use crate::vault::pacing::RequestStats;
 use crate::vault::{
@@ -17,11 +19,30 @@ use crate::vault::{
     VaultReader, VaultUrl, VaultWriter, WrittenItem,
 };
 
-/// A live store: a Key Vault.
+/// A live store: a Key Vault or a KV v2 mount.
 #[derive(Clone)]
 pub enum Store {
     /// An Azure Key Vault (or the local emulator).
     Azure(AzureVault),
+    /// A HashiCorp Vault / OpenBao KV v2 mount (read once when opened, written with
+    /// check-and-set), and how it was signed in to.
+    Kv(KvStore, KvSignIn),
+}
+
+/// How a KV side signed in, for the line that says so (never the credential).
+#[derive(Debug, Clone)]
+pub struct KvSignIn(String);
+
+impl KvSignIn {
+    /// Describes `auth`: the kind of credential and, for AppRole, the role id (not secret).
+    pub fn of(auth: &KvAuth) -> Self {
+        Self(match auth {
+            KvAuth::Token(_) => "a token (VAULT_TOKEN or BAO_TOKEN)".to_owned(),
+            KvAuth::AppRole { role_id, mount, .. } => {
+                format!("AppRole (role id {role_id}, auth/{mount})")
+            }
+        })
+    }
 }
 
 impl Store {
@@ -29,6 +50,7 @@ impl Store {
     pub fn display_name(&self) -> String {
         match self {
             Store::Azure(vault) => vault.vault_url().name().to_owned(),
+            Store::Kv(store, _) => store.address().to_string(),
         }
     }
 
@@ -36,6 +58,8 @@ impl Store {
     pub fn stats(&self) -> RequestStats {
         match self {
             Store::Azure(vault) => vault.stats(),
+            // The KV client paces and counts nothing of its own.
+            Store::Kv(..) => RequestStats::default(),
         }
     }
 
@@ -44,6 +68,7 @@ impl Store {
     pub fn signed_in_with(&self) -> Option<String> {
         match self {
             Store::Azure(vault) => vault.signed_in_with().map(|how| how.to_string()),
+            Store::Kv(_, how) => Some(how.0.clone()),
         }
     }
 }
@@ -53,6 +78,7 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Azure($store) => $call,
+            Store::Kv($store, _) => $call,
         }
     };
 }

@@ -1,0 +1,499 @@
+//! `coldvault copy` and `coldvault sync` between a real OpenBao KV v2 mount ([`TestBao`], seeded
+//! and checked with the official Python client `hvac`) and the local Key Vault
+//! ([`TestEmulator`], checked through the library's own client): both granularities with their
+//! versions in order, `custom_metadata` as tags, reruns that plan nothing, ownership (the
+//! `coldvault-source` marker: `--prune` and overwrites touch only what coldvault wrote), name
+//! collisions refused before any write, the reverse direction with PEM certificates, sync
+//! with a KV side and a concurrent KV change met by check-and-set. A canary value planted in
+//! the sources must never appear in any output.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use coldvault::vault::{
+    Attributes, AzureVault, CertificateImport, ConnectOptions, EnvSnapshot, NewSecretVersion,
+    VaultReader, VaultUrl, VaultWriter,
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::support::{TestBao, TestEmulator};
+
+/// Never to be printed by any command.
+const CANARY: &str = "CANARY-kvcopy-5d0e9a-never-print-me";
+
+/// The KV address of the dev server's `secret/` mount.
+fn mount(bao: &TestBao) -> String {
+    bao.kv_url("secret")
+}
+
+/// Runs `coldvault ARGS…` with the KV token in `VAULT_TOKEN` and the emulator's client as the
+/// Key Vault identity; checks that no output holds the canary.
+async fn coldvault(emulator: &TestEmulator, bao: &TestBao, args: &[&str]) -> Output {
+    let ready = emulator.ready();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VAULT_TOKEN", bao.root_token())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .output()
+        .await
+        .expect("coldvault runs");
+    assert!(
+        !text(&output).contains(CANARY),
+        "canary printed: {}",
+        text(&output)
+    );
+    output
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Every JSON Lines event of a `--json` run.
+fn events(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// The events of one type.
+fn of_type(output: &Output, kind: &str) -> Vec<Value> {
+    events(output)
+        .into_iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+fn summary(output: &Output) -> Value {
+    of_type(output, "summary")
+        .pop()
+        .unwrap_or_else(|| panic!("a summary: {}", text(output)))
+}
+
+/// The library's client for a vault of the emulator.
+async fn vault(emulator: &TestEmulator, name: &str) -> AzureVault {
+    let ready = emulator.ready();
+    let options = ConnectOptions {
+        ca_cert: Some(emulator.running.ca_cert_path().to_path_buf()),
+        env: EnvSnapshot::from_pairs([
+            ("AZURE_TENANT_ID", ready.tenant_id.as_str()),
+            ("AZURE_CLIENT_ID", ready.client_id.as_str()),
+            ("AZURE_CLIENT_SECRET", ready.client_secret.as_str()),
+            ("AZURE_AUTHORITY_HOST", ready.authority_host.as_str()),
+        ]),
+        ..ConnectOptions::default()
+    };
+    let url = VaultUrl::parse(&emulator.vault_url(name)).expect("emulator URL");
+    AzureVault::connect(&url, &options).await.expect("connects")
+}
+
+/// Every version of a secret in the order it was written: (value, content type, tags). The
+/// order comes from the emulator's own versions list (in write order; Azure's `created` has
+/// one-second resolution, so a client sorting by it cannot tell versions written in one
+/// second apart), the values through the library's client.
+async fn versions_of(
+    emulator: &TestEmulator,
+    vault: &AzureVault,
+    name: &str,
+) -> Vec<(String, Option<String>, BTreeMap<String, String>)> {
+    let url = vault.vault_url().name().to_owned();
+    let listed: Value = emulator
+        .http
+        .get(emulator.url(&url, &format!("/secrets/{name}/versions?api-version=7.6")))
+        .bearer_auth(emulator.token().await)
+        .send()
+        .await
+        .expect("versions listed")
+        .json()
+        .await
+        .expect("JSON");
+    let mut out = Vec::new();
+    for entry in listed["value"].as_array().expect("a list") {
+        let id = entry["id"].as_str().expect("an id");
+        let version = id.rsplit('/').next().expect("a version");
+        let value = vault.get_secret(name, Some(version)).await.expect("value");
+        out.push((
+            value.value.expose_secret().to_owned(),
+            value.properties.content_type.clone(),
+            value.properties.tags.clone(),
+        ));
+    }
+    out
+}
+
+async fn secret_names(vault: &AzureVault) -> Vec<String> {
+    let mut names: Vec<String> = vault
+        .list_secrets()
+        .filter_map(|p| async move { p.ok().filter(|p| !p.managed).map(|p| p.name) })
+        .collect()
+        .await;
+    names.sort();
+    names
+}
+
+async fn set(vault: &AzureVault, name: &str, value: &str, tags: &[(&str, &str)]) {
+    vault
+        .set_secret(
+            name,
+            &NewSecretVersion {
+                value: SecretString::from(value.to_owned()),
+                content_type: None,
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("secret set");
+}
+
+/// Seeds `secret/app/db` with three versions (the canary in the last) and custom metadata,
+/// and `secret/app/api` with one version.
+async fn seed_kv(bao: &TestBao) {
+    bao.hvac(&format!(
+        "kv = client.secrets.kv.v2\n\
+         kv.create_or_update_secret(path='app/db', secret={{'user': 'app', 'password': 'pw-1'}})\n\
+         kv.create_or_update_secret(path='app/db', secret={{'user': 'app', 'password': 'pw-2'}})\n\
+         kv.create_or_update_secret(path='app/db', secret={{'user': 'app', 'password': '{CANARY}'}})\n\
+         kv.update_metadata(path='app/db', custom_metadata={{'team': 'payments', 'env': 'prod'}})\n\
+         kv.create_or_update_secret(path='app/api', secret={{'token': 'tok-1'}})\n"
+    ))
+    .await;
+}
+
+fn db_json(password: &str) -> String {
+    json!({"password": password, "user": "app"}).to_string()
+}
+
+/// The plan lines of a `--json` copy, as (action, name).
+fn plan_lines(output: &Output) -> Vec<(String, String)> {
+    let mut lines: Vec<(String, String)> = of_type(output, "plan")
+        .into_iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_to_key_vault_carries_every_version_in_order_with_metadata_as_tags_and_a_rerun_plans_nothing()
+ {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    let from = mount(&bao);
+    let marker = from.to_lowercase();
+
+    // Granularity secret (the default) into alpha: one Key Vault secret per KV secret.
+    let alpha_url = emulator.vault_url("alpha");
+    let args = ["copy", "--from", &from, "--to", &alpha_url, "--json"];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(summary(&output)["created"], 2, "{}", text(&output));
+    let alpha = vault(&emulator, "alpha").await;
+    assert_eq!(secret_names(&alpha).await, ["app--api", "app--db"]);
+    let db = versions_of(&emulator, &alpha, "app--db").await;
+    let values: Vec<&str> = db.iter().map(|(v, _, _)| v.as_str()).collect();
+    assert_eq!(values, [db_json("pw-1"), db_json("pw-2"), db_json(CANARY)]);
+    let (_, content_type, tags) = db.last().expect("a version");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let expected = BTreeMap::from([
+        ("coldvault-source".to_owned(), marker.clone()),
+        ("env".to_owned(), "prod".to_owned()),
+        ("team".to_owned(), "payments".to_owned()),
+    ]);
+    assert_eq!(tags, &expected);
+
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 2, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "a rerun plans nothing: {lines:?}"
+    );
+
+    // A new KV version is carried as one new Key Vault version.
+    bao.hvac(
+        "client.secrets.kv.v2.create_or_update_secret(path='app/db', \
+         secret={'user': 'app', 'password': 'pw-4'})",
+    )
+    .await;
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let values: Vec<String> = versions_of(&emulator, &alpha, "app--db")
+        .await
+        .into_iter()
+        .map(|(v, _, _)| v)
+        .collect();
+    assert_eq!(values.len(), 4, "one version added");
+    assert_eq!(values[3], db_json("pw-4"));
+
+    // Granularity key into beta: one Key Vault secret per key, versions where the key
+    // changed.
+    let beta_url = emulator.vault_url("beta");
+    let args = [
+        "copy",
+        "--from",
+        &from,
+        "--to",
+        &beta_url,
+        "--granularity",
+        "key",
+        "--json",
+    ];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let beta = vault(&emulator, "beta").await;
+    assert_eq!(
+        secret_names(&beta).await,
+        ["app--api--token", "app--db--password", "app--db--user"]
+    );
+    let password: Vec<String> = versions_of(&emulator, &beta, "app--db--password")
+        .await
+        .into_iter()
+        .map(|(v, _, _)| v)
+        .collect();
+    assert_eq!(password, ["pw-1", "pw-2", CANARY, "pw-4"]);
+    let user = versions_of(&emulator, &beta, "app--db--user").await;
+    assert_eq!(user.len(), 1, "the user never changed: one version");
+    assert_eq!(user[0].2, expected);
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 3, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_only_owned_items_and_a_hand_made_item_at_a_mapped_name_is_a_conflict() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    bao.hvac("client.secrets.kv.v2.create_or_update_secret(path='old', secret={'a': '1'})")
+        .await;
+    let from = mount(&bao);
+    let to = emulator.vault_url("alpha");
+    let alpha = vault(&emulator, "alpha").await;
+    // Made by a person: one at a name the copy maps to, one with a similar name.
+    set(&alpha, "app--api", "by-hand", &[("owner", "ops")]).await;
+    set(&alpha, "old-2", "by-hand", &[]).await;
+
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &from, "--to", &to, "--json"],
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a conflict: {}",
+        text(&output)
+    );
+    let conflict = of_type(&output, "plan")
+        .into_iter()
+        .find(|e| e["name"] == "app--api")
+        .expect("a line for app--api");
+    assert_eq!(conflict["action"], "conflict", "{conflict}");
+    assert!(
+        conflict["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was not created by coldvault from"),
+        "{conflict}"
+    );
+    let api = versions_of(&emulator, &alpha, "app--api").await;
+    assert_eq!(api.len(), 1, "left as it is");
+    assert_eq!(api[0].0, "by-hand");
+    // `--on-conflict overwrite` does not change that.
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &[
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--on-conflict",
+            "overwrite",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert_eq!(versions_of(&emulator, &alpha, "app--api").await.len(), 1);
+
+    bao.hvac("client.secrets.kv.v2.delete_metadata_and_all_versions(path='old')")
+        .await;
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &from, "--to", &to, "--prune", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let deletes: Vec<String> = of_type(&output, "plan")
+        .into_iter()
+        .filter(|e| e["action"] == "delete")
+        .map(|e| e["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(deletes, ["old"], "only the owned item: {}", text(&output));
+    assert_eq!(secret_names(&alpha).await, ["app--api", "app--db", "old-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_collision_is_refused_before_anything_is_written() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    bao.hvac(&format!(
+        "kv = client.secrets.kv.v2\n\
+         kv.create_or_update_secret(path='a-first', secret={{'v': '1'}})\n\
+         kv.create_or_update_secret(path='App', secret={{'v': '{CANARY}'}})\n\
+         kv.create_or_update_secret(path='app', secret={{'v': '2'}})\n"
+    ))
+    .await;
+    let from = mount(&bao);
+    let to = emulator.vault_url("alpha");
+    let output = coldvault(&emulator, &bao, &["copy", "--from", &from, "--to", &to]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("'App'") && stderr.contains("'app'"),
+        "names the colliding paths: {stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    let alpha = vault(&emulator, "alpha").await;
+    assert!(secret_names(&alpha).await.is_empty(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_vault_to_kv_carries_secrets_with_content_type_and_tags_and_pem_certificates() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    let alpha = vault(&emulator, "alpha").await;
+    alpha
+        .set_secret(
+            "db-password",
+            &NewSecretVersion {
+                value: SecretString::from(CANARY.to_owned()),
+                content_type: Some("text/plain".to_owned()),
+                tags: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("secret set");
+    let key = crate::support::rsa_key_pair();
+    let cert = rcgen::CertificateParams::new(vec!["web.example.test".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    alpha
+        .import_certificate(
+            "web-cert",
+            &CertificateImport {
+                value: SecretString::from(format!("{}{}", key.serialize_pem(), cert.pem())),
+                content_type: "application/x-pem-file".to_owned(),
+                password: None,
+                policy: Some(json!({
+                    "key_props": {"exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+                    "secret_props": {"contentType": "application/x-pem-file"}
+                })),
+                tags: BTreeMap::new(),
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("certificate imported");
+    let from = emulator.vault_url("alpha");
+    let to = mount(&bao);
+    let args = ["copy", "--from", &from, "--to", &to, "--json"];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    let read = bao
+        .hvac(
+            "kv = client.secrets.kv.v2\n\
+             out = {}\n\
+             for path in ['db-password', 'web-cert']:\n\
+             \x20   data = kv.read_secret_version(path=path, raise_on_deleted_version=True)['data']['data']\n\
+             \x20   meta = kv.read_secret_metadata(path=path)['data']['custom_metadata']\n\
+             \x20   out[path] = {'keys': sorted(data), 'meta': meta}\n\
+             print(json.dumps(out))",
+        )
+        .await;
+    let read: Value = serde_json::from_str(read.trim()).expect("hvac JSON");
+    assert_eq!(read["db-password"]["keys"], json!(["value"]));
+    let meta = &read["db-password"]["meta"];
+    assert_eq!(meta["team"], "payments", "{read}");
+    assert_eq!(meta["coldvault-content-type"], "text/plain", "{read}");
+    assert_eq!(
+        meta["coldvault-source"],
+        from.to_lowercase(),
+        "the Key Vault's URL is the marker: {read}"
+    );
+    // The value itself, compared inside Python so it is never printed.
+    let same = bao
+        .hvac(&format!(
+            "d = client.secrets.kv.v2.read_secret_version(path='db-password', raise_on_deleted_version=True)\n\
+             print(d['data']['data']['value'] == '{CANARY}')"
+        ))
+        .await;
+    assert_eq!(same.trim(), "True");
+    let pem = bao
+        .hvac(
+            "d = client.secrets.kv.v2.read_secret_version(path='web-cert', raise_on_deleted_version=True)\n\
+             v = d['data']['data']['value']\n\
+             print('BEGIN CERTIFICATE' in v and 'PRIVATE KEY' in v)",
+        )
+        .await;
+    assert_eq!(pem.trim(), "True", "the certificate as PEM with its key");
+
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 2, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "{lines:?}"
+    );
+    let versions = bao
+        .hvac(
+            "print(client.secrets.kv.v2.read_secret_metadata(path='db-password')\
+             ['data']['current_version'])",
+        )
+        .await;
+    assert_eq!(versions.trim(), "1", "nothing written again");
+}
