@@ -497,3 +497,249 @@ async fn key_vault_to_kv_carries_secrets_with_content_type_and_tags_and_pem_cert
         .await;
     assert_eq!(versions.trim(), "1", "nothing written again");
 }
+
+/// The plan lines of a `--json` sync, by name: (action, reason).
+fn sync_lines(output: &Output) -> BTreeMap<String, (String, String)> {
+    of_type(output, "plan")
+        .into_iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                (
+                    e["action"].as_str().unwrap_or_default().to_owned(),
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_a_kv_side_carries_changes_both_ways_and_touches_only_what_it_wrote() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    bao.hvac(&format!(
+        "kv = client.secrets.kv.v2\n\
+         kv.create_or_update_secret(path='app/db', secret={{'password': '{CANARY}'}})\n\
+         kv.create_or_update_secret(path='shared', secret={{'v': 'from-kv'}})\n"
+    ))
+    .await;
+    let alpha = vault(&emulator, "alpha").await;
+    set(&alpha, "made-by-hand", "kv-1", &[("team", "ops")]).await;
+    // Made by a person on the Key Vault side at the name KV's `shared` maps to.
+    set(&alpha, "shared", "by-hand", &[]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("pair.json");
+    let state = state.to_str().expect("UTF-8 path");
+    let (a, b) = (mount(&bao), emulator.vault_url("alpha"));
+    let args = ["sync", &a, &b, "--state", state, "--json"];
+
+    let first = coldvault(&emulator, &bao, &args).await;
+    // Both sides hold a different `shared` and nothing says which is newer: a conflict.
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    let lines = sync_lines(&first);
+    assert_eq!(lines["app--db"].0, "copy", "{lines:?}");
+    assert_eq!(lines["made-by-hand"].0, "copy", "{lines:?}");
+    assert_eq!(lines["shared"].0, "conflict", "{lines:?}");
+    let db = alpha.get_secret("app--db", None).await.expect("copied");
+    assert_eq!(
+        db.properties.tags.get("coldvault-source"),
+        Some(&a.to_lowercase()),
+        "marked as written from the mount"
+    );
+    let read = bao
+        .hvac(
+            "kv = client.secrets.kv.v2\n\
+             d = kv.read_secret_version(path='made-by-hand', raise_on_deleted_version=True)\n\
+             m = kv.read_secret_metadata(path='made-by-hand')['data']['custom_metadata']\n\
+             print(json.dumps({'value': d['data']['data']['value'], 'meta': m}))",
+        )
+        .await;
+    let read: Value = serde_json::from_str(read.trim()).expect("hvac JSON");
+    assert_eq!(read["value"], "kv-1");
+    assert_eq!(read["meta"]["team"], "ops", "{read} {}", text(&first));
+    assert_eq!(read["meta"]["coldvault-source"], b.to_lowercase());
+
+    // Settling the conflict in favour of the mount still leaves the hand-made item alone.
+    let prefer = coldvault(
+        &emulator,
+        &bao,
+        &["sync", &a, &b, "--state", state, "--json", "--prefer", "a"],
+    )
+    .await;
+    assert_eq!(prefer.status.code(), Some(3), "{}", text(&prefer));
+    let (action, reason) = &sync_lines(&prefer)["shared"];
+    assert_eq!(action, "conflict");
+    assert!(
+        reason.contains("was not created by coldvault from"),
+        "{reason}"
+    );
+    let shared = alpha.get_secret("shared", None).await.expect("still there");
+    assert_eq!(shared.value.expose_secret(), "by-hand");
+
+    // A change on each side goes across; nothing else moves.
+    bao.hvac(
+        "client.secrets.kv.v2.create_or_update_secret(path='app/db', secret={'password': 'pw-2'})",
+    )
+    .await;
+    set(&alpha, "made-by-hand", "kv-2", &[("team", "ops")]).await;
+    let second = coldvault(
+        &emulator,
+        &bao,
+        &[
+            "sync",
+            &a,
+            &b,
+            "--state",
+            state,
+            "--json",
+            "--name",
+            "app--db",
+            "--name",
+            "made-by-hand",
+        ],
+    )
+    .await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let lines = sync_lines(&second);
+    assert_eq!(lines["app--db"].0, "copy", "{lines:?}");
+    assert_eq!(lines["made-by-hand"].0, "copy", "{lines:?}");
+    let db = alpha.get_secret("app--db", None).await.expect("updated");
+    assert_eq!(
+        db.value.expose_secret(),
+        &json!({"password": "pw-2"}).to_string()
+    );
+    let value = bao
+        .hvac(
+            "print(client.secrets.kv.v2.read_secret_version(path='made-by-hand', \
+             raise_on_deleted_version=True)['data']['data']['value'])",
+        )
+        .await;
+    assert_eq!(value.trim(), "kv-2");
+    let rerun = coldvault(
+        &emulator,
+        &bao,
+        &[
+            "sync",
+            &a,
+            &b,
+            "--state",
+            state,
+            "--json",
+            "--name",
+            "app--db",
+            "--name",
+            "made-by-hand",
+        ],
+    )
+    .await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = sync_lines(&rerun);
+    assert!(
+        lines.values().all(|(action, _)| action == "in-sync"),
+        "a rerun moves nothing: {lines:?}"
+    );
+
+    // A deletion in the mount is carried to the item sync wrote.
+    bao.hvac("client.secrets.kv.v2.delete_metadata_and_all_versions(path='app/db')")
+        .await;
+    let third = coldvault(
+        &emulator,
+        &bao,
+        &[
+            "sync",
+            &a,
+            &b,
+            "--state",
+            state,
+            "--json",
+            "--name",
+            "app--db",
+            "--name",
+            "made-by-hand",
+        ],
+    )
+    .await;
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    assert_eq!(sync_lines(&third)["app--db"].0, "delete");
+    assert_eq!(secret_names(&alpha).await, ["made-by-hand", "shared"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_change_in_the_mount_is_a_conflict_not_a_lost_update() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    let alpha = vault(&emulator, "alpha").await;
+    set(&alpha, "db-password", CANARY, &[]).await;
+    // The copy's read of the source secret is parked until the mount has changed.
+    let (status, body) = emulator
+        .admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({"kind": "hold", "count": 1, "method": "GET",
+                        "path": "/secrets/db-password", "vault": "alpha", "delay_ms": 60000})),
+        )
+        .await;
+    assert_eq!(status, 200, "fault armed: {body}");
+    let (from, to) = (emulator.vault_url("alpha"), mount(&bao));
+    let ready = emulator.ready();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(["copy", "--from", &from, "--to", &to, "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VAULT_TOKEN", bao.root_token())
+        .env("AZURE_TENANT_ID", &ready.tenant_id)
+        .env("AZURE_CLIENT_ID", &ready.client_id)
+        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("copy starts");
+    crate::support::wait_until("the source read to be parked", async || {
+        emulator.held().await > 0
+    })
+    .await;
+    bao.hvac(
+        "client.secrets.kv.v2.create_or_update_secret(path='db-password', \
+         secret={'value': 'written-meanwhile'})",
+    )
+    .await;
+    let (status, _) = emulator
+        .admin(reqwest::Method::POST, "/faults/release", None)
+        .await;
+    assert_eq!(status, 200);
+    let output = child.wait_with_output().await.expect("copy ends");
+    assert!(!text(&output).contains(CANARY), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let item = of_type(&output, "item")
+        .into_iter()
+        .find(|e| e["name"] == "db-password")
+        .expect("an item event");
+    assert_eq!(item["status"], "not-copied", "{item}");
+    assert!(
+        item["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("changed in the mount since it was read"),
+        "{item}"
+    );
+    let value = bao
+        .hvac(
+            "m = client.secrets.kv.v2.read_secret_metadata(path='db-password')['data']\n\
+             d = client.secrets.kv.v2.read_secret_version(path='db-password', \
+             raise_on_deleted_version=True)['data']['data']['value']\n\
+             print(m['current_version'], d)",
+        )
+        .await;
+    assert_eq!(
+        value.trim(),
+        "1 written-meanwhile",
+        "the concurrent write stands alone"
+    );
+}

@@ -33,8 +33,14 @@ use crate::vault::{Attributes, Tags};
 pub const MARKER_TAG: &str = "coldvault-source";
 
 /// The `custom_metadata` key that holds the Key Vault content type of a value coldvault
-/// wrote into KV as `{"value": <string>}` (empty: no content type).
+/// wrote into KV as `{"value": <string>}` ([`NO_CONTENT_TYPE`]: none).
 pub const CONTENT_TYPE_KEY: &str = "coldvault-content-type";
+
+/// The [`CONTENT_TYPE_KEY`] entry of a value without a content type. Vault and OpenBao refuse
+/// an empty `custom_metadata` value ("must be 0 < len(value) <= 512"), and a media type always
+/// holds a `/`, so this word is never a real content type. An empty entry (written by hand)
+/// reads the same.
+pub const NO_CONTENT_TYPE: &str = "none";
 
 /// The content type of a whole KV data map written into Key Vault.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
@@ -712,14 +718,16 @@ pub fn wrapped_value(data: &KvData) -> Option<&str> {
 /// A KV version's data as one Key Vault secret (granularity secret): the whole map as
 /// [`KvData::canonical_json`] with content type `application/json`, except a value coldvault
 /// wrote from Key Vault (data exactly `{"value": <string>}` and `custom_metadata` holding
-/// [`CONTENT_TYPE_KEY`]), which is that string with that content type (empty: none).
+/// [`CONTENT_TYPE_KEY`]), which is that string with that content type ([`NO_CONTENT_TYPE`] or
+/// empty: none).
 pub fn secret_value(data: &KvData, custom_metadata: &BTreeMap<String, String>) -> KeyVaultValue {
     if let (Some(value), Some(content_type)) =
         (wrapped_value(data), custom_metadata.get(CONTENT_TYPE_KEY))
     {
         return KeyVaultValue {
             value: SecretString::from(value.to_owned()),
-            content_type: (!content_type.is_empty()).then(|| content_type.clone()),
+            content_type: (!content_type.is_empty() && content_type != NO_CONTENT_TYPE)
+                .then(|| content_type.clone()),
         };
     }
     KeyVaultValue {
@@ -787,15 +795,16 @@ pub fn current_keys(secret: &KvSecret) -> BTreeSet<String> {
 pub struct KvValue {
     /// The data to write.
     pub data: KvData,
-    /// The content type to keep in `custom_metadata` (`Some("")`: none), for a wrapped value.
+    /// The content type to keep in `custom_metadata` ([`NO_CONTENT_TYPE`]: none), for a
+    /// wrapped value.
     pub content_type_entry: Option<String>,
 }
 
 /// A Key Vault value as KV data: content type `application/json` and a value that is a JSON
 /// object whose canonical JSON is exactly the value, and that is not exactly
 /// `{"value": <string>}` (the wrapped form), becomes that object; anything else becomes
-/// `{"value": <value>}` with the content type (or "") kept in `custom_metadata`. The inverse
-/// of [`secret_value`].
+/// `{"value": <value>}` with the content type (or [`NO_CONTENT_TYPE`]) kept in
+/// `custom_metadata`. The inverse of [`secret_value`].
 pub fn data_from_value(value: &str, content_type: Option<&str>) -> KvValue {
     if content_type == Some(JSON_CONTENT_TYPE)
         && let Ok(map) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(value)
@@ -815,7 +824,7 @@ pub fn data_from_value(value: &str, content_type: Option<&str>) -> KvValue {
     );
     KvValue {
         data: KvData(map),
-        content_type_entry: Some(content_type.unwrap_or_default().to_owned()),
+        content_type_entry: Some(content_type.unwrap_or(NO_CONTENT_TYPE).to_owned()),
     }
 }
 
@@ -1301,7 +1310,10 @@ mod tests {
         assert_eq!(object.content_type_entry, None);
         let text = data_from_value("hello", None);
         assert_eq!(text.data, data(json!({"value": "hello"})));
-        assert_eq!(text.content_type_entry.as_deref(), Some(""));
+        assert_eq!(text.content_type_entry.as_deref(), Some(NO_CONTENT_TYPE));
+        // An empty entry, which a server refuses but a person may have meant, reads as none.
+        let by_hand = secret_value(&text.data, &meta(&[(CONTENT_TYPE_KEY, "")]));
+        assert_eq!(by_hand.content_type, None);
     }
 
     #[test]

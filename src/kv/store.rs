@@ -1886,7 +1886,10 @@ mod tests {
         };
         let fake = FakeKv::new();
         fake.put("team/cfg", json!({"value": "old"}));
-        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, "")]);
+        fake.set_metadata(
+            "team/cfg",
+            &[(CONTENT_TYPE_KEY, crate::kv::mapping::NO_CONTENT_TYPE)],
+        );
         let target = secret_store(&fake);
         let items = items_of(&source).await;
         let lines = plan(&target, &items, policy).await;
