@@ -210,7 +210,14 @@ fn bao_binary() -> PathBuf {
 }
 
 fn start_bao() -> Result<Bao, Box<dyn std::error::Error>> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // The dev server's cluster listener takes the next port: both must be free.
+    let port = loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
     let token = format!("bench-{}", std::process::id());
     let child = std::process::Command::new(bao_binary())
         .args([

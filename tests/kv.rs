@@ -2,9 +2,12 @@
 //! the official Python client `hvac`, so a misreading of the API in coldvault cannot hide
 //! behind the same misreading in the test: listing, versions and their states, check-and-set
 //! writes, metadata, AppRole, and every connect failure (bad token, sealed, no mount, KV v1,
-//! untrusted certificate) as one line that names no secret.
+//! untrusted certificate) as one line that names no secret. Faults (5xx, 429, a sealed 503, a
+//! write applied whose answer was lost, a secret gone between list and read) come from a small
+//! HTTP proxy in front of the real server that answers chosen requests itself.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use age::secrecy::SecretString;
@@ -76,6 +79,7 @@ for path in ["top", "app/db", "app/my key", "app/deep/er/x", "app/deep/y", "othe
     )
     .await;
     let whole = connect(&bao, "secret").await;
+    assert!(!format!("{whole:?}").contains(bao.root_token()));
     assert_eq!(
         whole.list().await.unwrap(),
         [
@@ -352,6 +356,26 @@ print(json.dumps({
         secret.current().is_none(),
         "the newest version is destroyed"
     );
+
+    // A field left out keeps its value; an empty map clears custom_metadata.
+    let keep = MetadataUpdate {
+        max_versions: Some(9),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &keep).await.unwrap();
+    let kept = client.read_secret("app/cfg").await.unwrap().unwrap();
+    assert_eq!((kept.max_versions, kept.custom_metadata.len()), (9, 2));
+    let clear = MetadataUpdate {
+        custom_metadata: Some(BTreeMap::new()),
+        ..MetadataUpdate::default()
+    };
+    client.write_metadata("app/cfg", &clear).await.unwrap();
+    let cleared = bao
+        .hvac(
+            r#"print(json.dumps(client.secrets.kv.v2.read_secret_metadata(path="app/cfg", mount_point="secret")["data"]["custom_metadata"]))"#,
+        )
+        .await;
+    assert_eq!(cleared.trim(), "null");
 }
 
 #[tokio::test]
@@ -406,6 +430,21 @@ print(json.dumps({"role_id": role_id, "secret_id": secret_id}))
     assert_eq!(err.kind, KvErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("AppRole"), "{err}");
     assert_clean(&err, CANARY);
+
+    let elsewhere = KvAuth::AppRole {
+        role_id,
+        secret_id: SecretString::from(secret_id.clone()),
+        mount: "nope".to_owned(),
+    };
+    let err = connect_err(&bao, "secret", elsewhere).await;
+    assert_eq!(err.kind, KvErrorKind::NoCredential, "{err}");
+    assert!(
+        err.to_string()
+            .contains("no AppRole auth method at 'auth/nope'"),
+        "{err}"
+    );
+    assert!(err.hint.as_deref().unwrap().contains("VAULT_APPROLE_MOUNT"));
+    assert_clean(&err, &secret_id);
 }
 
 #[tokio::test]
@@ -468,8 +507,25 @@ async fn a_sealed_server_is_reported_as_sealed() {
     let err = connect_err(&bao, "secret", root(&bao)).await;
     assert_eq!(err.kind, KvErrorKind::Sealed, "{err}");
     assert!(err.to_string().contains("is sealed"), "{err}");
-    assert!(err.hint.as_deref().unwrap().contains("operator unseal"));
+    assert!(err.hint.as_deref().unwrap().contains("bao operator unseal"));
     assert_clean(&err, bao.root_token());
+    // The same API as HashiCorp Vault: messages name the product the address names.
+    let vault = KvAddress::parse(&format!("vault+{}/secret", bao.addr())).unwrap();
+    let err = KvClient::connect(&vault, root(&bao), options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Sealed, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("the Vault server at 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap()
+            .contains("vault operator unseal")
+    );
 }
 
 #[tokio::test]
@@ -538,4 +594,390 @@ fn plain_http_to_a_non_loopback_host_is_refused() {
     let err = KvAddress::parse("bao+http://192.0.2.10:8200/secret").unwrap_err();
     assert!(err.to_string().contains("plain http"), "{err}");
     assert!(KvAddress::parse("bao+http://127.0.0.1:8200/secret").is_ok());
+}
+
+/// What the proxy does with a matching request.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Answers this status and body without asking the server.
+    Answer(u16, &'static str),
+    /// Forwards the request (the server applies it), then answers this status instead of the
+    /// server's answer: a response lost on the way back.
+    LoseAnswer(u16),
+    /// Never answers (until the test ends).
+    Stall,
+}
+
+/// A fault for the next `times` requests whose method and path (with query) match.
+struct Rule {
+    method: &'static str,
+    path_and_query: String,
+    fault: Fault,
+    times: u32,
+}
+
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    rules: Mutex<Vec<Rule>>,
+    /// `METHOD /v1/…?query` of every request, in order.
+    seen: Mutex<Vec<String>>,
+}
+
+/// An HTTP proxy in front of a [`TestBao`], on its own loopback port.
+struct FaultProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    async fn start(bao: &TestBao) -> Self {
+        let state = Arc::new(ProxyState {
+            upstream: bao.addr(),
+            http: reqwest::Client::new(),
+            rules: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { port, state, task }
+    }
+
+    fn kv_url(&self, mount: &str) -> String {
+        format!("bao+http://127.0.0.1:{}/{mount}", self.port)
+    }
+
+    fn add(&self, method: &'static str, path_and_query: &str, fault: Fault, times: u32) {
+        self.state.rules.lock().unwrap().push(Rule {
+            method,
+            path_and_query: path_and_query.to_owned(),
+            fault,
+            times,
+        });
+    }
+
+    /// How many requests `METHOD path?query` the proxy saw.
+    fn count(&self, what: &str) -> usize {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| *s == what)
+            .count()
+    }
+}
+
+async fn forward(
+    axum::extract::State(state): axum::extract::State<Arc<ProxyState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let method = request.method().as_str().to_owned();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path_and_query}"));
+    let fault = {
+        let mut rules = state.rules.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && r.path_and_query == path_and_query)
+            .map(|r| {
+                r.times -= 1;
+                r.fault
+            })
+    };
+    if let Some(Fault::Stall) = fault {
+        std::future::pending::<()>().await;
+    }
+    if let Some(Fault::Answer(status, body)) = fault {
+        let status = axum::http::StatusCode::from_u16(status).unwrap();
+        return (status, [("retry-after", "0")], body.to_owned()).into_response();
+    }
+    let mut upstream = state.http.request(
+        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+        format!("{}{path_and_query}", state.upstream),
+    );
+    for name in ["x-vault-token", "x-vault-namespace", "content-type"] {
+        if let Some(value) = request.headers().get(name) {
+            upstream = upstream.header(name, value.as_bytes());
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let answer = upstream.body(body).send().await.unwrap();
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    if let Some(Fault::LoseAnswer(lost)) = fault {
+        let status = axum::http::StatusCode::from_u16(lost).unwrap();
+        return (status, "upstream answer lost").into_response();
+    }
+    let status = axum::http::StatusCode::from_u16(status).unwrap();
+    (status, [("content-type", "application/json")], text).into_response()
+}
+
+async fn connect_via(
+    proxy: &FaultProxy,
+    bao: &TestBao,
+    mount: &str,
+    timeout: Duration,
+) -> KvClient {
+    let address = KvAddress::parse(&proxy.kv_url(mount)).unwrap();
+    KvClient::connect(
+        &address,
+        root(bao),
+        KvOptions {
+            timeout,
+            ..options()
+        },
+    )
+    .await
+    .expect("connects through the proxy")
+}
+
+#[tokio::test]
+async fn transient_answers_are_retried_and_a_sealed_503_is_not() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    bao.hvac(
+        r#"client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"p": "x"}, mount_point="secret")"#,
+    )
+    .await;
+    let proxy = FaultProxy::start(&bao).await;
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(30)).await;
+    let path = "/v1/secret/metadata/app/db";
+    proxy.add("GET", path, Fault::Answer(502, "bad gateway"), 1);
+    proxy.add(
+        "GET",
+        path,
+        Fault::Answer(500, r#"{"errors":["internal"]}"#),
+        1,
+    );
+    proxy.add(
+        "GET",
+        path,
+        Fault::Answer(429, r#"{"errors":["rate limited"]}"#),
+        1,
+    );
+    proxy.add("GET", path, Fault::Answer(504, "gateway timeout"), 1);
+    let secret = client.read_secret("app/db").await.unwrap().expect("read");
+    assert_eq!(secret.current().unwrap().data, Some(data(&[("p", "x")])));
+    assert_eq!(
+        proxy.count(&format!("GET {path}")),
+        5,
+        "four faults, one success"
+    );
+
+    proxy.add(
+        "GET",
+        path,
+        Fault::Answer(503, r#"{"errors":["Vault is sealed"]}"#),
+        1,
+    );
+    let err = client.read_secret("app/db").await.unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Sealed, "{err}");
+    assert_eq!(
+        proxy.count(&format!("GET {path}")),
+        6,
+        "a 503 is not retried"
+    );
+
+    proxy.add(
+        "GET",
+        path,
+        Fault::Answer(503, r#"{"errors":["node is in standby"]}"#),
+        1,
+    );
+    let err = client.read_secret("app/db").await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.status),
+        (KvErrorKind::Other, Some(503)),
+        "{err}"
+    );
+    assert_eq!(proxy.count(&format!("GET {path}")), 7);
+}
+
+#[tokio::test]
+async fn retries_end_at_the_time_limit_with_the_last_answer() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&bao).await;
+    // Short, for the failures below to end soon; long enough for a loaded machine to answer
+    // the connect's own requests.
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(4)).await;
+    let path = "/v1/secret/metadata/always";
+    proxy.add(
+        "GET",
+        path,
+        Fault::Answer(500, r#"{"errors":["storage backend down"]}"#),
+        u32::MAX,
+    );
+    let err = client.read_secret("always").await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.status),
+        (KvErrorKind::Other, Some(500)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("storage backend down"), "{err}");
+    assert!(proxy.count(&format!("GET {path}")) >= 2, "retried");
+
+    // A server that never answers: timed out at the limit.
+    let stalled = "/v1/secret/metadata/stalled";
+    proxy.add("GET", stalled, Fault::Stall, u32::MAX);
+    let err = client.read_secret("stalled").await.unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Network, "{err}");
+    assert!(
+        err.to_string().contains("timed out (gave up after"),
+        "{err}"
+    );
+
+    // Nothing listening: refused until the limit, then one line naming the host.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let address = KvAddress::parse(&format!("bao+http://127.0.0.1:{port}/secret")).unwrap();
+    let err = KvClient::connect(
+        &address,
+        root(&bao),
+        KvOptions {
+            timeout: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, KvErrorKind::Network, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("OpenBao server at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert!(err.to_string().contains("gave up after"), "{err}");
+    assert_clean(&err, bao.root_token());
+}
+
+#[tokio::test]
+async fn a_write_applied_whose_answer_was_lost_is_not_written_twice() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&bao).await;
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(30)).await;
+    let path = "/v1/secret/data/app/new";
+    proxy.add("POST", path, Fault::LoseAnswer(504), 1);
+    let value = data(&[("password", CANARY)]);
+    assert_eq!(client.write("app/new", &value, 0).await.unwrap(), 1);
+    assert_eq!(proxy.count(&format!("POST {path}")), 2, "sent again");
+    let versions = bao
+        .hvac(
+            r#"print(client.secrets.kv.v2.read_secret_metadata(path="app/new", mount_point="secret")["data"]["current_version"])"#,
+        )
+        .await;
+    assert_eq!(versions.trim(), "1", "no second version");
+
+    // Lost again: version 2 was applied, the retry finds it and reports it done.
+    proxy.add("POST", path, Fault::LoseAnswer(502), 1);
+    let mine = data(&[("password", "mine")]);
+    assert_eq!(client.write("app/new", &mine, 1).await.unwrap(), 2);
+
+    // A first try that failed (502, not applied) while another writer made version 3: the
+    // retry's mismatch is read back, finds the other writer's data, and stays a conflict.
+    bao.hvac(
+        r#"client.secrets.kv.v2.create_or_update_secret(path="app/new", secret={"password": "other"}, mount_point="secret")"#,
+    )
+    .await;
+    proxy.add("POST", path, Fault::Answer(502, "bad gateway"), 1);
+    let err = client
+        .write("app/new", &data(&[("password", "late")]), 2)
+        .await
+        .unwrap_err();
+    assert!(err.is_cas_mismatch(), "a stale cas is a conflict: {err}");
+    assert_clean(&err, CANARY);
+}
+
+#[tokio::test]
+async fn a_secret_deleted_between_list_and_read_is_left_out() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    bao.hvac(
+        r#"
+for path in ("a", "b", "c"):
+    client.secrets.kv.v2.create_or_update_secret(path=path, secret={"v": path}, mount_point="secret")
+"#,
+    )
+    .await;
+    let proxy = FaultProxy::start(&bao).await;
+    let client = connect_via(&proxy, &bao, "secret", Duration::from_secs(30)).await;
+    proxy.add(
+        "GET",
+        "/v1/secret/metadata/b",
+        Fault::Answer(404, r#"{"errors":[]}"#),
+        1,
+    );
+    let snapshot = client.read_all(4).await.unwrap();
+    let paths: Vec<&str> = snapshot.secrets.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["a", "c"]);
+}
+
+#[tokio::test]
+async fn a_namespace_is_sent_with_every_request() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    bao.hvac(
+        r#"
+client.sys.create_namespace(path="team")
+ns = hvac.Client(url=os.environ["BAO_TEST_ADDR"], token=os.environ["BAO_TEST_TOKEN"], namespace="team")
+ns.sys.enable_secrets_engine("kv", path="kvns", options={"version": "2"})
+ns.secrets.kv.v2.create_or_update_secret(path="in/ns", secret={"a": "1"}, mount_point="kvns")
+"#,
+    )
+    .await;
+    let address = KvAddress::parse(&bao.kv_url("kvns")).unwrap();
+    let env = |name: &str| (name == "BAO_NAMESPACE").then(|| "team".to_owned());
+    let client = KvClient::connect(
+        &address,
+        root(&bao),
+        KvOptions::from_env(env, Duration::from_secs(30)),
+    )
+    .await
+    .expect("connects in the namespace");
+    assert_eq!(client.list().await.unwrap(), ["in/ns"]);
+    let secret = client.read_secret("in/ns").await.unwrap().unwrap();
+    assert_eq!(secret.current().unwrap().data, Some(data(&[("a", "1")])));
+    assert_eq!(
+        client
+            .write("in/ns", &data(&[("a", "2")]), 1)
+            .await
+            .unwrap(),
+        2
+    );
+    // Outside the namespace there is no such mount.
+    let err = connect_err(&bao, "kvns", root(&bao)).await;
+    assert_eq!(err.kind, KvErrorKind::NoMount, "{err}");
 }

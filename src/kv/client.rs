@@ -4,19 +4,20 @@
 //! `VAULT_CACERT`, no redirects, connect and request time limits).
 //!
 //! Why no Vault client crate: the maintained Rust clients (`vaultrs` and the crates it builds
-//! on) bring their own HTTP and TLS stacks (a second reqwest configuration, native-tls or
-//! aws-lc-rs), follow redirects (which would carry the token to wherever a redirect points),
-//! and cover hundreds of endpoints where coldvault needs a dozen. The KV v2 API is plain JSON
-//! over HTTP; speaking it on the engine's own client keeps one crypto stack, one trust store
-//! and one retry discipline.
+//! on) set up their own HTTP client and TLS (reqwest with native-tls or a rustls of its own
+//! configuration, not this build's ring provider and `VAULT_CACERT` roots), follow redirects
+//! by default (reqwest keeps a custom `X-Vault-Token` header across hosts, so a redirect would
+//! carry the token away), and cover hundreds of endpoints where coldvault needs a dozen. The
+//! KV v2 API is plain JSON over HTTP; speaking it on the engine's own client keeps one crypto
+//! stack, one trust store and one retry discipline, and adds no crate.
 //!
-//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with a
-//! namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 429, 500,
-//! 502 and 504, with growing, jittered pauses, until the request's time limit; 503 means sealed
-//! or standby and is reported, not retried blindly. Path segments are percent-encoded, since KV
-//! paths may hold spaces and any other character. Error messages are one line, name the host
-//! and the mount, and never carry a token or a value; the server's own error text is included
-//! (it names paths and reasons, never data).
+//! Requests: every one carries `X-Vault-Token` (marked sensitive, so never logged) and, with
+//! a namespace, `X-Vault-Namespace`. A request is retried after a connection failure, 412,
+//! 429, 500, 502 and 504, with growing, jittered pauses, until the request's time limit; 503
+//! means sealed or standby and is reported, not retried blindly. Path segments are
+//! percent-encoded, since KV paths may hold spaces and any other character. Error messages
+//! are one line, name the host (and the mount or path), and never carry a token or a value;
+//! the server's own error text is included (it names paths and reasons, never data).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -265,6 +266,8 @@ struct Connection {
     host: String,
     /// `OpenBao` or `Vault`, for messages.
     product: &'static str,
+    /// The product's command (`bao`, `vault`), for hints.
+    cli: &'static str,
     namespace: Option<HeaderValue>,
     /// Set once signed in; marked sensitive so no log or `Debug` shows it.
     token: Option<HeaderValue>,
@@ -338,6 +341,14 @@ fn encode_path(path: &str) -> Result<String, KvError> {
         .join("/"))
 }
 
+/// Answers worth the same request again: 429 (rate limited), 500, 502, 504 (a server or proxy
+/// failure that may pass), and 412, which Vault's performance standbys send when they have
+/// not caught up with a write yet (Vault's own client retries it). 503 is not among them: it
+/// means sealed or standby, which waiting within one request does not fix.
+fn is_transient(status: u16) -> bool {
+    matches!(status, 412 | 429 | 500 | 502 | 504)
+}
+
 /// `Retry-After` in seconds, when present.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -409,54 +420,44 @@ impl Connection {
             }
             tracing::debug!("{method} {}/v1/{api_path}: try {}", self.host, retry + 1);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = tokio::time::timeout(remaining, request.send()).await;
-            let (failure, wait_at_least) = match outcome {
-                Err(_) => (NetworkCause::TimedOut, None),
+            // The body is read inside the time limit too: a server that stalls mid-answer
+            // is a failed try like one that never answers.
+            let attempt = async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let wait = retry_after(&response);
+                let text = response.text().await?;
+                Ok::<_, reqwest::Error>((status, wait, text))
+            };
+            let (failure, wait_at_least) = match tokio::time::timeout(remaining, attempt).await {
+                Err(_) => {
+                    uncertain = true;
+                    (NetworkCause::TimedOut, None)
+                }
                 Ok(Err(err)) => {
                     let cause = transport::classify(&err)
                         .unwrap_or_else(|| NetworkCause::Other(transport::error_chain(&err)));
                     if cause.is_final() {
                         return Err(self.network_error(what, &cause, None));
                     }
+                    // The request may have reached the server before the connection failed.
                     uncertain = true;
                     (cause, None)
                 }
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
+                Ok(Ok((status, wait, mut text))) => {
                     tracing::debug!("{method} {}/v1/{api_path}: HTTP {status}", self.host);
-                    let transient = matches!(status, 429 | 500 | 502 | 504);
-                    let wait = retry_after(&response);
-                    if transient {
+                    if is_transient(status) {
                         let next = pause_before(retry + 1, wait);
                         if Instant::now() + next < deadline {
-                            // A 429 was refused before any work; a 5xx may have been a
+                            text.zeroize();
+                            // A 429 or 412 was refused before any work; a 5xx may be a
                             // proxy's answer to a request the server did apply.
-                            uncertain |= status != 429;
+                            uncertain |= status >= 500;
                             retry += 1;
                             tokio::time::sleep(next).await;
                             continue;
                         }
                     }
-                    let mut text = match response.text().await {
-                        Ok(text) => text,
-                        Err(err) => {
-                            let cause = transport::classify(&err).unwrap_or_else(|| {
-                                NetworkCause::Other(transport::error_chain(&err))
-                            });
-                            uncertain = true;
-                            retry += 1;
-                            let next = pause_before(retry, None);
-                            if Instant::now() + next >= deadline {
-                                return Err(self.network_error(
-                                    what,
-                                    &cause,
-                                    Some(started.elapsed()),
-                                ));
-                            }
-                            tokio::time::sleep(next).await;
-                            continue;
-                        }
-                    };
                     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
                     // The text may hold secret values or a token: wiped, as the parsed
                     // values are when their `KvData` drops.
@@ -511,8 +512,8 @@ impl Connection {
         .with_hint(hint)
     }
 
-    /// The error for an answer the caller did not expect. `path` names the KV path for
-    /// messages (`secret/app/db`).
+    /// The error for an answer the caller did not expect; `what` names the request in the
+    /// message (`read the metadata of 'secret/app/db'`).
     fn error(&self, answer: &Answer, what: &str) -> KvError {
         let status = answer.status;
         let server = answer.errors();
@@ -524,8 +525,10 @@ impl Connection {
         let (kind, hint) = match status {
             403 => (
                 KvErrorKind::PermissionDenied,
-                "check that the token's policy grants this path (bao token capabilities PATH)"
-                    .to_owned(),
+                format!(
+                    "check that the token's policy grants this path ({} token capabilities PATH)",
+                    self.cli
+                ),
             ),
             404 => (KvErrorKind::NotFound, String::new()),
             503 if server.to_ascii_lowercase().contains("sealed") => {
@@ -560,13 +563,16 @@ impl Connection {
             format!("the {} server at {} is sealed", self.product, self.host),
         )
         .with_status(503)
-        .with_hint("unseal it (bao operator unseal, or vault operator unseal) and run again")
+        .with_hint(format!(
+            "unseal it ({} operator unseal) and run again",
+            self.cli
+        ))
     }
 }
 
 /// A signed-in connection to one KV v2 mount. Cheap to clone; every method may run
-/// concurrently with any other. Transient failures (connection resets, 429, 500, 502, 504)
-/// are retried with backoff within the request time limit.
+/// concurrently with any other. Transient failures (connection resets, 412, 429, 500, 502,
+/// 504) are retried with backoff within the request time limit.
 #[derive(Clone)]
 pub struct KvClient {
     address: KvAddress,
@@ -699,6 +705,10 @@ impl KvClient {
             (None, _) => server.to_string(),
         };
         let product = address.flavor().product();
+        let cli = match address.flavor() {
+            super::Flavor::Bao => "bao",
+            super::Flavor::Vault => "vault",
+        };
         let http = transport::build_http_client_with(options.ca_cert.as_deref(), options.timeout)
             .map_err(|e| {
             KvError::new(KvErrorKind::Other, e.to_string()).with_hint(
@@ -719,6 +729,7 @@ impl KvClient {
             server,
             host,
             product,
+            cli,
             namespace,
             token: None,
             timeout: options.timeout,
@@ -736,8 +747,11 @@ impl KvClient {
                 "report its seal status",
             )
             .await?;
-        if seal.status == 503 || seal.body["sealed"].as_bool() == Some(true) {
+        if seal.body["sealed"].as_bool() == Some(true) {
             return Err(connection.sealed());
+        }
+        if seal.status == 503 {
+            return Err(connection.error(&seal, "report its seal status"));
         }
         if seal.status != 200 {
             return Err(KvError::new(
@@ -831,9 +845,9 @@ impl KvClient {
                     connection.host
                 ),
             )
-            .with_hint(
-                "check the mount in the address (bao secrets list shows the mounts) and that the token's policy grants access under it",
-            )
+            .with_hint(format!(
+                "check the mount in the address ({cli} secrets list shows the mounts) and that the token's policy grants access under it"
+            ))
         };
         let mount_data = match mounts.status {
             200 => &mounts.body["data"],
@@ -841,6 +855,19 @@ impl KvClient {
                 // Only a valid token gets this far (a bad one is plainly "permission
                 // denied"): the path lies in no mount the token may see.
                 return Err(no_mount().with_status(403));
+            }
+            403 if token_verified => {
+                return Err(KvError::new(
+                    KvErrorKind::PermissionDenied,
+                    format!(
+                        "the {product} server at {} refused to {what} (permission denied)",
+                        connection.host
+                    ),
+                )
+                .with_status(403)
+                .with_hint(format!(
+                    "grant the token's policy access under '{full}' ({cli} token capabilities {full})"
+                )));
             }
             403 => return Err(denied()),
             400 | 404 => {
@@ -877,7 +904,7 @@ impl KvClient {
                     ),
                 )
                 .with_hint(format!(
-                    "upgrade the mount (bao kv enable-versioning {shown}) or name a KV version 2 mount"
+                    "upgrade the mount ({cli} kv enable-versioning {shown}) or name a KV version 2 mount"
                 )));
             }
             _ => {
@@ -886,9 +913,9 @@ impl KvClient {
                     KvErrorKind::NoMount,
                     format!("'{shown}' is a {kind} mount, not a KV mount"),
                 )
-                .with_hint(
-                    "name a KV version 2 mount (bao secrets list shows each mount's type)",
-                ));
+                .with_hint(format!(
+                    "name a KV version 2 mount ({cli} secrets list shows each mount's type)"
+                )));
             }
         }
         let valid_mount =
@@ -1331,26 +1358,39 @@ async fn login_approle(
     let server = answer.errors();
     answer.body = Value::Null;
     match answer.status {
-        400 | 403 => Err(KvError::new(
-            KvErrorKind::PermissionDenied,
-            format!(
-                "the {} server at {} refused the AppRole login ({})",
-                connection.product,
-                connection.host,
-                if server.is_empty() { "permission denied".to_owned() } else { server }
-            ),
-        )
-        .with_status(answer.status)
-        .with_hint("check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): the secret id may be expired or used up")),
-        404 => Err(KvError::new(
+        400 => {
+            let reason = if server.is_empty() {
+                "invalid role or secret ID".to_owned()
+            } else {
+                server
+            };
+            Err(KvError::new(
+                KvErrorKind::PermissionDenied,
+                format!(
+                    "the {} server at {} refused the AppRole login ({reason})",
+                    connection.product, connection.host
+                ),
+            )
+            .with_status(400)
+            .with_hint(
+                "check VAULT_ROLE_ID and VAULT_SECRET_ID (or BAO_ROLE_ID and BAO_SECRET_ID): \
+                 the secret id may be expired or used up",
+            ))
+        }
+        // A login path is open to anyone, so a refusal there means no such path: OpenBao
+        // answers an unknown auth mount with 403 "permission denied", Vault with 404 or 403.
+        403 | 404 => Err(KvError::new(
             KvErrorKind::NoCredential,
             format!(
                 "no AppRole auth method at 'auth/{mount}' on the {} server at {}",
                 connection.product, connection.host
             ),
         )
-        .with_status(404)
-        .with_hint("set VAULT_APPROLE_MOUNT to the AppRole mount's path (bao auth list shows it)")),
+        .with_status(answer.status)
+        .with_hint(format!(
+            "set VAULT_APPROLE_MOUNT to the AppRole mount's path ({} auth list shows it)",
+            connection.cli
+        ))),
         200 => Err(KvError::new(
             KvErrorKind::Other,
             format!(
@@ -1359,5 +1399,179 @@ async fn login_approle(
             ),
         )),
         _ => Err(connection.error(&answer, &what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_credential_comes_from_the_environment_in_order() {
+        let token = KvAuth::from_env(env(&[
+            ("VAULT_TOKEN", "s.one"),
+            ("BAO_TOKEN", "s.two"),
+            ("VAULT_ROLE_ID", "r"),
+        ]))
+        .unwrap();
+        assert!(matches!(&token, KvAuth::Token(t) if t.expose_secret() == "s.one"));
+        let bao = KvAuth::from_env(env(&[("VAULT_TOKEN", " "), ("BAO_TOKEN", "s.two\n")])).unwrap();
+        assert!(matches!(&bao, KvAuth::Token(t) if t.expose_secret() == "s.two"));
+        let approle = KvAuth::from_env(env(&[
+            ("BAO_ROLE_ID", "role"),
+            ("VAULT_SECRET_ID", "sid"),
+            ("VAULT_APPROLE_MOUNT", "/ci-approle/"),
+        ]))
+        .unwrap();
+        match approle {
+            KvAuth::AppRole {
+                role_id,
+                secret_id,
+                mount,
+            } => {
+                assert_eq!((role_id.as_str(), mount.as_str()), ("role", "ci-approle"));
+                assert_eq!(secret_id.expose_secret(), "sid");
+            }
+            other => panic!("{other:?}"),
+        }
+        let default_mount = KvAuth::from_env(env(&[
+            ("VAULT_ROLE_ID", "role"),
+            ("VAULT_SECRET_ID", "sid"),
+        ]))
+        .unwrap();
+        assert!(matches!(default_mount, KvAuth::AppRole { mount, .. } if mount == "approle"));
+    }
+
+    #[test]
+    fn a_missing_credential_names_the_variables() {
+        let none = KvAuth::from_env(env(&[])).unwrap_err();
+        assert_eq!(none.kind, KvErrorKind::NoCredential);
+        assert!(none.to_string().contains("VAULT_TOKEN"), "{none}");
+        let half = KvAuth::from_env(env(&[("VAULT_ROLE_ID", "role")])).unwrap_err();
+        assert_eq!(half.kind, KvErrorKind::NoCredential);
+        assert!(
+            half.to_string()
+                .contains("VAULT_ROLE_ID is set but VAULT_SECRET_ID is not"),
+            "{half}"
+        );
+        let other = KvAuth::from_env(env(&[("BAO_SECRET_ID", "CANARY-sid")])).unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains("BAO_SECRET_ID is set but BAO_ROLE_ID is not"),
+            "{other}"
+        );
+        assert!(!format!("{other} {:?}", other.hint).contains("CANARY"));
+    }
+
+    #[test]
+    fn options_read_namespace_and_ca_from_either_name() {
+        let vault = KvOptions::from_env(
+            env(&[
+                ("VAULT_NAMESPACE", "team/"),
+                ("BAO_NAMESPACE", "other"),
+                ("BAO_CACERT", "/etc/ca.pem"),
+            ]),
+            Duration::from_secs(5),
+        );
+        assert_eq!(vault.namespace.as_deref(), Some("team"));
+        assert_eq!(vault.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(vault.timeout, Duration::from_secs(5));
+        let empty = KvOptions::from_env(env(&[("VAULT_NAMESPACE", "")]), Duration::from_secs(1));
+        assert_eq!((empty.namespace, empty.ca_cert), (None, None));
+    }
+
+    #[test]
+    fn path_segments_are_encoded_and_dot_segments_refused() {
+        assert_eq!(encode_path("app/my db").unwrap(), "app/my%20db");
+        assert_eq!(
+            encode_path("/a%b/c?d#e/ü+&=/").unwrap(),
+            "a%25b/c%3Fd%23e/%C3%BC%2B%26%3D"
+        );
+        assert_eq!(encode_path("").unwrap(), "");
+        assert!(encode_path("app/../sys").is_err());
+        assert!(encode_path("./x").is_err());
+        assert_eq!(encode_path("a..b/.c").unwrap(), "a..b/.c");
+    }
+
+    #[test]
+    fn server_errors_are_one_short_line() {
+        let body = json!({"errors": ["first\nline", "second"]});
+        assert_eq!(server_errors(&body), "first line; second");
+        let long = json!({"errors": ["x".repeat(1000)]});
+        assert_eq!(server_errors(&long).chars().count(), MAX_SERVER_TEXT + 1);
+        assert_eq!(server_errors(&Value::Null), "");
+    }
+
+    #[test]
+    fn only_passing_failures_are_retried() {
+        for status in [412, 429, 500, 502, 504] {
+            assert!(is_transient(status), "{status}");
+        }
+        for status in [200, 204, 400, 403, 404, 405, 503] {
+            assert!(!is_transient(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn pauses_grow_to_a_cap_and_honour_retry_after() {
+        for retry in 1..20 {
+            let pause = pause_before(retry, None);
+            assert!(pause >= FIRST_PAUSE.min(MAX_PAUSE), "{retry}: {pause:?}");
+            assert!(pause <= MAX_PAUSE + MAX_PAUSE / 2, "{retry}: {pause:?}");
+        }
+        assert!(pause_before(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+    }
+
+    /// OpenBao 2.7's answer to `GET metadata/app/db`, fields it adds included.
+    const METADATA: &str = r#"{"cas_required":false,"created_time":"2026-11-30T19:54:38.739947283Z",
+        "current_metadata_version":0,"current_version":4,"custom_metadata":null,
+        "delete_version_after":"1h0m0s","max_versions":0,"metadata_cas_required":false,
+        "oldest_version":0,"updated_time":"2026-11-30T19:54:38.775200302Z","versions":{
+        "10":{"created_time":"2026-11-30T19:54:39Z","deletion_time":"2026-11-30T20:54:39Z","destroyed":false},
+        "2":{"created_time":"2026-11-30T19:54:38.763688428Z","deletion_time":"","destroyed":true},
+        "1":{"created_time":"2026-11-30T19:54:38.739947283Z","deletion_time":"2026-11-30T19:54:38.787527976Z","destroyed":false}}}"#;
+
+    #[test]
+    fn metadata_reads_into_versions_ascending_with_their_states() {
+        let body: MetadataBody = serde_json::from_str(METADATA).unwrap();
+        let now = OffsetDateTime::parse("2026-11-30T20:00:00Z", &Rfc3339).unwrap();
+        let secret = secret_from_metadata("app/db", body, now);
+        assert_eq!(secret.path, "app/db");
+        assert!(secret.custom_metadata.is_empty(), "null is empty");
+        assert_eq!((secret.current_version, secret.oldest_version), (4, 1));
+        assert_eq!(secret.delete_version_after, "1h0m0s");
+        let numbers: Vec<u64> = secret.versions.iter().map(|v| v.version).collect();
+        assert_eq!(numbers, [1, 2, 10], "numeric order, not text order");
+        assert!(secret.versions[0].deleted.is_some());
+        assert_eq!(
+            secret.versions[0].created.unwrap().nanosecond(),
+            739_947_283,
+            "nanoseconds kept"
+        );
+        assert!(secret.versions[1].destroyed && secret.versions[1].deleted.is_none());
+        assert!(
+            secret.versions[2].is_live(),
+            "a deletion time still ahead is scheduled, not done"
+        );
+        assert!(secret.versions.iter().all(|v| v.data.is_none()));
+    }
+
+    #[test]
+    fn data_is_moved_out_of_an_answer() {
+        let mut body = json!({"data": {"data": {"k": "v", "n": 1}, "metadata": {"version": 3}}});
+        let data = take_data(&mut body).unwrap();
+        assert_eq!(data.canonical_json(), r#"{"k":"v","n":1}"#);
+        assert!(body["data"]["data"].is_null());
+        let mut deleted = json!({"data": {"data": null, "metadata": {"destroyed": true}}});
+        assert!(take_data(&mut deleted).is_none());
     }
 }

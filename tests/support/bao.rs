@@ -153,7 +153,8 @@ impl TestBao {
 
     /// Polls `sys/health` until it answers 200; `false` when the server exited first.
     async fn wait_healthy(&mut self) -> bool {
-        for _ in 0..600 {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        while tokio::time::Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
                 return false;
             }
