@@ -80,7 +80,8 @@ fn main() -> Result<()> {
 
     // A future format version: refused on the first entry.
     let mut tar = TarBuf::default();
-    tar.file("coldvault-archive.json", marker(2).as_bytes());
+    // Version 3: versions 1 (Key Vault) and 2 (KV mounts) are both known.
+    tar.file("coldvault-archive.json", marker(3).as_bytes());
     tar.file("secrets/future/data.bin", b"written by a later coldvault");
     seal("unknown-version.tar.zst.age", tar.finish())?;
 

@@ -281,7 +281,7 @@ fn every_broken_fixture_fails_with_its_own_error() {
         ("truncated", 4, "truncated"),
         ("flipped-byte", 4, "does not authenticate"),
         ("wrong-key", 1, "no identity matches"),
-        ("unknown-version", 4, "unsupported format version 2"),
+        ("unknown-version", 4, "unsupported format version 3"),
         ("path-traversal", 4, "parent-directory component"),
         ("absolute-path", 4, "absolute path"),
         ("symlink", 4, "symbolic link"),

@@ -11,6 +11,7 @@ mod emulator_keys;
 mod emulator_persist;
 mod fleet;
 mod kv;
+mod kv_archive;
 mod kv_copy;
 mod layers;
 mod network;

@@ -31,6 +31,11 @@ const WALLS: &[Wall] = &[
         ],
         why: "the engine has no command line and no printing",
     },
+    Wall {
+        folder: "src/archive",
+        forbidden: &["crate::vault", "kv::client", "KvClient", "crate::commands"],
+        why: "the archive is the format: it knows the KV model, never a server or its client",
+    },
 ];
 
 /// Every `.rs` file under `dir`, sorted so failures read the same on every machine.

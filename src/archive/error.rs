@@ -186,12 +186,12 @@ pub enum VerifyError {
     #[error("unknown archive format {0:?}")]
     UnknownFormat(String),
     /// A format version this build does not know.
-    #[error("unsupported format version {found} (this coldvault reads version {supported})")]
+    #[error("unsupported format version {found} (this coldvault reads {supported})")]
     UnknownFormatVersion {
         /// The version in the archive.
         found: u64,
-        /// The version this build reads.
-        supported: u32,
+        /// The versions this build reads, as words (`version 1`, `versions 1 and 2`).
+        supported: String,
     },
     /// A path that could escape the extraction folder or is not well formed.
     #[error("unsafe entry path {path:?}: {why}")]

@@ -195,7 +195,7 @@ impl SecretRecord {
 }
 
 /// serde_json error categories as words, so no message can echo a value.
-trait ClassifyName {
+pub(super) trait ClassifyName {
     fn classify_name(&self) -> &'static str;
 }
 
@@ -245,6 +245,23 @@ pub struct Counts {
     pub skipped: u64,
     /// Items listed in `deleted`.
     pub deleted: u64,
+    /// KV secrets (format version 2): `kv-metadata` entries. Omitted when zero, so a Key
+    /// Vault archive's counts read as they always did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kv_secrets: u64,
+    /// KV versions the metadata documents record, in every state.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kv_versions: u64,
+    /// Of those, soft-deleted (and not destroyed): recorded, no data entry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kv_deleted_versions: u64,
+    /// Of those, destroyed: recorded, no data entry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kv_destroyed_versions: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -461,7 +478,13 @@ pub struct Tool {
 }
 
 /// `manifest.json`: the archive's table of contents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In JSON, `entries` lists Key Vault entries ([`Manifest::entries`]) and KV entries
+/// ([`Manifest::kv_entries`], kind `kv-secret`) in one array, told apart by their `kind`;
+/// in memory they are two lists, so code that handles Key Vault items never meets a KV
+/// secret (a format version 2 archive holds KV entries only).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "ManifestIn")]
 pub struct Manifest {
     /// Always `coldvault-archive`.
     pub format: String,
@@ -479,17 +502,369 @@ pub struct Manifest {
     pub source: Source,
     /// Counts; they must agree with the lists.
     pub counts: Counts,
-    /// Every entry other than `coldvault-archive.json` and `manifest.json`.
+    /// Every Key Vault entry other than `coldvault-archive.json` and `manifest.json`.
     pub entries: Vec<ManifestEntry>,
+    /// Every KV entry (format version 2).
+    pub kv_entries: Vec<KvEntry>,
     /// Items that could not be captured.
-    #[serde(default)]
     pub skipped: Vec<SkippedItem>,
     /// Soft-deleted items, listed and not captured.
-    #[serde(default)]
     pub deleted: Vec<DeletedItem>,
     /// Items captured again because they changed during the run.
-    #[serde(default)]
     pub recaptured: Vec<RecapturedItem>,
+}
+
+/// What a KV entry holds (format version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvEntryType {
+    /// `kv/ENC/metadata.json`: the secret's metadata and every version's state.
+    KvMetadata,
+    /// `kv/ENC/versions/N.json`: one live version's data.
+    KvVersion,
+}
+
+impl KvEntryType {
+    /// The name used in `manifest.json` and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvEntryType::KvMetadata => "kv-metadata",
+            KvEntryType::KvVersion => "kv-version",
+        }
+    }
+}
+
+/// The `kind` of every KV entry in `manifest.json`.
+pub const KV_KIND: &str = "kv-secret";
+
+/// One KV entry as the manifest lists it (kind `kv-secret`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The tar path (`kv/app%2Fdb/versions/3.json`).
+    pub path: String,
+    /// What the entry holds.
+    pub entry_type: KvEntryType,
+    /// The KV secret's path under the mount, exact and case-sensitive (`app/db`).
+    pub name: String,
+    /// The version a `kv-version` entry holds; `None` for `kv-metadata`.
+    pub version: Option<u64>,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: Sha256Digest,
+}
+
+/// A KV entry's JSON form, borrowed for writing.
+#[derive(Serialize)]
+struct KvEntryOut<'a> {
+    path: &'a str,
+    #[serde(rename = "type")]
+    entry_type: KvEntryType,
+    kind: &'static str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    size: u64,
+    sha256: Sha256Digest,
+}
+
+/// One element of the manifest's `entries` array, either kind, for writing.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EntryOut<'a> {
+    Item(&'a ManifestEntry),
+    Kv(KvEntryOut<'a>),
+}
+
+/// The manifest's `entries` array: the Key Vault entries, then the KV entries.
+struct EntriesOut<'a>(&'a [ManifestEntry], &'a [KvEntry]);
+
+impl Serialize for EntriesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let kv = self.1.iter().map(|e| {
+            EntryOut::Kv(KvEntryOut {
+                path: &e.path,
+                entry_type: e.entry_type,
+                kind: KV_KIND,
+                name: &e.name,
+                version: e.version,
+                size: e.size,
+                sha256: e.sha256,
+            })
+        });
+        serializer.collect_seq(self.0.iter().map(EntryOut::Item).chain(kv))
+    }
+}
+
+/// The manifest's JSON form, borrowed for writing: field for field what version 1 wrote,
+/// so Key Vault archives stay byte-identical.
+#[derive(Serialize)]
+struct ManifestOut<'a> {
+    format: &'a str,
+    format_version: u64,
+    tool: &'a Tool,
+    #[serde(with = "time::serde::rfc3339")]
+    created: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: &'a Option<RunWindow>,
+    source: &'a Source,
+    counts: &'a Counts,
+    entries: EntriesOut<'a>,
+    skipped: &'a [SkippedItem],
+    deleted: &'a [DeletedItem],
+    recaptured: &'a [RecapturedItem],
+}
+
+impl Serialize for Manifest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ManifestOut {
+            format: &self.format,
+            format_version: self.format_version,
+            tool: &self.tool,
+            created: self.created,
+            run: &self.run,
+            source: &self.source,
+            counts: &self.counts,
+            entries: EntriesOut(&self.entries, &self.kv_entries),
+            skipped: &self.skipped,
+            deleted: &self.deleted,
+            recaptured: &self.recaptured,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The manifest's JSON form, for reading.
+#[derive(Deserialize)]
+struct ManifestIn {
+    format: String,
+    format_version: u64,
+    tool: Tool,
+    #[serde(with = "time::serde::rfc3339")]
+    created: OffsetDateTime,
+    #[serde(default)]
+    run: Option<RunWindow>,
+    source: Source,
+    counts: Counts,
+    entries: EntriesIn,
+    #[serde(default)]
+    skipped: Vec<SkippedItem>,
+    #[serde(default)]
+    deleted: Vec<DeletedItem>,
+    #[serde(default)]
+    recaptured: Vec<RecapturedItem>,
+}
+
+impl From<ManifestIn> for Manifest {
+    fn from(m: ManifestIn) -> Self {
+        Manifest {
+            format: m.format,
+            format_version: m.format_version,
+            tool: m.tool,
+            created: m.created,
+            run: m.run,
+            source: m.source,
+            counts: m.counts,
+            entries: m.entries.items,
+            kv_entries: m.entries.kv,
+            skipped: m.skipped,
+            deleted: m.deleted,
+            recaptured: m.recaptured,
+        }
+    }
+}
+
+/// The `entries` array read and split by kind as it is parsed (no second copy).
+#[derive(Default)]
+struct EntriesIn {
+    items: Vec<ManifestEntry>,
+    kv: Vec<KvEntry>,
+}
+
+impl<'de> Deserialize<'de> for EntriesIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = EntriesIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of entries")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EntriesIn, A::Error> {
+                let mut out = EntriesIn::default();
+                while let Some(entry) = seq.next_element::<EntryIn>()? {
+                    match entry.split().map_err(serde::de::Error::custom)? {
+                        Either::Item(item) => out.items.push(item),
+                        Either::Kv(kv) => out.kv.push(kv),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Visit)
+    }
+}
+
+enum Either {
+    Item(ManifestEntry),
+    Kv(KvEntry),
+}
+
+/// Every entry type of either kind, as `type` spells it.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum AnyEntryType {
+    SecretVersion,
+    Backup,
+    CertificateExport,
+    KeyPublicJwk,
+    CertificatePublic,
+    Policy,
+    KvMetadata,
+    KvVersion,
+}
+
+/// Every kind, as `kind` spells it.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum AnyKind {
+    Secret,
+    Key,
+    Certificate,
+    KvSecret,
+}
+
+/// A version: a Key Vault version id (a string) or a KV version number.
+enum AnyVersion {
+    Text(String),
+    Number(u64),
+}
+
+impl<'de> Deserialize<'de> for AnyVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = AnyVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version id or number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AnyVersion, E> {
+                Ok(AnyVersion::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<AnyVersion, E> {
+                Ok(AnyVersion::Text(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AnyVersion, E> {
+                Ok(AnyVersion::Number(v))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// One element of `entries`, either kind, for reading: the union of both shapes.
+#[derive(Deserialize)]
+struct EntryIn {
+    path: String,
+    #[serde(rename = "type")]
+    entry_type: AnyEntryType,
+    kind: AnyKind,
+    name: String,
+    #[serde(default)]
+    version: Option<AnyVersion>,
+    #[serde(default)]
+    versions: Vec<String>,
+    #[serde(default)]
+    current: bool,
+    #[serde(default)]
+    attributes: Attributes,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    content_type: Option<String>,
+    size: u64,
+    sha256: Sha256Digest,
+}
+
+impl EntryIn {
+    fn split(self) -> Result<Either, String> {
+        let kv_type = match self.entry_type {
+            AnyEntryType::KvMetadata => Some(KvEntryType::KvMetadata),
+            AnyEntryType::KvVersion => Some(KvEntryType::KvVersion),
+            _ => None,
+        };
+        let kind = match self.kind {
+            AnyKind::Secret => Some(Kind::Secret),
+            AnyKind::Key => Some(Kind::Key),
+            AnyKind::Certificate => Some(Kind::Certificate),
+            AnyKind::KvSecret => None,
+        };
+        let wrong = || {
+            format!(
+                "entry {:?}: its type does not belong to its kind",
+                self.path
+            )
+        };
+        match (kind, kv_type) {
+            (None, Some(entry_type)) => {
+                let version = match self.version {
+                    None => None,
+                    Some(AnyVersion::Number(n)) => Some(n),
+                    Some(AnyVersion::Text(_)) => {
+                        return Err(format!("entry {:?}: a KV version is a number", self.path));
+                    }
+                };
+                Ok(Either::Kv(KvEntry {
+                    path: self.path,
+                    entry_type,
+                    name: self.name,
+                    version,
+                    size: self.size,
+                    sha256: self.sha256,
+                }))
+            }
+            (Some(kind), None) => {
+                let entry_type = match self.entry_type {
+                    AnyEntryType::SecretVersion => EntryType::SecretVersion,
+                    AnyEntryType::Backup => EntryType::Backup,
+                    AnyEntryType::CertificateExport => EntryType::CertificateExport,
+                    AnyEntryType::KeyPublicJwk => EntryType::KeyPublicJwk,
+                    AnyEntryType::CertificatePublic => EntryType::CertificatePublic,
+                    AnyEntryType::Policy => EntryType::Policy,
+                    AnyEntryType::KvMetadata | AnyEntryType::KvVersion => {
+                        return Err(wrong());
+                    }
+                };
+                let version = match self.version {
+                    None => None,
+                    Some(AnyVersion::Text(v)) => Some(v),
+                    Some(AnyVersion::Number(_)) => {
+                        return Err(format!(
+                            "entry {:?}: a Key Vault version is a string",
+                            self.path
+                        ));
+                    }
+                };
+                Ok(Either::Item(ManifestEntry {
+                    path: self.path,
+                    entry_type,
+                    kind,
+                    name: self.name,
+                    version,
+                    versions: self.versions,
+                    current: self.current,
+                    attributes: self.attributes,
+                    tags: self.tags,
+                    content_type: self.content_type,
+                    size: self.size,
+                    sha256: self.sha256,
+                }))
+            }
+            _ => Err(wrong()),
+        }
+    }
 }
 
 /// `coldvault-archive.json`, the first entry: enough to refuse an unknown version before
@@ -535,7 +910,75 @@ impl Manifest {
                 }
             }
         }
+        counts.entries += self.kv_entries.len() as u64;
+        counts.kv_secrets = self
+            .kv_entries
+            .iter()
+            .filter(|e| e.entry_type == KvEntryType::KvMetadata)
+            .count() as u64;
+        // The version states are in the metadata documents, not in the lists: the reader
+        // checks these against the documents it reads ([`Manifest::check`] checks that
+        // they agree with the number of version entries).
+        counts.kv_versions = self.counts.kv_versions;
+        counts.kv_deleted_versions = self.counts.kv_deleted_versions;
+        counts.kv_destroyed_versions = self.counts.kv_destroyed_versions;
         counts
+    }
+
+    /// Whether this is a KV archive (format version 2).
+    pub fn is_kv(&self) -> bool {
+        self.format_version == u64::from(super::KV_FORMAT_VERSION)
+    }
+
+    /// The rules of KV entries that the manifest alone can check: canonical paths, no
+    /// duplicates, a metadata entry for every secret with version entries, and counts that
+    /// agree. Paths are compared exactly: KV paths are case-sensitive (`App` and `app` are
+    /// two secrets), so the case rules of Key Vault names do not apply to them.
+    fn check_kv(&self) -> Result<(), VerifyError> {
+        let bad = |reason: String| VerifyError::InvalidManifest(reason);
+        let mut paths = std::collections::HashSet::with_capacity(self.kv_entries.len());
+        let mut secrets = std::collections::HashSet::new();
+        for entry in &self.kv_entries {
+            let expected = super::kv::entry_path(entry.entry_type, &entry.name, entry.version)
+                .map_err(|e| bad(format!("entry {:?}: {e}", entry.path)))?;
+            if expected != entry.path {
+                return Err(bad(format!(
+                    "entry {:?} should be at {expected:?} for its type, name and version",
+                    entry.path
+                )));
+            }
+            if !paths.insert(entry.path.as_str()) {
+                return Err(bad(format!("entry {:?} is listed twice", entry.path)));
+            }
+            if entry.entry_type == KvEntryType::KvMetadata {
+                secrets.insert(entry.name.as_str());
+            }
+        }
+        let mut live = 0u64;
+        for entry in &self.kv_entries {
+            if entry.entry_type == KvEntryType::KvVersion {
+                live += 1;
+                if !secrets.contains(entry.name.as_str()) {
+                    return Err(bad(format!(
+                        "entry {:?} has no metadata entry for its secret",
+                        entry.path
+                    )));
+                }
+            }
+        }
+        let c = &self.counts;
+        let recorded_live = c
+            .kv_versions
+            .checked_sub(c.kv_deleted_versions)
+            .and_then(|n| n.checked_sub(c.kv_destroyed_versions));
+        if recorded_live != Some(live) {
+            return Err(bad(format!(
+                "counts say {} KV versions, {} deleted and {} destroyed, but {live} version \
+                 entries are listed",
+                c.kv_versions, c.kv_deleted_versions, c.kv_destroyed_versions
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the manifest's own rules (format, counts, well-formed entries, canonical
@@ -546,12 +989,31 @@ impl Manifest {
         if self.format != super::FORMAT_NAME {
             return Err(VerifyError::UnknownFormat(self.format.clone()));
         }
-        if self.format_version != u64::from(super::FORMAT_VERSION) {
-            return Err(VerifyError::UnknownFormatVersion {
-                found: self.format_version,
-                supported: super::FORMAT_VERSION,
-            });
+        super::check_format_version(self.format_version, super::READ_VERSIONS)?;
+        // Each version holds one store's items: Key Vault entries in version 1, KV entries
+        // in version 2 (`docs/FORMAT.md`). A reader keyed to one never meets the other.
+        if self.is_kv() {
+            if let Some(entry) = self.entries.first() {
+                return Err(bad(format!(
+                    "entry {:?} is a Key Vault {}: a format version 2 archive holds KV \
+                     secrets only",
+                    entry.path, entry.kind
+                )));
+            }
+            if !(self.skipped.is_empty() && self.deleted.is_empty() && self.recaptured.is_empty()) {
+                return Err(bad(
+                    "skipped, deleted and recaptured list Key Vault items: a format version \
+                     2 archive leaves them empty"
+                        .to_owned(),
+                ));
+            }
+        } else if let Some(entry) = self.kv_entries.first() {
+            return Err(bad(format!(
+                "entry {:?} is a KV secret's, which format version {} does not have",
+                entry.path, self.format_version
+            )));
         }
+        self.check_kv()?;
         // Key Vault names are case-insensitive: one spelling per item, one path per
         // case-folded path (else extracting on a case-insensitive file system, or keying
         // items by name, silently keeps one of two). Keyed by digests of the folded
@@ -668,6 +1130,40 @@ mod tests {
         assert!(
             matches!(err, Some(VerifyError::InvalidManifest(ref m)) if m.contains("listed twice")),
             "{err:?}"
+        );
+    }
+
+    /// The golden version 1 archive's manifest, parsed and written again, is the same bytes:
+    /// what a Key Vault backup writes did not change with format version 2.
+    #[test]
+    fn a_version_1_manifest_writes_back_byte_identical() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let text = std::fs::read_to_string(root.join("test-identity.txt")).expect("identity");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .expect("a key");
+        let mut identities = crate::archive::keys::IdentitySet::new();
+        identities.add_x25519(line.parse().expect("an X25519 identity"));
+        let decryption = crate::archive::Decryption::with_identities(identities).expect("keys");
+        let file = std::fs::File::open(root.join("v1/golden.tar.zst.age")).expect("golden");
+        let plain = decryption
+            .decrypt(std::io::BufReader::new(file))
+            .expect("decrypt");
+        let mut tar = tar::Archive::new(zstd::Decoder::new(plain).expect("zstd"));
+        let mut original = Vec::new();
+        for entry in tar.entries().expect("tar") {
+            let mut entry = entry.expect("entry");
+            if entry.path_bytes().as_ref() == b"manifest.json" {
+                std::io::Read::read_to_end(&mut entry, &mut original).expect("read");
+            }
+        }
+        let manifest: Manifest = serde_json::from_slice(&original).expect("parse");
+        assert!(manifest.kv_entries.is_empty() && !manifest.entries.is_empty());
+        manifest.check().expect("valid");
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&manifest).expect("write")).expect("utf-8"),
+            String::from_utf8(original).expect("utf-8")
         );
     }
 

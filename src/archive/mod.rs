@@ -8,6 +8,7 @@
 
 mod error;
 pub mod keys;
+pub mod kv;
 pub mod layout;
 pub mod manifest;
 mod reader;
@@ -17,8 +18,9 @@ mod writer;
 pub use error::{ArchiveError, VerifyError};
 pub use keys::{Decryption, Encryption};
 pub use manifest::{
-    Attributes, Counts, DeletedItem, EntryType, Kind, Manifest, ManifestEntry, RecapturedItem,
-    RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
+    Attributes, Counts, DeletedItem, EntryType, Kind, KvEntry, KvEntryType, Manifest,
+    ManifestEntry, RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source,
+    Tags, Tool,
 };
 pub use reader::{
     ArchiveEntry, ArchiveInput, ArchiveReader, EntryData, EntryIter, OpenInput, ReadLimits,
@@ -32,8 +34,33 @@ pub use writer::{
 /// The format name written in `coldvault-archive.json` and `manifest.json`.
 pub const FORMAT_NAME: &str = "coldvault-archive";
 
-/// The format version this build writes, and the only one it reads.
+/// The format version of Key Vault archives: what this build writes for a Key Vault.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format version of KV archives (HashiCorp Vault / OpenBao KV v2 mounts): what this
+/// build writes for a KV mount. Version 1 readers refuse it up front (`docs/FORMAT.md`).
+pub const KV_FORMAT_VERSION: u32 = 2;
+
+/// Every format version this build reads.
+pub const READ_VERSIONS: &[u32] = &[FORMAT_VERSION, KV_FORMAT_VERSION];
+
+/// The version rule of `docs/FORMAT.md`: an archive whose `format_version` is not in
+/// `readable` is refused, before anything else is read. A build that reads only version 1
+/// calls it with `&[1]`, and so refuses a version 2 archive with the message it always gave.
+pub fn check_format_version(found: u64, readable: &[u32]) -> Result<(), VerifyError> {
+    if readable.iter().any(|v| u64::from(*v) == found) {
+        return Ok(());
+    }
+    let supported = match readable {
+        [one] => format!("version {one}"),
+        [first @ .., last] => {
+            let first: Vec<String> = first.iter().map(u32::to_string).collect();
+            format!("versions {} and {last}", first.join(", "))
+        }
+        [] => "no version".to_owned(),
+    };
+    Err(VerifyError::UnknownFormatVersion { found, supported })
+}
 
 /// The suffix of every archive file name: a tar stream, zstd-compressed, age-encrypted.
 pub const FILE_SUFFIX: &str = ".tar.zst.age";

@@ -23,14 +23,17 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ArchiveError, VerifyError};
 use super::keys::Decryption;
+use super::kv::{self, KvSeen};
 use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
-    EntryType, FormatMarker, Kind, Manifest, ManifestEntry, SecretRecord, Sha256Digest,
+    EntryType, FormatMarker, Kind, KvEntry, KvEntryType, Manifest, ManifestEntry, SecretRecord,
+    Sha256Digest,
 };
 use super::streams::{
     DecompressedReader, DecryptedReader, FailureSlot, HeaderGuard, RawReader, StreamBounds,
 };
-use super::{FORMAT_NAME, FORMAT_VERSION};
+use super::{FORMAT_NAME, READ_VERSIONS};
+use crate::kv::KvSecret;
 
 /// Bounds that keep a hostile archive from exhausting memory, disk or time.
 ///
@@ -193,6 +196,8 @@ pub struct ArchiveReader {
     limits: ReadLimits,
     manifest: Arc<Manifest>,
     stats: ReadStats,
+    /// A KV archive's secrets as its metadata documents record them (no data), by path.
+    kv_secrets: Arc<[KvSecret]>,
 }
 
 /// What the verification pass read.
@@ -248,8 +253,8 @@ impl ArchiveReader {
         decryption: &Decryption,
         limits: ReadLimits,
     ) -> Result<Self, ArchiveError> {
-        let (manifest, stats) =
-            verify_pass(&input, decryption, &limits, None)?.ok_or_else(|| {
+        let (manifest, stats, kv_secrets) = verify_pass(&input, decryption, &limits, None)?
+            .ok_or_else(|| {
                 ArchiveError::io(
                     "the archive pass stopped",
                     io::ErrorKind::Interrupted.into(),
@@ -262,6 +267,7 @@ impl ArchiveReader {
             limits,
             manifest: Arc::new(manifest),
             stats,
+            kv_secrets: kv_secrets.into(),
         })
     }
 
@@ -307,7 +313,9 @@ impl ArchiveReader {
             wants: &mut wants,
             deliver: &mut deliver,
         };
-        let Some((manifest, stats)) = verify_pass(&input, decryption, &limits, Some(sink))? else {
+        let Some((manifest, stats, kv_secrets)) =
+            verify_pass(&input, decryption, &limits, Some(sink))?
+        else {
             return Ok(None);
         };
         Ok(Some(Self {
@@ -317,6 +325,7 @@ impl ArchiveReader {
             limits,
             manifest: Arc::new(manifest),
             stats,
+            kv_secrets: kv_secrets.into(),
         }))
     }
 
@@ -328,6 +337,77 @@ impl ArchiveReader {
     /// What the verification pass read.
     pub fn stats(&self) -> ReadStats {
         self.stats
+    }
+
+    /// A KV archive's secrets (format version 2) as their verified metadata documents
+    /// record them, sorted by path: metadata and every version's state, no data (see
+    /// [`kv::read_snapshot`] for the data). Empty for a Key Vault archive.
+    pub fn kv_secrets(&self) -> &[KvSecret] {
+        &self.kv_secrets
+    }
+
+    /// Reads the archive again and hands every `kv-version` entry to `deliver` with its
+    /// content, each after its size and SHA-256 matched the manifest; fails when one is
+    /// missing or differs. The content holds values: it is wiped once `deliver` returns.
+    pub(super) fn kv_version_pass(
+        &self,
+        mut deliver: impl FnMut(&KvEntry, &[u8]) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let manifest = &self.manifest;
+        let index: HashMap<&str, usize> = manifest
+            .kv_entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.as_str(), i))
+            .collect();
+        let mut delivered = vec![false; manifest.kv_entries.len()];
+        let (mut archive, failure, _) = open_stream(&self.input, &self.decryption, &self.limits)?;
+        let mut entries_end = 0;
+        {
+            let entries = archive.entries().map_err(|e| tar_error(&failure, e))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| tar_error(&failure, e))?;
+                entries_end = entries_end.max(entry_end(&entry));
+                let path = match check_entry(&entry)? {
+                    Checked::Folder => continue,
+                    Checked::File(path) => path,
+                };
+                let Some(&i) = index.get(path.as_str()) else {
+                    continue;
+                };
+                let expected = &manifest.kv_entries[i];
+                if expected.entry_type != KvEntryType::KvVersion {
+                    continue;
+                }
+                if delivered[i] {
+                    return Err(VerifyError::DuplicateEntry(path).into());
+                }
+                if entry.size() != expected.size || expected.size > self.limits.max_entry_size {
+                    return Err(VerifyError::SizeMismatch {
+                        path,
+                        expected: expected.size,
+                        actual: entry.size(),
+                    }
+                    .into());
+                }
+                let data = read_all(&mut entry, expected.size, &failure)?;
+                if Sha256Digest(Sha256::digest(&*data).into()) != expected.sha256 {
+                    return Err(VerifyError::ChecksumMismatch(path).into());
+                }
+                delivered[i] = true;
+                deliver(expected, &data)?;
+            }
+        }
+        finish_tar(archive, &failure, entries_end)?;
+        let missing = manifest
+            .kv_entries
+            .iter()
+            .zip(&delivered)
+            .find(|(e, done)| e.entry_type == KvEntryType::KvVersion && !**done);
+        if let Some((entry, _)) = missing {
+            return Err(VerifyError::MissingEntry(entry.path.clone()).into());
+        }
+        Ok(())
     }
 
     /// The archive's path.
@@ -599,13 +679,7 @@ fn check_marker(data: &[u8]) -> Result<(), VerifyError> {
     if marker.format != FORMAT_NAME {
         return Err(VerifyError::UnknownFormat(marker.format));
     }
-    if marker.format_version != u64::from(FORMAT_VERSION) {
-        return Err(VerifyError::UnknownFormatVersion {
-            found: marker.format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(())
+    super::check_format_version(marker.format_version, READ_VERSIONS)
 }
 
 /// Checks that an item entry's content follows its type's rules.
@@ -653,7 +727,7 @@ fn verify_pass(
     decryption: &Decryption,
     limits: &ReadLimits,
     mut sink: Option<Sink<'_>>,
-) -> Result<Option<(Manifest, ReadStats)>, ArchiveError> {
+) -> Result<Option<(Manifest, ReadStats, Vec<KvSecret>)>, ArchiveError> {
     let (mut archive, failure, file_bytes) = open_stream(input, decryption, limits)?;
     let mut stats = ReadStats {
         file_bytes,
@@ -662,6 +736,7 @@ fn verify_pass(
     // Keyed by a digest of the path, not the path: a fifth of the memory per entry.
     let mut seen: HashMap<PathKey, (u64, Sha256Digest)> = HashMap::new();
     let mut manifest: Option<Manifest> = None;
+    let mut kv_seen = KvSeen::default();
     let mut marker_seen = false;
     let mut entries_end = 0;
     {
@@ -759,6 +834,10 @@ fn verify_pass(
                 let data = read_all(&mut entry, size, &failure)?;
                 check_content(&path, &data)?;
                 Sha256Digest(Sha256::digest(&*data).into())
+            } else if let Some((kv_type, name, version)) = kv::parse_entry_path(&path) {
+                let data = read_all(&mut entry, size, &failure)?;
+                kv_seen.check(&path, kv_type, &name, version, &data)?;
+                Sha256Digest(Sha256::digest(&*data).into())
             } else {
                 hash_stream(&mut entry, size, &failure)?
             };
@@ -791,12 +870,31 @@ fn verify_pass(
             return Err(VerifyError::ChecksumMismatch(entry.path.clone()).into());
         }
     }
+    for entry in &manifest.kv_entries {
+        let Some((size, digest)) = seen.remove(&path_key(&entry.path)) else {
+            return Err(VerifyError::MissingEntry(entry.path.clone()).into());
+        };
+        if size != entry.size {
+            return Err(VerifyError::SizeMismatch {
+                path: entry.path.clone(),
+                expected: entry.size,
+                actual: size,
+            }
+            .into());
+        }
+        if digest != entry.sha256 {
+            return Err(VerifyError::ChecksumMismatch(entry.path.clone()).into());
+        }
+    }
     if !seen.is_empty() {
         let extra = name_unlisted(input, decryption, limits, &seen)
             .unwrap_or_else(|| "(unnamed)".to_owned());
         return Err(VerifyError::NotInManifest(extra).into());
     }
-    Ok(Some((manifest, stats)))
+    // Every KV entry is now known to be the one the manifest lists: the documents can be
+    // held against it (live versions have data, deleted and destroyed ones none).
+    let kv_secrets = kv_seen.finish(&manifest)?;
+    Ok(Some((manifest, stats, kv_secrets)))
 }
 
 /// A path's identity in the verification pass: 128 bits of its SHA-256.
@@ -887,7 +985,13 @@ fn entries_pass(
             }
             // The file was verified a moment ago; anything else now means it changed.
             let changed = || VerifyError::NotInManifest(path.clone());
-            let &i = index.get(path.as_str()).ok_or_else(changed)?;
+            let Some(&i) = index.get(path.as_str()) else {
+                // KV entries are not Key Vault items: `kv_version_pass` hands them out.
+                if manifest.kv_entries.iter().any(|e| e.path == path) {
+                    continue;
+                }
+                return Err(changed().into());
+            };
             let expected = &manifest.entries[i];
             if delivered[i] {
                 return Err(VerifyError::DuplicateEntry(path).into());

@@ -22,11 +22,12 @@ use super::error::ArchiveError;
 use super::keys::Encryption;
 use super::layout::{self, FORMAT_MARKER_PATH, MANIFEST_PATH};
 use super::manifest::{
-    Attributes, Counts, DeletedItem, EntryType, FormatMarker, Kind, Manifest, ManifestEntry,
-    RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source, Tags, Tool,
+    Attributes, Counts, DeletedItem, EntryType, FormatMarker, Kind, KvEntry, KvEntryType, Manifest,
+    ManifestEntry, RecapturedItem, RunWindow, SecretRecord, Sha256Digest, SkippedItem, Source,
+    Tags, Tool,
 };
 use super::streams::CountingWriter;
-use super::{FILE_SUFFIX, FORMAT_NAME, FORMAT_VERSION};
+use super::{FILE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, KV_FORMAT_VERSION, kv};
 use crate::atomic_file::{AtomicFile, Replace, parent_dir, sync_folder};
 
 /// Where a new archive goes.
@@ -202,6 +203,11 @@ pub struct ArchiveWriter {
     deleted: Vec<DeletedItem>,
     recaptured: Vec<RecapturedItem>,
     gate: CommitGate,
+    /// 1 for a Key Vault, 2 for a KV mount: decided by the source, fixed at creation.
+    format_version: u32,
+    /// KV entries (format version 2), and the version states their metadata records.
+    kv_entries: Vec<KvEntry>,
+    kv_counts: Counts,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -301,6 +307,13 @@ impl ArchiveWriter {
             .map_err(io_err)?;
         let mut encoder = zstd::Encoder::new(stream, 3).map_err(io_err)?;
         encoder.include_checksum(true).map_err(io_err)?;
+        // What is archived decides the format: a KV mount's archive is version 2, which
+        // version 1 readers refuse up front; a Key Vault's stays version 1, unchanged.
+        let format_version = if kv::is_kv_source(&source) {
+            KV_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        };
         let mut writer = Self {
             chain: tar::Builder::new(encoder),
             final_path,
@@ -314,10 +327,13 @@ impl ArchiveWriter {
             deleted: Vec::new(),
             recaptured: Vec::new(),
             gate: CommitGate::default(),
+            format_version,
+            kv_entries: Vec::new(),
+            kv_counts: Counts::default(),
         };
         let marker = serde_json::to_vec(&FormatMarker {
             format: FORMAT_NAME.to_owned(),
-            format_version: u64::from(FORMAT_VERSION),
+            format_version: u64::from(format_version),
         })
         .map_err(|e| ArchiveError::io("cannot encode the format marker", e.into()))?;
         writer.append(FORMAT_MARKER_PATH, &marker)?;
@@ -414,6 +430,54 @@ impl ArchiveWriter {
         self.add_item(EntryType::Policy, &item, json)
     }
 
+    /// Adds one KV secret (format version 2, a writer whose source is a KV address):
+    /// `kv/ENC/metadata.json` with its metadata and every version's state, then
+    /// `kv/ENC/versions/N.json` for each live version, whose data must have been read.
+    /// Deleted and destroyed versions are recorded in the metadata only. The serialized
+    /// values are wiped from memory once written.
+    pub fn add_kv_secret(&mut self, secret: &crate::kv::KvSecret) -> Result<(), ArchiveError> {
+        if self.format_version != KV_FORMAT_VERSION {
+            return Err(ArchiveError::InvalidInput(
+                "a KV secret cannot go into a Key Vault archive (format version 1)".to_owned(),
+            ));
+        }
+        let docs = kv::secret_docs(secret)?;
+        self.add_kv_entry(KvEntryType::KvMetadata, &secret.path, None, &docs.metadata)?;
+        for (version, bytes) in &docs.versions {
+            self.add_kv_entry(KvEntryType::KvVersion, &secret.path, Some(*version), bytes)?;
+        }
+        let c = &mut self.kv_counts;
+        c.kv_versions += docs.counts.kv_versions;
+        c.kv_deleted_versions += docs.counts.kv_deleted_versions;
+        c.kv_destroyed_versions += docs.counts.kv_destroyed_versions;
+        Ok(())
+    }
+
+    fn add_kv_entry(
+        &mut self,
+        entry_type: KvEntryType,
+        name: &str,
+        version: Option<u64>,
+        data: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let path = kv::entry_path(entry_type, name, version)
+            .map_err(|e| ArchiveError::InvalidInput(e.to_string()))?;
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, path.as_str());
+        if !self.path_hashes.insert(hash) && self.kv_entries.iter().any(|e| e.path == path) {
+            return Err(ArchiveError::DuplicateEntry(path));
+        }
+        self.append(&path, data)?;
+        self.kv_entries.push(KvEntry {
+            path,
+            entry_type,
+            name: name.to_owned(),
+            version,
+            size: data.len() as u64,
+            sha256: Sha256Digest(Sha256::digest(data).into()),
+        });
+        Ok(())
+    }
+
     /// Records an item that could not be captured, with the reason.
     pub fn record_skipped(&mut self, kind: Kind, name: &str, reason: &str) {
         self.skipped.push(SkippedItem {
@@ -440,7 +504,7 @@ impl ArchiveWriter {
 
     /// How many entries were added so far.
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.kv_entries.len()
     }
 
     /// Writes `manifest.json` and closes the layers in the documented order: tar end
@@ -464,7 +528,7 @@ impl ArchiveWriter {
         let io_err = |e| ArchiveError::io(format!("cannot write {shown}"), e);
         let mut manifest = Manifest {
             format: FORMAT_NAME.to_owned(),
-            format_version: u64::from(FORMAT_VERSION),
+            format_version: u64::from(self.format_version),
             tool: Tool {
                 name: env!("CARGO_PKG_NAME").to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -472,8 +536,9 @@ impl ArchiveWriter {
             created: self.created,
             run: self.run,
             source: self.source.clone(),
-            counts: Counts::default(),
+            counts: self.kv_counts,
             entries: std::mem::take(&mut self.entries),
+            kv_entries: std::mem::take(&mut self.kv_entries),
             skipped: std::mem::take(&mut self.skipped),
             deleted: std::mem::take(&mut self.deleted),
             recaptured: std::mem::take(&mut self.recaptured),
@@ -556,6 +621,11 @@ impl ArchiveWriter {
     }
 
     fn add_entry(&mut self, mut entry: ManifestEntry, data: &[u8]) -> Result<(), ArchiveError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(ArchiveError::InvalidInput(
+                "a Key Vault item cannot go into a KV archive (format version 2)".to_owned(),
+            ));
+        }
         entry.path = layout::entry_path(
             entry.entry_type,
             entry.kind,

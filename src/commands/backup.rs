@@ -7,6 +7,8 @@
 //! no partial archive ever carries the final name. Items that cannot be captured are recorded
 //! in the manifest with their reason and the run exits 3.
 
+mod kv_mount;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -214,8 +216,19 @@ impl BackupPlan {
             .iter()
             .map(|v| parse_vault(v))
             .collect::<Result<Vec<_>, _>>()?;
+        let stores = vaults.len();
+        Self::resolve_for(args, vaults, stores)
+    }
+
+    /// [`BackupPlan::resolve`] with the vaults parsed (none for a KV mount, which
+    /// [`kv_mount`] parses itself), `stores` counting what will be backed up.
+    fn resolve_for(
+        args: &BackupArgs,
+        vaults: Vec<VaultUrl>,
+        stores: usize,
+    ) -> Result<Self, CliError> {
         let choice = choose_output(args.output.as_deref(), args.mkdir)?;
-        if vaults.len() > 1
+        if stores > 1
             && !matches!(
                 choice,
                 OutputChoice::Dir(_) | OutputChoice::NewDir(_) | OutputChoice::Remote(_)
@@ -240,7 +253,7 @@ impl BackupPlan {
         // that will use it.
         let output = match choice {
             OutputChoice::Remote(url) => Output::Remote(Arc::new(
-                super::destination::RemoteOutput::resolve(&url, &args.off_tenant, vaults.len())?,
+                super::destination::RemoteOutput::resolve(&url, &args.off_tenant, stores)?,
             )),
             choice => prepare_output(choice)?,
         };
@@ -271,6 +284,13 @@ impl BackupPlan {
 pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     if args.fleet.discovery.is_fleet() {
         return super::fleet::run_backup(args).await;
+    }
+    if args
+        .vaults
+        .iter()
+        .any(|v| crate::kv::KvAddress::is_kv_address(v))
+    {
+        return kv_mount::run(args).await;
     }
     let plan = BackupPlan::resolve(&args)?;
     // Listening starts once the arguments are resolved (a passphrase prompt stays

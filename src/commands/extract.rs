@@ -38,6 +38,16 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode, CliError> {
     let archive = super::destination::check_archive(&args.archive)?;
     let decryption = args.keys.resolve()?;
     let reader = archive.open(&decryption)?;
+    if reader.manifest().is_kv() {
+        return Err(CliError::failed(format!(
+            "{}: a KV archive (format version 2): extract writes Key Vault secrets only",
+            args.archive.display()
+        ))
+        .with_hint(
+            "restore it into a KV mount (--vault bao+https://HOST:PORT/MOUNT), or read its \
+             documents with age -d | zstd -d | tar -x (docs/FORMAT.md, \"KV archives\")",
+        ));
+    }
 
     let mut chosen: BTreeMap<String, SecretRecord> = BTreeMap::new();
     for entry in reader.entries() {

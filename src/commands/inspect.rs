@@ -16,6 +16,61 @@ struct InspectDocument<'a> {
     archive: String,
     bytes: u64,
     manifest: &'a Manifest,
+    /// A KV archive's secrets: paths, versions and states, `custom_metadata` keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kv_secrets: Vec<KvSecretView<'a>>,
+}
+
+/// One KV secret as `inspect` shows it: never a value, and of `custom_metadata` only the
+/// keys.
+#[derive(Serialize)]
+struct KvSecretView<'a> {
+    path: &'a str,
+    current_version: u64,
+    oldest_version: u64,
+    max_versions: u64,
+    cas_required: bool,
+    versions: Vec<KvVersionView>,
+    custom_metadata_keys: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct KvVersionView {
+    version: u64,
+    /// `live`, `deleted` or `destroyed`.
+    state: &'static str,
+}
+
+fn kv_state(version: &crate::kv::KvVersion) -> &'static str {
+    if version.destroyed {
+        "destroyed"
+    } else if version.deleted.is_some() {
+        "deleted"
+    } else {
+        "live"
+    }
+}
+
+fn kv_views(secrets: &[crate::kv::KvSecret]) -> Vec<KvSecretView<'_>> {
+    secrets
+        .iter()
+        .map(|s| KvSecretView {
+            path: &s.path,
+            current_version: s.current_version,
+            oldest_version: s.oldest_version,
+            max_versions: s.max_versions,
+            cas_required: s.cas_required,
+            versions: s
+                .versions
+                .iter()
+                .map(|v| KvVersionView {
+                    version: v.version,
+                    state: kv_state(v),
+                })
+                .collect(),
+            custom_metadata_keys: s.custom_metadata.keys().map(String::as_str).collect(),
+        })
+        .collect()
 }
 
 /// Runs `coldvault inspect`.
@@ -29,14 +84,18 @@ pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
             archive: args.archive.display().to_string(),
             bytes: reader.stats().file_bytes,
             manifest,
+            kv_secrets: kv_views(reader.kv_secrets()),
         };
         crate::output::print_json("inspect", &body).map_err(CliError::stdout)?;
     } else {
-        let text = render(
+        let mut text = render(
             &args.archive.display().to_string(),
             reader.stats().file_bytes,
             manifest,
         );
+        if manifest.is_kv() {
+            text.push_str(&render_kv(reader.kv_secrets()));
+        }
         crate::output::stdout::print(&text).map_err(CliError::stdout)?;
     }
     Ok(ExitCode::Ok)
@@ -69,8 +128,16 @@ fn render(archive: &str, bytes: u64, manifest: &Manifest) -> String {
         "source".to_owned(),
         format!("{} ({})", manifest.source.vault, manifest.source.url),
     ]);
-    summary.row([
-        "contents".to_owned(),
+    let contents = if manifest.is_kv() {
+        format!(
+            "{}, {} ({} soft-deleted, {} destroyed: no data) in {} entries",
+            plural(counts.kv_secrets, "KV secret"),
+            plural(counts.kv_versions, "version"),
+            counts.kv_deleted_versions,
+            counts.kv_destroyed_versions,
+            counts.entries
+        )
+    } else {
         format!(
             "{}, {}, {} in {} entries; {} skipped, {} deleted",
             plural(counts.secrets, "secret"),
@@ -79,8 +146,9 @@ fn render(archive: &str, bytes: u64, manifest: &Manifest) -> String {
             counts.entries,
             counts.skipped,
             counts.deleted
-        ),
-    ]);
+        )
+    };
+    summary.row(["contents".to_owned(), contents]);
     out.push_str(&summary.render());
 
     if !manifest.entries.is_empty() {
@@ -138,6 +206,36 @@ fn render(archive: &str, bytes: u64, manifest: &Manifest) -> String {
         out.push_str(&table.render());
     }
     out
+}
+
+/// A KV archive's secrets: path, versions with their states, `custom_metadata` keys.
+fn render_kv(secrets: &[crate::kv::KvSecret]) -> String {
+    if secrets.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new(["KV SECRET", "CURRENT", "VERSIONS", "CUSTOM METADATA KEYS"]);
+    for secret in secrets {
+        let versions: Vec<String> = secret
+            .versions
+            .iter()
+            .map(|v| match kv_state(v) {
+                "live" => v.version.to_string(),
+                state => format!("{} {state}", v.version),
+            })
+            .collect();
+        let keys: Vec<&str> = secret.custom_metadata.keys().map(String::as_str).collect();
+        table.row([
+            secret.path.clone(),
+            secret.current_version.to_string(),
+            if versions.is_empty() {
+                "-".to_owned()
+            } else {
+                versions.join(", ")
+            },
+            keys.join(", "),
+        ]);
+    }
+    format!("\n{}", table.render())
 }
 
 fn version_cell(entry: &ManifestEntry) -> String {

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod keygen;
 pub mod keys_args;
+pub mod kv_connect;
 pub mod list;
 pub mod restore;
 pub mod restore_plan;

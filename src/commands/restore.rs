@@ -11,6 +11,9 @@
 //! recover). A rerun plans again from what the target holds, so it finishes an interrupted run
 //! and leaves alone what is already right. Nothing is ever deleted or purged.
 
+mod kv_mount;
+mod kv_plan;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -83,6 +86,9 @@ impl RestorePlan {
 
 /// Runs `coldvault restore`.
 pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    if crate::kv::KvAddress::is_kv_address(&args.vault) {
+        return kv_mount::run(args).await;
+    }
     execute(&RestorePlan::resolve(&args)?).await
 }
 
@@ -121,6 +127,15 @@ pub async fn open_archive(
         .await
         .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
         .map_err(CliError::from)?;
+    if crate::kv::KvAddress::is_kv_address(&heads.source_url) {
+        return Err(CliError::failed(format!(
+            "{}: a KV archive (format version 2, from {}): restoring it into (or comparing it \
+             with) a Key Vault needs the KV name mapping, which this build does not have",
+            path.display(),
+            heads.source_url
+        ))
+        .with_hint("restore it into a KV mount: --vault bao+https://HOST:PORT/MOUNT"));
+    }
     scope.check_names_match(
         heads
             .names

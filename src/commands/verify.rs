@@ -32,6 +32,9 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let manifest = reader.manifest();
     let stats = reader.stats();
     let c = manifest.counts;
+    if manifest.is_kv() {
+        return report_kv(&args, manifest, stats);
+    }
     let items = c.secrets + c.keys + c.certificates;
     if let Some(expected) = args.expect_items
         && items < expected
@@ -92,4 +95,57 @@ fn plural(n: u64, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// `verify`'s answer for a KV archive (format version 2): the same checks were made (every
+/// entry's size and SHA-256, every document's schema, live versions with data and deleted
+/// and destroyed ones without); the counts are KV secrets and their versions.
+fn report_kv(
+    args: &VerifyArgs,
+    manifest: &crate::archive::Manifest,
+    stats: crate::archive::ReadStats,
+) -> Result<ExitCode, CliError> {
+    let c = manifest.counts;
+    if let Some(expected) = args.expect_items
+        && c.kv_secrets < expected
+    {
+        return Err(CliError::verification(format!(
+            "{}: holds {}, fewer than --expect-items {expected}",
+            args.archive.display(),
+            plural(c.kv_secrets, "KV secret"),
+        ))
+        .with_hint("the backup captured less than expected: `coldvault inspect` the archive"));
+    }
+    if c.kv_secrets == 0 {
+        eprintln!(
+            "coldvault: warning: {}: the archive holds no KV secret",
+            args.archive.display()
+        );
+    }
+    if args.json {
+        let body = VerifyDocument {
+            archive: args.archive.display().to_string(),
+            ok: true,
+            format_version: manifest.format_version,
+            bytes: stats.file_bytes,
+            entry_bytes: stats.entry_bytes,
+            counts: c,
+        };
+        crate::output::print_json("verify", &body).map_err(CliError::stdout)?;
+    } else {
+        let line = format!(
+            "ok: {}: {} entries ({}, {}: {} soft-deleted, {} destroyed), {} of entry data \
+             checked against format v{}\n",
+            args.archive.display(),
+            c.entries,
+            plural(c.kv_secrets, "KV secret"),
+            plural(c.kv_versions, "version"),
+            c.kv_deleted_versions,
+            c.kv_destroyed_versions,
+            human_bytes(stats.entry_bytes),
+            manifest.format_version
+        );
+        crate::output::stdout::print(&line).map_err(CliError::stdout)?;
+    }
+    Ok(ExitCode::Ok)
 }

@@ -1,0 +1,520 @@
+//! KV mounts in the archive, end to end against real OpenBao dev servers ([`TestBao`]),
+//! seeded and checked with the official Python client `hvac`: `coldvault backup` of a mount
+//! (nested paths, a path with a space, upper/lower-case twins, a secret whose history has
+//! live, soft-deleted and destroyed versions, one pruned by `max_versions`, custom
+//! metadata), `verify`, `inspect`, standard tools listing the entries, `restore` into a fresh
+//! mount of another server compared item by item, a rerun that plans nothing, an interrupted
+//! restore finished, a conflict; failures (bad token, missing mount, sealed server, mixed
+//! `--vault`) as one line with nothing written; a planted value never in any output.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::support::TestBao;
+
+/// A value no output may show.
+const CANARY: &str = "CANARY-kvarchive-5e1d-never-print";
+
+/// The seed: every shape the format must keep. `app/db` ends with versions 1 live, 2
+/// soft-deleted, 3 destroyed, 4 live (the canary); `pruned` keeps 2 of its 3 versions.
+const SEED: &str = r#"
+kv = client.secrets.kv.v2
+def put(path, data, mount="secret"):
+    kv.create_or_update_secret(path=path, secret=data, mount_point=mount)
+for v in ["one", "two", "three"]:
+    put("app/db", {"password": v, "user": "app"})
+put("app/db", {"password": CANARY_VALUE, "user": "app"})
+kv.delete_secret_versions(path="app/db", versions=[2], mount_point="secret")
+kv.destroy_secret_versions(path="app/db", versions=[3], mount_point="secret")
+kv.update_metadata(path="app/db", max_versions=10,
+                   custom_metadata={"owner": "team-a", "env": "prod"}, mount_point="secret")
+put("top", {"k": "v", "n": "1"})
+put("app/my key", {"spaced": "yes"})
+put("Case", {"which": "upper"})
+put("case", {"which": "lower"})
+put("a/b/c/deep", {"deep": "x"})
+kv.update_metadata(path="pruned", max_versions=2, mount_point="secret")
+for v in ["p1", "p2", "p3"]:
+    put("pruned", {"v": v})
+"#;
+
+/// Every secret of a mount, with hvac: metadata, every version's state, live data.
+const DUMP: &str = r#"
+kv = client.secrets.kv.v2
+mount = MOUNT
+def walk(prefix):
+    try:
+        keys = kv.list_secrets(path=prefix, mount_point=mount)["data"]["keys"]
+    except hvac.exceptions.InvalidPath:
+        return []
+    out = []
+    for key in keys:
+        if key.endswith("/"):
+            out += walk(prefix + key)
+        else:
+            out.append(prefix + key)
+    return out
+result = {}
+for path in sorted(walk("")):
+    meta = kv.read_secret_metadata(path=path, mount_point=mount)["data"]
+    versions = {}
+    for number, state in meta["versions"].items():
+        entry = {"deleted": state["deletion_time"] != "", "destroyed": state["destroyed"]}
+        if not entry["deleted"] and not entry["destroyed"]:
+            entry["data"] = kv.read_secret_version(path=path, version=int(number),
+                mount_point=mount, raise_on_deleted_version=True)["data"]["data"]
+        versions[number] = entry
+    result[path] = {
+        "current_version": meta["current_version"],
+        "oldest_version": meta["oldest_version"],
+        "max_versions": meta["max_versions"],
+        "cas_required": meta["cas_required"],
+        "custom_metadata": meta["custom_metadata"] or {},
+        "versions": versions,
+    }
+print(json.dumps(result, sort_keys=True))
+"#;
+
+async fn seed(bao: &TestBao) {
+    bao.hvac(&format!("CANARY_VALUE = {CANARY:?}\n{SEED}"))
+        .await;
+}
+
+async fn dump(bao: &TestBao, mount: &str) -> Value {
+    let out = bao.hvac(&format!("MOUNT = {mount:?}\n{DUMP}")).await;
+    serde_json::from_str(&out).expect("dump is JSON")
+}
+
+/// The dump of a restored mount as the source's: versions below the source's oldest one
+/// (pruned there) must be destroyed placeholders or pruned here too, and are then dropped.
+fn as_source_sees_it(restored: &Value, source: &Value) -> Value {
+    let mut out = restored.clone();
+    for (path, secret) in out.as_object_mut().expect("object") {
+        let oldest = source[path]["oldest_version"].as_u64().unwrap_or(0);
+        let versions = secret["versions"].as_object_mut().expect("versions");
+        let below: Vec<String> = versions
+            .keys()
+            .filter(|n| n.parse::<u64>().unwrap_or(0) < oldest)
+            .cloned()
+            .collect();
+        for n in below {
+            let version = versions.remove(&n).expect("listed");
+            assert_eq!(
+                version["destroyed"], true,
+                "{path} v{n}: a pruned version comes back destroyed"
+            );
+        }
+        secret["oldest_version"] = source[path]["oldest_version"].clone();
+    }
+    out
+}
+
+struct Run {
+    dir: tempfile::TempDir,
+    identity: PathBuf,
+    recipient: String,
+}
+
+impl Run {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        let path = dir.path().join("key.txt");
+        {
+            use age::secrecy::ExposeSecret;
+            std::fs::write(&path, format!("{}\n", identity.to_string().expose_secret()))
+                .expect("identity written");
+        }
+        Self {
+            dir,
+            identity: path,
+            recipient,
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        let out = self.dir.path().join("out");
+        std::fs::create_dir_all(&out).expect("out");
+        out
+    }
+
+    fn archives(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.out())
+            .expect("out")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+/// Runs `coldvault` with only `VAULT_TOKEN` (and `PATH`) in its environment.
+async fn coldvault(token: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VAULT_TOKEN", token)
+        .output()
+        .await
+        .expect("coldvault runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+}
+
+/// JSON Lines events of one kind.
+fn events(output: &Output, kind: &str) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+async fn backup(bao: &TestBao, run: &Run, extra: &[&str]) -> Output {
+    let url = bao.kv_url("secret");
+    let out = run.out();
+    let mut args = vec![
+        "backup",
+        "--vault",
+        &url,
+        "-r",
+        &run.recipient,
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    coldvault(bao.root_token(), &args).await
+}
+
+async fn restore(bao: &TestBao, run: &Run, archive: &Path, mount: &str, extra: &[&str]) -> Output {
+    let url = bao.kv_url(mount);
+    let mut args = vec![
+        "restore",
+        archive.to_str().expect("utf-8"),
+        "--vault",
+        &url,
+        "-i",
+        run.identity.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    coldvault(bao.root_token(), &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_is_backed_up_verified_and_restored_into_a_fresh_mount_item_by_item() {
+    let Some(source) = TestBao::start().await else {
+        return;
+    };
+    let Some(target) = TestBao::start().await else {
+        return;
+    };
+    seed(&source).await;
+    let before = dump(&source, "secret").await;
+    assert_eq!(before["pruned"]["oldest_version"], 2, "{before}");
+    let run = Run::new();
+    let mut outputs = Vec::new();
+
+    let backed = backup(&source, &run, &["--json"]).await;
+    assert_code(&backed, 0);
+    let archives = run.archives();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let archive = archives[0].clone();
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("secret-") && name.ends_with(".tar.zst.age"),
+        "{name}"
+    );
+    let summary = &events(&backed, "summary")[0];
+    assert_eq!(summary["counts"]["kv_secrets"], 7, "{summary}");
+    assert_eq!(summary["counts"]["kv_deleted_versions"], 1, "{summary}");
+    assert_eq!(summary["counts"]["kv_destroyed_versions"], 1, "{summary}");
+    assert_eq!(summary["url"], source.kv_url("secret"));
+    assert_eq!(events(&backed, "item").len(), 7);
+    outputs.push(backed);
+
+    let identity = run.identity.to_str().unwrap();
+    let archive_arg = archive.to_str().unwrap();
+    let verified = coldvault("", &["verify", archive_arg, "-i", identity]).await;
+    assert_code(&verified, 0);
+    assert!(
+        text(&verified).contains("7 KV secrets"),
+        "{}",
+        text(&verified)
+    );
+    outputs.push(verified);
+
+    // inspect lists paths, versions with their states and custom_metadata keys.
+    let inspected = coldvault("", &["inspect", archive_arg, "-i", identity]).await;
+    assert_code(&inspected, 0);
+    let shown = text(&inspected);
+    for want in [
+        "app/my key",
+        "2 deleted",
+        "3 destroyed",
+        "env, owner",
+        "Case",
+        "case",
+    ] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
+    assert!(
+        !shown.contains("team-a"),
+        "custom_metadata values stay out: {shown}"
+    );
+    outputs.push(inspected);
+    let inspected = coldvault("", &["inspect", archive_arg, "-i", identity, "--json"]).await;
+    assert_code(&inspected, 0);
+    let body: Value = serde_json::from_slice(&inspected.stdout).expect("inspect JSON");
+    let db = body["kv_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "app/db")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        db["versions"],
+        serde_json::json!([
+            {"version": 1, "state": "live"}, {"version": 2, "state": "deleted"},
+            {"version": 3, "state": "destroyed"}, {"version": 4, "state": "live"}
+        ])
+    );
+    outputs.push(inspected);
+
+    // Standard tools list the entries: one folder per secret, live versions only.
+    let listed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i '{identity}' '{archive_arg}' | zstd -d -q | tar -t"
+        ))
+        .output()
+        .expect("sh runs");
+    assert!(listed.status.success(), "{}", text(&listed));
+    let entries = String::from_utf8_lossy(&listed.stdout);
+    for want in [
+        "coldvault-archive.json",
+        "kv/app%2Fdb/metadata.json",
+        "kv/app%2Fdb/versions/1.json",
+        "kv/app%2Fdb/versions/4.json",
+        "kv/app%2Fmy%20key/metadata.json",
+        "kv/Case/versions/1.json",
+        "kv/case/versions/1.json",
+        "kv/a%2Fb%2Fc%2Fdeep/metadata.json",
+        "kv/pruned/versions/3.json",
+        "manifest.json",
+    ] {
+        assert!(entries.lines().any(|l| l == want), "{want}: {entries}");
+    }
+    for never in ["kv/app%2Fdb/versions/2.json", "kv/app%2Fdb/versions/3.json"] {
+        assert!(
+            !entries.contains(never),
+            "deleted or destroyed data: {never}"
+        );
+    }
+
+    // A dry run into a fresh mount of another server plans every secret and writes nothing.
+    target
+        .hvac("client.sys.enable_secrets_engine('kv', path='fresh', options={'version': '2'})")
+        .await;
+    let planned = restore(&target, &run, &archive, "fresh", &["--dry-run"]).await;
+    assert_code(&planned, 0);
+    assert!(text(&planned).contains("7 to create"), "{}", text(&planned));
+    assert_eq!(dump(&target, "fresh").await, serde_json::json!({}));
+    outputs.push(planned);
+
+    let restored = restore(&target, &run, &archive, "fresh", &["--json"]).await;
+    assert_code(&restored, 0);
+    assert_eq!(events(&restored, "summary")[0]["created"], 7);
+    outputs.push(restored);
+    // Item by item: values, version numbers and order, states, custom_metadata.
+    let after = dump(&target, "fresh").await;
+    assert_eq!(as_source_sees_it(&after, &before), before);
+
+    // A rerun plans nothing.
+    let again = restore(&target, &run, &archive, "fresh", &["--json"]).await;
+    assert_code(&again, 0);
+    let plan = events(&again, "plan");
+    assert_eq!(plan.len(), 7);
+    assert!(plan.iter().all(|l| l["action"] == "skip"), "{plan:?}");
+    assert_eq!(events(&again, "summary")[0]["created"], 0);
+    outputs.push(again);
+
+    // A later change in the target is a conflict: skipped by default, refused with fail.
+    target
+        .hvac(
+            "client.secrets.kv.v2.create_or_update_secret(path='top', secret={'k': 'theirs'}, \
+             mount_point='fresh')",
+        )
+        .await;
+    let skipped = restore(&target, &run, &archive, "fresh", &["--dry-run"]).await;
+    assert_code(&skipped, 0);
+    assert!(
+        text(&skipped).contains("beyond the archive's 1"),
+        "{}",
+        text(&skipped)
+    );
+    let refused = restore(&target, &run, &archive, "fresh", &["--on-conflict", "fail"]).await;
+    assert_code(&refused, 1);
+    assert!(
+        text(&refused).contains("nothing restored"),
+        "{}",
+        text(&refused)
+    );
+
+    for output in &outputs {
+        assert!(
+            !text(output).contains(CANARY),
+            "canary shown: {}",
+            text(output)
+        );
+        assert!(!text(output).contains(source.root_token()));
+    }
+    let bytes = std::fs::read(&archive).expect("archive");
+    assert!(!bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_is_finished_from_where_it_stopped() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    seed(&bao).await;
+    let run = Run::new();
+    assert_code(&backup(&bao, &run, &[]).await, 0);
+    let archive = run.archives().remove(0);
+    let before = dump(&bao, "secret").await;
+    // What a restore stopped midway leaves: `app/db` up to version 2's placeholder (written,
+    // not yet deleted), `top` complete but its metadata not written, nothing else.
+    bao.hvac(
+        r#"
+client.sys.enable_secrets_engine('kv', path='again', options={'version': '2'})
+kv = client.secrets.kv.v2
+kv.create_or_update_secret(path="app/db", secret={"password": "one", "user": "app"}, mount_point="again")
+kv.create_or_update_secret(path="app/db", secret={}, mount_point="again")
+kv.create_or_update_secret(path="top", secret={"k": "v", "n": "1"}, mount_point="again")
+"#,
+    )
+    .await;
+    let planned = restore(&bao, &run, &archive, "again", &["--dry-run", "--json"]).await;
+    assert_code(&planned, 0);
+    let plan = events(&planned, "plan");
+    let line = |name: &str| plan.iter().find(|l| l["name"] == name).cloned().unwrap();
+    assert_eq!(line("app/db")["action"], "create");
+    assert_eq!(line("app/db")["from_version"], 2);
+    assert_eq!(line("app/db")["placeholder_written"], true);
+    assert_eq!(line("top")["action"], "skip");
+    let restored = restore(&bao, &run, &archive, "again", &[]).await;
+    assert_code(&restored, 0);
+    let after = dump(&bao, "again").await;
+    assert_eq!(as_source_sees_it(&after, &before), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_failures_are_one_line_and_write_nothing() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    seed(&bao).await;
+    let run = Run::new();
+    let url = bao.kv_url("secret");
+    let out = run.out();
+    let out = out.to_str().unwrap();
+    let one_line = |output: &Output, want: &str| {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("coldvault: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(want), "{want}: {stderr}");
+        assert!(stderr.lines().any(|l| l.starts_with("hint: ")), "{stderr}");
+        assert!(!stderr.contains(bao.root_token()), "{stderr}");
+    };
+
+    let bad = coldvault(
+        "not-the-token",
+        &["backup", "--vault", &url, "-r", &run.recipient, "-o", out],
+    )
+    .await;
+    assert_code(&bad, 1);
+    one_line(&bad, "permission denied");
+    assert!(!text(&bad).contains("not-the-token"));
+
+    let nowhere = bao.kv_url("nosuch");
+    let missing = coldvault(
+        bao.root_token(),
+        &[
+            "backup",
+            "--vault",
+            &nowhere,
+            "-r",
+            &run.recipient,
+            "-o",
+            out,
+        ],
+    )
+    .await;
+    assert_code(&missing, 1);
+    one_line(&missing, "nosuch");
+
+    let mixed = coldvault(
+        bao.root_token(),
+        &[
+            "backup",
+            "--vault",
+            &url,
+            "--vault",
+            "myvault",
+            "-r",
+            &run.recipient,
+            "-o",
+            out,
+        ],
+    )
+    .await;
+    assert_code(&mixed, 2);
+
+    // A KV archive restored into a Key Vault: a clear refusal before any connection.
+    assert_code(&backup(&bao, &run, &[]).await, 0);
+    let archive = run.archives().remove(0);
+    let into_key_vault = coldvault(
+        "",
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--vault",
+            "myvault",
+            "-i",
+            run.identity.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_code(&into_key_vault, 1);
+    one_line(&into_key_vault, "a KV archive");
+    std::fs::remove_file(&archive).expect("removed");
+
+    bao.hvac("client.sys.seal()").await;
+    let sealed = coldvault(
+        bao.root_token(),
+        &["backup", "--vault", &url, "-r", &run.recipient, "-o", out],
+    )
+    .await;
+    assert_code(&sealed, 1);
+    one_line(&sealed, "sealed");
+    assert!(run.archives().is_empty(), "{:?}", run.archives());
+}
