@@ -743,3 +743,84 @@ async fn a_concurrent_change_in_the_mount_is_a_conflict_not_a_lost_update() {
         "the concurrent write stands alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_archive_restores_into_a_key_vault_through_the_name_mapping() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity = age::x25519::Identity::generate();
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, format!("{}\n", identity.to_string().expose_secret())).expect("key");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let from = mount(&bao);
+    let recipient = identity.to_public().to_string();
+    let backup = coldvault(
+        &emulator,
+        &bao,
+        &[
+            "backup",
+            "--vault",
+            &from,
+            "-r",
+            &recipient,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(backup.status.code(), Some(0), "{}", text(&backup));
+    // The mount changes after the backup: the restore brings back what the archive holds.
+    bao.hvac("client.secrets.kv.v2.delete_metadata_and_all_versions(path='app/db')")
+        .await;
+    let archive = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".age"))
+        .expect("an archive");
+    let to = emulator.vault_url("alpha");
+    let args = [
+        "restore",
+        archive.to_str().unwrap(),
+        "--vault",
+        &to,
+        "-i",
+        key.to_str().unwrap(),
+        "--granularity",
+        "key",
+        "--json",
+    ];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let alpha = vault(&emulator, "alpha").await;
+    assert_eq!(
+        secret_names(&alpha).await,
+        ["app--api--token", "app--db--password", "app--db--user"]
+    );
+    let password: Vec<String> = versions_of(&emulator, &alpha, "app--db--password")
+        .await
+        .into_iter()
+        .map(|(v, _, _)| v)
+        .collect();
+    assert_eq!(
+        password,
+        ["pw-1", "pw-2", CANARY],
+        "every version, in order"
+    );
+    let user = versions_of(&emulator, &alpha, "app--db--user").await;
+    assert_eq!(user[0].2["team"], "payments");
+    assert_eq!(user[0].2["coldvault-source"], from.to_lowercase());
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 3, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "{lines:?}"
+    );
+}

@@ -104,6 +104,16 @@ pub struct MappingArgs {
     pub name_template: Option<String>,
 }
 
+impl Default for MappingArgs {
+    /// Granularity secret with its default template: what no flag means.
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::Secret,
+            name_template: None,
+        }
+    }
+}
+
 /// Parses `--from-auth` / `--to-auth` (and `sync`'s `--a-auth` / `--b-auth`).
 pub fn parse_auth(text: &str) -> Result<AuthMethod, String> {
     text.parse()

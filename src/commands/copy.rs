@@ -553,7 +553,6 @@ impl Summary {
 
 async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError> {
     let started = Instant::now();
-    let (from_name, to_name) = (plan.from.name(), plan.to.name());
     let source = plan
         .from
         .connect(&plan.template, plan.concurrency, false)
@@ -562,6 +561,111 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         .to
         .connect(&plan.template, plan.concurrency, true)
         .await?;
+    copy_stores(plan, source, target, started, progress).await
+}
+
+/// What `restore ARCHIVE --vault VAULT` hands over when the archive holds a KV mount: the
+/// archive is read as the mount was and copied into the vault through the copy's plan and
+/// writes, names mapped by `--granularity` / `--name-template`, every item marked as written
+/// from the archived mount.
+pub struct KvArchiveRestore<'a> {
+    /// The archive.
+    pub archive: &'a std::path::Path,
+    /// How to open it.
+    pub decryption: &'a crate::archive::Decryption,
+    /// The target vault.
+    pub vault: &'a VaultUrl,
+    /// How to reach it.
+    pub connect: &'a ConnectOptions,
+    /// `--name`, `--exclude`, `--include` (on the mapped names).
+    pub scope: &'a Scope,
+    /// `--on-conflict`, `--recover-deleted` (the mode is plain: a KV archive holds values).
+    pub policy: Policy,
+    /// `--granularity`, `--name-template`.
+    pub mapping: &'a MappingArgs,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`.
+    pub json: bool,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
+/// Restores a KV archive into a Key Vault (see [`KvArchiveRestore`]); prints what `copy`
+/// prints, `from` naming the archived mount.
+pub async fn restore_kv_archive(
+    request: KvArchiveRestore<'_>,
+    progress: &Progress,
+) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    if request.policy.mode == Mode::Native {
+        return Err(CliError::usage(
+            "--mode native: a KV archive holds values, no Key Vault backup blobs",
+        )
+        .with_hint("drop --mode: a KV archive is restored by value"));
+    }
+    let template = request.mapping.template()?;
+    let input = super::destination::archive_input(request.archive)?;
+    let decryption = request.decryption.clone();
+    let archive =
+        tokio::task::spawn_blocking(move || crate::archive::kv::read_snapshot(input, &decryption))
+            .await
+            .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+            .map_err(CliError::from)?;
+    let address = archive.snapshot.address.clone();
+    let source = KvStore::read_only(archive.snapshot, template.granularity(), template.clone())
+        .map_err(|e| kv_store_error(&address, e))?;
+    let to = SidePlan {
+        side: Side::To,
+        place: Place::Vault(request.vault.clone()),
+        options: request.connect.clone(),
+        source: IdentitySource::Shared,
+    };
+    let target = to.connect(&template, request.concurrency, true).await?;
+    let from = SidePlan {
+        side: Side::From,
+        place: Place::Kv(address.clone()),
+        options: request.connect.clone(),
+        source: IdentitySource::Shared,
+    };
+    let plan = CopyPlan {
+        ownership: Some(Ownership {
+            marker: marker_value(&address.to_string()),
+            source: address.to_string(),
+        }),
+        from,
+        to,
+        scope: request.scope.clone(),
+        policy: Policy {
+            mode: Mode::Plain,
+            ..request.policy
+        },
+        all_versions: true,
+        prune: false,
+        dry_run: request.dry_run,
+        json: request.json,
+        concurrency: request.concurrency,
+        template,
+    };
+    copy_stores(
+        &plan,
+        Store::Kv(source, KvSignIn::archive()),
+        target,
+        started,
+        progress,
+    )
+    .await
+}
+
+/// Copies between two connected stores as `plan` says.
+async fn copy_stores(
+    plan: &CopyPlan,
+    source: Store,
+    target: Store,
+    started: Instant,
+    progress: &Progress,
+) -> Result<ExitCode, CliError> {
+    let (from_name, to_name) = (plan.from.name(), plan.to.name());
     // What a KV source's projection left out of each item ("NAME: note"; Key Vault names
     // hold no colon), reported with the item.
     let source_notes: HashMap<String, String> = match &source {
@@ -1092,20 +1196,25 @@ async fn connect_kv(
             Err(err) => Err(err.into()),
         }
     };
-    let store = store.map_err(|e| {
-        let usage = matches!(e, KvStoreError::Names(_) | KvStoreError::KeyTarget);
-        let message = format!("{address}: {e}");
-        let error = if usage {
-            CliError::usage(message)
-        } else {
-            CliError::failed(message)
-        };
-        match e.hint() {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        }
-    })?;
+    let store = store.map_err(|e| kv_store_error(address, e))?;
     Ok(Store::Kv(store, how))
+}
+
+/// A store that cannot be made: names that collide or do not fit, and granularity key into
+/// a mount, are usage errors (exit 2: another template or granularity fixes them); a failed
+/// read fails the run.
+fn kv_store_error(address: &KvAddress, e: KvStoreError) -> CliError {
+    let usage = matches!(e, KvStoreError::Names(_) | KvStoreError::KeyTarget);
+    let message = format!("{address}: {e}");
+    let error = if usage {
+        CliError::usage(message)
+    } else {
+        CliError::failed(message)
+    };
+    match e.hint() {
+        Some(hint) => error.with_hint(hint),
+        None => error,
+    }
 }
 
 #[cfg(test)]

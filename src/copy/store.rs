@@ -34,6 +34,11 @@ pub enum Store {
 pub struct KvSignIn(String);
 
 impl KvSignIn {
+    /// A mount read from an archive: nothing was signed in to.
+    pub fn archive() -> Self {
+        Self("nothing (read from an archive)".to_owned())
+    }
+
     /// Describes `auth`: the kind of credential and, for AppRole, the role id (not secret).
     pub fn of(auth: &KvAuth) -> Self {
         Self(match auth {
