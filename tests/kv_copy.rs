@@ -824,3 +824,62 @@ async fn a_kv_archive_restores_into_a_key_vault_through_the_name_mapping() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_metadata_over_key_vaults_tag_limit_is_named_and_counted() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    bao.hvac(
+        "kv = client.secrets.kv.v2\n\
+         kv.create_or_update_secret(path='wide', secret={'v': '1'})\n\
+         kv.update_metadata(path='wide', custom_metadata={f'k{i:02}': 'x' for i in range(16)})\n\
+         kv.create_or_update_secret(path='narrow', secret={'v': '2'})\n",
+    )
+    .await;
+    let (from, to) = (mount(&bao), emulator.vault_url("alpha"));
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &from, "--to", &to, "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(summary(&output)["tags_cut"], 1, "{}", text(&output));
+    let item = of_type(&output, "item")
+        .into_iter()
+        .find(|e| e["name"] == "wide")
+        .expect("an item event");
+    let reason = item["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("2 custom_metadata entries not copied") && reason.contains("k14, k15"),
+        "{item}"
+    );
+    let alpha = vault(&emulator, "alpha").await;
+    let tags = alpha
+        .get_secret("wide", None)
+        .await
+        .expect("copied")
+        .properties
+        .tags;
+    assert_eq!(tags.len(), 15, "{tags:?}");
+    assert_eq!(tags["coldvault-source"], from.to_lowercase());
+    assert!(
+        !tags.contains_key("k14") && tags.contains_key("k13"),
+        "{tags:?}"
+    );
+    // Without --json the entries left out are named on stderr.
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &from, "--to", &emulator.vault_url("beta")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("secret wide: 2 custom_metadata entries not copied"),
+        "{stderr}"
+    );
+}

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::interrupt::Interrupts;
+use super::kv_connect::kv_error;
 use super::restore_plan::{
     Action, LiveView, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, TargetListing,
     inspect_live, list_target, target_state,
@@ -154,10 +155,9 @@ impl SidePlan {
         let url = match &self.place {
             Place::Vault(url) => url,
             Place::Kv(address) => {
-                let store =
-                    connect_kv(address, template, self.options.timeout, concurrency, writes)
-                        .await
-                        .map_err(in_side)?;
+                let store = connect_kv(address, template, &self.options, concurrency, writes)
+                    .await
+                    .map_err(in_side)?;
                 eprintln!(
                     "{label} {address}: signed in with {}",
                     store.signed_in_with().unwrap_or_default()
@@ -1165,23 +1165,24 @@ fn report_item(
 async fn connect_kv(
     address: &KvAddress,
     template: &NameTemplate,
-    timeout: std::time::Duration,
+    options: &ConnectOptions,
     concurrency: usize,
     writes: bool,
 ) -> Result<Store, CliError> {
-    let lookup = |name: &str| std::env::var(name).ok();
-    let kv_error = |e: KvError| {
-        let error = CliError::failed(format!("{address}: {e}"));
-        match e.hint {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        }
-    };
-    let auth = KvAuth::from_env(lookup).map_err(kv_error)?;
+    let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let shown = address.to_string();
+    let failed = |e: KvError| kv_error(&shown, &e, "nothing done");
+    let auth = KvAuth::from_env(lookup).map_err(failed)?;
     let how = KvSignIn::of(&auth);
-    let client = KvClient::connect(address, auth, KvOptions::from_env(lookup, timeout))
+    let mut kv_options = KvOptions::from_env(lookup, options.timeout);
+    // `VAULT_CACERT` wins; `--ca-cert` (or `COLDVAULT_CA_CERT`) adds a root the same way, as
+    // `backup` and `restore` of a mount do.
+    if kv_options.ca_cert.is_none() {
+        kv_options.ca_cert = options.ca_cert.clone();
+    }
+    let client = KvClient::connect(address, auth, kv_options)
         .await
-        .map_err(kv_error)?;
+        .map_err(failed)?;
     let store = if writes {
         KvStore::open(
             client,
