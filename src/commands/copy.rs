@@ -9,6 +9,13 @@
 //! or plainly (values, certificate import), recovers soft-deleted names when asked and
 //! soft-deletes pruned items. A rerun plans nothing that is already right. One connection per
 //! vault: its pacing gate is shared by every request to that vault.
+//!
+//! Either side may be a KV v2 mount (`bao+https://…`): it is read whole when the run starts,
+//! its paths named by `--granularity` and `--name-template` (a collision refuses the run
+//! before any write), and everything moves by value. Every item written from or into a mount
+//! carries the `coldvault-source` marker of its source ([`Ownership`]), and only items that
+//! carry it are overwritten or pruned. `restore` of a KV archive into a Key Vault runs the same
+//! copy from the archive ([`restore_kv_archive`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

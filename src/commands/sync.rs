@@ -11,6 +11,10 @@
 //! reported, not synced. The state file is replaced atomically at the end of a run
 //! that was not a dry run; an item whose write failed keeps its previous state, so the next run
 //! retries it.
+//!
+//! With a KV v2 mount on one side only secrets are synced; each side's written items carry
+//! the other side's `coldvault-source` marker, the sides are compared without it, and an item
+//! a person made is never overwritten or deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
