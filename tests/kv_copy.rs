@@ -496,6 +496,44 @@ async fn key_vault_to_kv_carries_secrets_with_content_type_and_tags_and_pem_cert
         )
         .await;
     assert_eq!(versions.trim(), "1", "nothing written again");
+
+    // `--prune` into the mount: only what this vault's copy wrote, and the certificate (a
+    // secret in KV) is not taken for an extra item.
+    bao.hvac("client.secrets.kv.v2.create_or_update_secret(path='by-hand', secret={'a': '1'})")
+        .await;
+    alpha
+        .soft_delete(coldvault::vault::ItemKind::Secret, "db-password")
+        .await
+        .expect("deleted in the source");
+    let output = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &from, "--to", &to, "--prune", "--json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let deletes: Vec<String> = of_type(&output, "plan")
+        .into_iter()
+        .filter(|e| e["action"] == "delete")
+        .map(|e| e["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(deletes, ["db-password"], "{}", text(&output));
+    let states = bao
+        .hvac(
+            "kv = client.secrets.kv.v2\n\
+             out = {}\n\
+             for path in ['db-password', 'web-cert', 'by-hand']:\n\
+             \x20   m = kv.read_secret_metadata(path=path)['data']\n\
+             \x20   out[path] = m['versions'][str(m['current_version'])]['deletion_time'] != ''\n\
+             print(json.dumps(out))",
+        )
+        .await;
+    let states: Value = serde_json::from_str(states.trim()).expect("hvac JSON");
+    assert_eq!(
+        states,
+        json!({"db-password": true, "web-cert": false, "by-hand": false}),
+        "soft-deleted only the pruned secret"
+    );
 }
 
 /// The plan lines of a `--json` sync, by name: (action, reason).

@@ -16,20 +16,27 @@ const DEFAULT_CONCURRENCY: u16 = 32;
   coldvault copy --from prod-kv --to dr-kv --prune --json
   COLDVAULT_TO_TENANT_ID=… COLDVAULT_TO_CLIENT_ID=… COLDVAULT_TO_CLIENT_SECRET=… \\
     coldvault copy --from https://old.vault.azure.net --to https://new.vault.azure.net --mode plain
+  VAULT_TOKEN=… coldvault copy --from bao+https://bao.example:8200/secret/app --to prod-kv --dry-run
+  VAULT_TOKEN=… coldvault copy --from prod-kv --to bao+https://bao.example:8200/secret --prune
 
 Each side signs in on its own: COLDVAULT_FROM_* and COLDVAULT_TO_* (TENANT_ID, CLIENT_ID, \
 CLIENT_SECRET, CLIENT_CERTIFICATE_PATH, FEDERATED_TOKEN_FILE, AUTHORITY_HOST) replace AZURE_* for \
 that side when any is set; --from-auth / --to-auth pin a method per side.
 
-Exit codes: 0 everything copied or already right, 1 failed, 2 usage, 3 partial (some items not \
-copied, each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
+A KV v2 mount (bao+https://HOST:PORT/MOUNT[/PATH], vault+https://…) signs in with VAULT_TOKEN, \
+BAO_TOKEN or AppRole (VAULT_ROLE_ID, VAULT_SECRET_ID). What a copy writes to or from a mount carries \
+the tag coldvault-source; an item without it is never overwritten or pruned.
+
+Exit codes: 0 everything copied or already right, 1 failed, 2 usage (also: KV paths whose names \
+collide), 3 partial (some items not copied, each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
 copy that was stopped.")]
 pub struct CopyArgs {
-    /// The vault to copy from: a name (NAME.vault.azure.net) or a full URL.
+    /// The store to copy from: a Key Vault's name (NAME.vault.azure.net) or full URL, or a KV v2
+    /// mount (bao+https://HOST:PORT/MOUNT[/PATH]).
     #[arg(long, value_name = "NAME|URL")]
     pub from: String,
 
-    /// The vault to copy into.
+    /// The store to copy into (a Key Vault or a KV v2 mount).
     #[arg(long, value_name = "NAME|URL")]
     pub to: String,
 

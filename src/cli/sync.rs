@@ -27,11 +27,12 @@ one side and unchanged on the other since the last run is soft-deleted there too
 Exit codes: 0 both sides in step, 1 failed, 2 usage, 3 partial (conflicts or items not synced, \
 each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP.")]
 pub struct SyncArgs {
-    /// The first vault (side a): a name or a full URL.
+    /// The first store (side a): a Key Vault's name or full URL, or a KV v2 mount
+    /// (bao+https://HOST:PORT/MOUNT[/PATH]).
     #[arg(value_name = "A")]
     pub a: String,
 
-    /// The second vault (side b).
+    /// The second store (side b).
     #[arg(value_name = "B")]
     pub b: String,
 
