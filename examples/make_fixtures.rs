@@ -42,6 +42,11 @@ fn main() -> Result<()> {
 
     let golden = v1.join("golden.tar.zst.age");
     replace_with(&golden, |path| write_golden(path, &encrypt_to(&recipient)?))?;
+    let v2 = root.join("v2");
+    fs::create_dir_all(&v2)?;
+    replace_with(&v2.join("golden-kv.tar.zst.age"), |path| {
+        write_golden_kv(path, &encrypt_to(&recipient)?)
+    })?;
     let golden_bytes = fs::read(&golden)?;
 
     // Cut inside the second 64 KiB age chunk: the last chunk cannot authenticate.
@@ -219,6 +224,87 @@ fn attrs(created: time::OffsetDateTime) -> Attributes {
         updated: Some(created),
         ..Attributes::default()
     }
+}
+
+/// The golden KV archive's planted value: tests check it never shows outside a restore.
+const KV_CANARY: &str = "golden-kv-canary-3b8e";
+
+/// The golden format version 2 archive: a KV mount with every version state, twins that
+/// differ only in case, a nested path with a space, custom metadata.
+fn write_golden_kv(path: &Path, encryption: &Encryption) -> Result<()> {
+    use coldvault::kv::{KvAddress, KvData, KvSecret, KvVersion};
+    let address = KvAddress::parse("bao+https://bao.example.com:8200/secret")?;
+    let mut writer = ArchiveWriter::create(
+        Destination::File(path.to_owned()),
+        encryption,
+        coldvault::archive::kv::source(&address),
+    )?;
+    let at = datetime!(2026-01-02 03:04:05.123456789 UTC);
+    let data = |pairs: &[(&str, &str)]| {
+        KvData(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect(),
+        )
+    };
+    let version = |n: u64, state: &str, value: Option<KvData>| KvVersion {
+        version: n,
+        created: Some(at),
+        deleted: (state == "deleted").then_some(datetime!(2026-01-03 00:00:00 UTC)),
+        destroyed: state == "destroyed",
+        data: value,
+    };
+    let secret = |path: &str, custom: &[(&str, &str)], versions: Vec<KvVersion>| KvSecret {
+        path: path.to_owned(),
+        custom_metadata: custom
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        current_version: versions.last().map_or(0, |v| v.version),
+        oldest_version: versions.first().map_or(0, |v| v.version),
+        max_versions: 0,
+        cas_required: false,
+        delete_version_after: "0s".to_owned(),
+        created: Some(at),
+        updated: Some(at),
+        versions,
+    };
+    for item in [
+        secret(
+            "app/db",
+            &[("owner", "team-a")],
+            vec![
+                version(1, "live", Some(data(&[("password", "old-password")]))),
+                version(2, "deleted", None),
+                version(3, "destroyed", None),
+                version(
+                    4,
+                    "live",
+                    Some(data(&[("password", KV_CANARY), ("user", "app")])),
+                ),
+            ],
+        ),
+        secret(
+            "App",
+            &[],
+            vec![version(1, "live", Some(data(&[("which", "upper")])))],
+        ),
+        secret(
+            "app",
+            &[],
+            vec![version(1, "live", Some(data(&[("which", "lower")])))],
+        ),
+        secret(
+            "team/with space/x",
+            &[],
+            vec![version(1, "live", Some(data(&[("k", "it's\nmultiline")])))],
+        ),
+    ] {
+        writer.add_kv_secret(&item)?;
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 /// The golden archive's content: every entry type, a skipped and a deleted item.

@@ -13,6 +13,7 @@ mod fleet;
 mod kv;
 mod kv_archive;
 mod kv_copy;
+mod kv_store;
 mod layers;
 mod network;
 mod outputs;

@@ -375,6 +375,40 @@ async fn a_mount_is_backed_up_verified_and_restored_into_a_fresh_mount_item_by_i
         "{}",
         text(&refused)
     );
+    assert_eq!(dump(&target, "fresh").await["top"]["current_version"], 2);
+    // Overwrite appends the archive's data as a new version, once: a rerun skips it.
+    let overwritten = restore(
+        &target,
+        &run,
+        &archive,
+        "fresh",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_code(&overwritten, 0);
+    assert!(
+        text(&overwritten).contains("1 overwritten"),
+        "{}",
+        text(&overwritten)
+    );
+    let top = &dump(&target, "fresh").await["top"];
+    assert_eq!(top["current_version"], 3, "{top}");
+    assert_eq!(top["versions"]["2"]["data"]["k"], "theirs", "{top}");
+    assert_eq!(
+        top["versions"]["3"]["data"],
+        before["top"]["versions"]["1"]["data"]
+    );
+    let rerun = restore(
+        &target,
+        &run,
+        &archive,
+        "fresh",
+        &["--on-conflict", "overwrite"],
+    )
+    .await;
+    assert_code(&rerun, 0);
+    assert!(text(&rerun).contains("0 overwritten"), "{}", text(&rerun));
+    outputs.extend([skipped, refused, overwritten, rerun]);
 
     for output in &outputs {
         assert!(
@@ -501,4 +535,313 @@ async fn kv_failures_are_one_line_and_write_nothing() {
     assert_code(&sealed, 1);
     one_line(&sealed, "sealed");
     assert!(run.archives().is_empty(), "{:?}", run.archives());
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The golden format version 2 archive (`fixtures/v2/golden-kv.tar.zst.age`, written by
+/// `examples/make_fixtures.rs`) reads with coldvault (verify, inspect, the library's
+/// snapshot) and with standard tools, and its planted value shows nowhere but in the data.
+#[test]
+fn the_golden_kv_archive_reads_with_coldvault_and_standard_tools() {
+    const KV_CANARY: &str = "golden-kv-canary-3b8e";
+    let golden = fixtures().join("v2/golden-kv.tar.zst.age");
+    let identity = fixtures().join("test-identity.txt");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+            .args(args)
+            .output()
+            .expect("coldvault runs")
+    };
+    let (g, i) = (golden.to_str().unwrap(), identity.to_str().unwrap());
+    let verified = run(&["verify", g, "-i", i]);
+    assert_code(&verified, 0);
+    assert!(
+        text(&verified).contains("4 KV secrets, 7 versions: 1 soft-deleted, 1 destroyed"),
+        "{}",
+        text(&verified)
+    );
+    let inspected = run(&["inspect", g, "-i", i, "--json"]);
+    assert_code(&inspected, 0);
+    for output in [&verified, &inspected] {
+        assert!(!text(output).contains(KV_CANARY), "{}", text(output));
+    }
+
+    let mut identities = coldvault::archive::keys::IdentitySet::new();
+    let key = std::fs::read_to_string(&identity).expect("identity");
+    identities.add_x25519(
+        key.lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .expect("a key")
+            .parse()
+            .expect("X25519"),
+    );
+    let decryption = coldvault::archive::Decryption::with_identities(identities).expect("keys");
+    let archive = coldvault::archive::kv::read_snapshot(
+        coldvault::archive::ArchiveInput::file(&golden),
+        &decryption,
+    )
+    .expect("reads");
+    let paths: Vec<&str> = archive
+        .snapshot
+        .secrets
+        .iter()
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(paths, ["App", "app", "app/db", "team/with space/x"]);
+    let db = &archive.snapshot.secrets[2];
+    let states: Vec<(u64, bool, bool, bool)> = db
+        .versions
+        .iter()
+        .map(|v| {
+            (
+                v.version,
+                v.deleted.is_some(),
+                v.destroyed,
+                v.data.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, false, false, true),
+            (2, true, false, false),
+            (3, false, true, false),
+            (4, false, false, true)
+        ]
+    );
+    assert_eq!(
+        db.current().unwrap().data.as_ref().unwrap().0["password"],
+        KV_CANARY
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unpacked = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("age -d -i '{i}' '{g}' | zstd -d -q | tar -x"))
+        .current_dir(dir.path())
+        .output()
+        .expect("sh runs");
+    assert!(unpacked.status.success(), "{}", text(&unpacked));
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("kv/app%2Fdb/metadata.json")).expect("metadata"),
+    )
+    .expect("JSON");
+    assert_eq!(metadata["path"], "app/db");
+    assert_eq!(metadata["versions"][1]["destroyed"], false);
+    assert_eq!(metadata["versions"][2]["destroyed"], true);
+    assert!(
+        dir.path()
+            .join("kv/team%2Fwith%20space%2Fx/versions/1.json")
+            .is_file()
+    );
+    assert!(!dir.path().join("kv/app%2Fdb/versions/2.json").exists());
+}
+
+/// The two policies of the README's KV runbook (`# backup: …` and `# restore: …` in its
+/// `hcl` block), read from the README itself so the document is what is tested.
+fn readme_policies() -> (String, String) {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("# backup: list and read")
+        .expect("the KV runbook's policies");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let split = block.find("# restore:").expect("a restore policy");
+    (block[..split].to_owned(), block[split..].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_policies_are_enough_for_backup_and_restore() {
+    let Some(source) = TestBao::start().await else {
+        return;
+    };
+    let Some(target) = TestBao::start().await else {
+        return;
+    };
+    seed(&source).await;
+    let (backup_policy, restore_policy) = readme_policies();
+    // A token holding only the policy (and the default one every token has).
+    let token_for = |policy: String| {
+        format!(
+            "client.sys.create_or_update_policy(name='coldvault', policy={policy:?})\n\
+             print(client.auth.token.create(policies=['coldvault'])['auth']['client_token'])"
+        )
+    };
+    let backup_token = source.hvac(&token_for(backup_policy)).await;
+    let restore_token = target.hvac(&token_for(restore_policy)).await;
+    let run = Run::new();
+    let out = run.out();
+    let url = source.kv_url("secret");
+    let backed = coldvault(
+        backup_token.trim(),
+        &[
+            "backup",
+            "--vault",
+            &url,
+            "-r",
+            &run.recipient,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_code(&backed, 0);
+    let archive = run.archives().remove(0);
+    let target_url = target.kv_url("secret");
+    let restored = coldvault(
+        restore_token.trim(),
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--vault",
+            &target_url,
+            "-i",
+            run.identity.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_code(&restored, 0);
+    let before = dump(&source, "secret").await;
+    let after = dump(&target, "secret").await;
+    assert_eq!(as_source_sees_it(&after, &before), before);
+}
+
+/// A proxy in front of a [`TestBao`] that, on the first data write to one secret, writes a
+/// version of its own first (another client's concurrent change), then forwards the write.
+struct RacingProxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RacingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct RaceState {
+    upstream: String,
+    token: String,
+    /// `/v1/MOUNT/data/PATH` of the secret to race on; emptied once raced.
+    race: std::sync::Mutex<String>,
+    http: reqwest::Client,
+}
+
+impl RacingProxy {
+    async fn start(bao: &TestBao, data_path: &str) -> Self {
+        let state = std::sync::Arc::new(RaceState {
+            upstream: bao.addr(),
+            token: bao.root_token().to_owned(),
+            race: std::sync::Mutex::new(data_path.to_owned()),
+            http: reqwest::Client::new(),
+        });
+        let app = axum::Router::new().fallback(race_forward).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("proxy serves");
+        });
+        Self { port, task }
+    }
+}
+
+async fn race_forward(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<RaceState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let method = request.method().clone();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let races = matches!(method.as_str(), "POST" | "PUT") && {
+        let mut race = state.race.lock().expect("lock");
+        let hit = !race.is_empty() && *race == path_and_query;
+        if hit {
+            race.clear();
+        }
+        hit
+    };
+    if races {
+        let concurrent = state
+            .http
+            .post(format!("{}{path_and_query}", state.upstream))
+            .header("x-vault-token", &state.token)
+            .json(&serde_json::json!({"data": {"k": "concurrent"}}))
+            .send()
+            .await
+            .expect("the concurrent write");
+        assert!(concurrent.status().is_success(), "{}", concurrent.status());
+    }
+    let mut upstream = state.http.request(
+        reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"),
+        format!("{}{path_and_query}", state.upstream),
+    );
+    for name in ["x-vault-token", "x-vault-namespace", "content-type"] {
+        if let Some(value) = request.headers().get(name) {
+            upstream = upstream.header(name, value.as_bytes());
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let answer = upstream.body(body).send().await.expect("upstream answers");
+    let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    let text = answer.text().await.expect("text");
+    (status, [("content-type", "application/json")], text).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_change_during_restore_is_reported_never_lost() {
+    let Some(source) = TestBao::start().await else {
+        return;
+    };
+    let Some(target) = TestBao::start().await else {
+        return;
+    };
+    seed(&source).await;
+    let run = Run::new();
+    assert_code(&backup(&source, &run, &[]).await, 0);
+    let archive = run.archives().remove(0);
+    let proxy = RacingProxy::start(&target, "/v1/secret/data/top").await;
+    let url = format!("bao+http://127.0.0.1:{}/secret", proxy.port);
+    let restored = coldvault(
+        target.root_token(),
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--vault",
+            &url,
+            "-i",
+            run.identity.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_code(&restored, 3);
+    let summary = &events(&restored, "summary")[0];
+    assert_eq!(summary["created"], 6, "{summary}");
+    let not_restored = summary["not_restored"].as_array().expect("a list");
+    assert_eq!(not_restored.len(), 1, "{summary}");
+    assert_eq!(not_restored[0]["name"], "top");
+    assert!(
+        not_restored[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("check-and-set"),
+        "{summary}"
+    );
+    // The other client's version is kept, nothing written over it.
+    let top = &dump(&target, "secret").await["top"];
+    assert_eq!(top["current_version"], 1, "{top}");
+    assert_eq!(top["versions"]["1"]["data"]["k"], "concurrent", "{top}");
 }

@@ -197,6 +197,7 @@ struct VersionDocOut<'a> {
 struct VersionDocIn {
     path: String,
     version: u64,
+    /// Part of the closed schema; the metadata document's copy is the one read.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[allow(dead_code)]
     created: Option<OffsetDateTime>,

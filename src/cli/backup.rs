@@ -22,7 +22,8 @@ not captured, each named in the manifest and the summary), 130/143/129 stopped b
 SIGINT/SIGTERM/SIGHUP (no archive, unless the message names one already complete).")]
 pub struct BackupArgs {
     /// The vault to back up: a name (NAME.vault.azure.net) or a full URL. Repeat for several
-    /// vaults: one archive each, independent failures.
+    /// vaults: one archive each, independent failures. Or one HashiCorp Vault / OpenBao KV v2
+    /// mount, alone: bao+https://HOST:PORT/MOUNT[/PATH] (token from VAULT_TOKEN or BAO_TOKEN).
     #[arg(long = "vault", value_name = "NAME|URL",
           required_unless_present_any = ["subscriptions", "all_subscriptions"],
           conflicts_with_all = ["subscriptions", "all_subscriptions"])]

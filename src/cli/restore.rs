@@ -31,7 +31,8 @@ pub struct RestoreArgs {
     #[arg(value_name = "ARCHIVE")]
     pub archive: PathBuf,
 
-    /// The vault to restore into: a name (NAME.vault.azure.net) or a full URL.
+    /// The vault to restore into: a name (NAME.vault.azure.net) or a full URL; for a KV
+    /// archive, a KV v2 mount: bao+https://HOST:PORT/MOUNT (or vault+https://…).
     #[arg(long = "vault", value_name = "NAME|URL")]
     pub vault: String,
 

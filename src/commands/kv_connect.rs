@@ -45,8 +45,8 @@ pub fn kv_error(address: &str, err: &KvError, outcome: &str) -> CliError {
                 "set VAULT_TOKEN (or BAO_TOKEN), or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole"
             }
             KvErrorKind::PermissionDenied => {
-                "the token is wrong, expired, or its policy does not cover this mount: see \
-                 README.md, \"HashiCorp Vault and OpenBao\", for the policy each command needs"
+                "the token is wrong, expired, or its policy does not cover this mount: \
+                 README.md (\"Restore runbooks\", KV mounts) gives the policy each command needs"
             }
             KvErrorKind::Sealed => "unseal the server (bao operator unseal), then run again",
             KvErrorKind::NoMount => {

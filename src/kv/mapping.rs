@@ -150,38 +150,42 @@ fn key_suffix(key: Option<&str>) -> String {
 
 /// Encodes a KV path for a Key Vault name: `[0-9A-Za-z]` as is, `/` as `--`, `-` as is where
 /// it cannot be read as the start of an escape (not last, not before another `-` or before
-/// what reads as an escape), otherwise `-2d`; any other character as `-` and two lower-case
-/// hex digits per byte of its UTF-8 form (`_` → `-5f`, ` ` → `-20`, `é` → `-c3-a9`).
+/// what reads as an escape), otherwise `-x2d`; any other character as `-x` and two lower-case
+/// hex digits per byte of its UTF-8 form (`_` → `-x5f`, ` ` → `-x20`, `é` → `-xc3-xa9`).
 ///
-/// Keeping `-` as is makes the names people give Key Vault secrets (`db-password`) the
-/// encodings of the same KV paths, so a copy from Key Vault into KV and back keeps the names,
-/// and a rerun finds them. A `-` before two hex digits of a printable non-alphanumeric ASCII
-/// character (or of a UTF-8 character beyond ASCII) reads as that character: the Key Vault
-/// name `cert-2024` is the KV path `cert 24`.
+/// Keeping `-` as is makes the names people give Key Vault secrets (`db-password`,
+/// `cert-2024`, `app-01`) the encodings of the same KV paths, so a copy from Key Vault into KV
+/// and back keeps the names, and a rerun finds them. Only a name holding `-x` and two hex
+/// digits of a printable non-alphanumeric ASCII character (or of a UTF-8 character beyond
+/// ASCII) reads as that character: the Key Vault name `a-x2eb` is the KV path `a.b`.
 pub fn encode_path(path: &str) -> String {
     encode(path, true)
 }
 
-/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-2f`
-/// and a `-` before another `-` is always `-2d`: an encoded key never holds `--`, so in
+/// Encodes a KV key for a Key Vault name like [`encode_path`], except that `/` becomes `-x2f`
+/// and a `-` before another `-` is always `-x2d`: an encoded key never holds `--`, so in
 /// `{path}--{key}` the path ends at a `--` after which no `--` follows.
 pub fn encode_key(key: &str) -> String {
     encode(key, false)
 }
 
-/// The longest escape: four bytes of UTF-8, three characters each.
-const LONGEST_ESCAPE: usize = 12;
+/// The length of one byte's escape: `-x` and two hex digits.
+const ESCAPE_LEN: usize = 4;
+
+/// The longest escape: four bytes of UTF-8.
+const LONGEST_ESCAPE: usize = 4 * ESCAPE_LEN;
 
 /// The character an escape at the start of `rest` (which starts with `-`) stands for, and the
-/// escape's length: `-hh` of a printable ASCII character that is neither a letter nor a digit,
-/// or `-hh` sequences of one UTF-8 character beyond ASCII. Anything else starts no escape.
+/// escape's length: `-xhh` of a printable ASCII character that is neither a letter nor a
+/// digit, or `-xhh` sequences of one UTF-8 character beyond ASCII. Anything else starts no
+/// escape. The `x` keeps names people write (`cert-2024`, `app-01`) from reading as escapes.
 fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
     let byte_at = |k: usize| -> Option<u8> {
-        let start = 3 * k;
-        if rest.get(start) != Some(&b'-') {
+        let start = ESCAPE_LEN * k;
+        if rest.get(start) != Some(&b'-') || !rest.get(start + 1)?.eq_ignore_ascii_case(&b'x') {
             return None;
         }
-        let hex = rest.get(start + 1..start + 3)?;
+        let hex = rest.get(start + 2..start + 4)?;
         if !hex.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
@@ -189,7 +193,9 @@ fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
     };
     let first = byte_at(0)?;
     let len = match first {
-        0x20..=0x7e if !first.is_ascii_alphanumeric() => return Some((char::from(first), 3)),
+        0x20..=0x7e if !first.is_ascii_alphanumeric() => {
+            return Some((char::from(first), ESCAPE_LEN));
+        }
         0xc2..=0xdf => 2,
         0xe0..=0xef => 3,
         0xf0..=0xf4 => 4,
@@ -200,7 +206,7 @@ fn escape_at(rest: &[u8]) -> Option<(char, usize)> {
         bytes.push(byte_at(k)?);
     }
     let character = std::str::from_utf8(&bytes).ok()?.chars().next()?;
-    Some((character, 3 * len))
+    Some((character, ESCAPE_LEN * len))
 }
 
 fn encode(text: &str, slash_as_dashes: bool) -> String {
@@ -223,7 +229,7 @@ fn encode(text: &str, slash_as_dashes: bool) -> String {
             character
                 .encode_utf8(&mut buffer)
                 .bytes()
-                .map(|b| format!("-{b:02x}"))
+                .map(|b| format!("-x{b:02x}"))
                 .collect()
         };
         following = format!("{token}{following}");
@@ -235,7 +241,7 @@ fn encode(text: &str, slash_as_dashes: bool) -> String {
 }
 
 /// Decodes what [`encode_path`] made; `None` for text it cannot have made (a name whose
-/// re-encoding differs, such as `a-2db` for the path `a-b` whose name is `a-b`; text outside
+/// re-encoding differs, such as `a-x2db` for the path `a-b` whose name is `a-b`; text outside
 /// `[0-9A-Za-z-]`; a path with an empty segment, which KV does not have).
 pub fn decode_path(encoded: &str) -> Option<String> {
     let path = decode(encoded, true)?;
@@ -280,9 +286,14 @@ fn decode(encoded: &str, path: bool) -> Option<String> {
 
 /// A path relative to an address's prefix (`KvAddress::prefix()`): `team/db` under prefix
 /// `team` is `db`; `None` for a path outside the prefix. An empty prefix is the whole mount.
+/// A prefix that names a secret itself (`bao+…/secret/team/db`) covers that secret, named
+/// by its last segment (`db`).
 pub fn relative_path<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
     if prefix.is_empty() {
         return Some(path);
+    }
+    if path == prefix {
+        return path.rsplit('/').next();
     }
     path.strip_prefix(prefix)?
         .strip_prefix('/')
@@ -511,6 +522,18 @@ fn match_parts(
                 return None;
             }
             for end in (0..=name.len()).rev() {
+                // Only where what follows can match: the next literal, or the end of the name
+                // (templates never hold two placeholders side by side).
+                let fits = match rest.first() {
+                    None => end == name.len(),
+                    Some(Part::Literal(text)) => name[end..]
+                        .get(..text.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(text)),
+                    Some(_) => true,
+                };
+                if !fits {
+                    continue;
+                }
                 let piece = &name[..end];
                 let decoded = if *first == Part::Path {
                     decode_path(piece)
@@ -922,7 +945,8 @@ pub fn tags_from_metadata(
 /// Key Vault tags as `custom_metadata`, with `content_type_entry` as [`CONTENT_TYPE_KEY`]
 /// when given (a tag of that name is replaced by it). KV allows [`KV_MAX_METADATA`] entries:
 /// places are kept for the content type entry and the marker, then tags by name fill the
-/// other 62; entries over the count or a length limit are dropped and named.
+/// other 62; entries over the count or a length limit, and tags with an empty value (KV
+/// refuses them), are dropped and named.
 pub fn metadata_from_tags(tags: &Tags, content_type_entry: Option<&str>) -> Projected {
     let mut entries = tags.clone();
     entries.remove(CONTENT_TYPE_KEY);
@@ -933,7 +957,11 @@ pub fn metadata_from_tags(tags: &Tags, content_type_entry: Option<&str>) -> Proj
         entries,
         &[CONTENT_TYPE_KEY, MARKER_TAG],
         KV_MAX_METADATA,
-        |k, v| k.len() <= KV_MAX_METADATA_KEY && v.len() <= KV_MAX_METADATA_VALUE,
+        // KV refuses empty keys and values as well as long ones.
+        |k, v| {
+            (1..=KV_MAX_METADATA_KEY).contains(&k.len())
+                && (1..=KV_MAX_METADATA_VALUE).contains(&v.len())
+        },
     )
 }
 
@@ -1015,38 +1043,38 @@ mod tests {
         for (path, name) in [
             ("db", "db"),
             ("app/db", "app--db"),
-            ("a_b", "a-5fb"),
-            ("a.b", "a-2eb"),
-            ("team/db password", "team--db-20password"),
-            ("ünï/ß", "-c3-bcn-c3-af---c3-9f"),
+            ("a_b", "a-x5fb"),
+            ("a.b", "a-x2eb"),
+            ("team/db password", "team--db-x20password"),
+            ("ünï/ß", "-xc3-xbcn-xc3-xaf---xc3-x9f"),
             ("Prod/DB", "Prod--DB"),
             // A `-` stays as is where it cannot be misread: people's names are paths too.
             ("db-password", "db-password"),
             ("my-db", "my-db"),
             ("server-01", "server-01"),
             ("a/-b", "a---b"),
-            ("a--b", "a-2d-b"),
-            ("a-", "a-2d"),
-            ("x-/y", "x-2d--y"),
-            ("a-20", "a-2d20"),
-            ("a-2d", "a-2d2d"),
-            ("cert 24", "cert-2024"),
+            ("a--b", "a-x2d-b"),
+            ("a-", "a-x2d"),
+            ("x-/y", "x-x2d--y"),
+            ("a-x20", "a-x2dx20"),
+            ("a-x2d", "a-x2dx2d"),
+            ("cert 24", "cert-x2024"),
         ] {
             assert_eq!(encode_path(path), name, "{path}");
             assert_eq!(decode_path(name).as_deref(), Some(path), "{name}");
             assert!(crate::vault::is_valid_item_name(name), "{name}");
         }
-        assert_eq!(encode_key("a/b"), "a-2fb");
-        assert_eq!(decode_key("a-2fb").as_deref(), Some("a/b"));
+        assert_eq!(encode_key("a/b"), "a-x2fb");
+        assert_eq!(decode_key("a-x2fb").as_deref(), Some("a/b"));
         assert_eq!(encode_key("-x"), "-x");
-        assert_eq!(encode_key("a--b"), "a-2d-b");
+        assert_eq!(encode_key("a--b"), "a-x2d-b");
         for key in ["x/-/y", "--", "a-", "-", "a--/--b"] {
             let encoded = encode_key(key);
             assert!(!encoded.contains("--"), "{key}: {encoded}");
             assert_eq!(decode_key(&encoded).as_deref(), Some(key), "{encoded}");
         }
         // Key Vault ignores case: upper-case hex digits read the same.
-        assert_eq!(decode_path("a-5Fb").as_deref(), Some("a_b"));
+        assert_eq!(decode_path("a-X5Fb").as_deref(), Some("a_b"));
     }
 
     #[test]
@@ -1054,16 +1082,16 @@ mod tests {
         // Another spelling of a path that has its own name, a trailing `-`, an empty segment,
         // a character no name holds.
         for name in [
-            "a-2db",
+            "a-x2db",
             "a-",
-            "a-2f",
+            "a-x2f",
             "--a",
             "a--",
             "a----b",
             "a_b",
             "",
             "a b",
-            "made-2dby",
+            "made-x2dby",
         ] {
             assert_eq!(decode_path(name), None, "{name}");
         }
@@ -1071,7 +1099,17 @@ mod tests {
         assert_eq!(decode_key("a-"), None);
         assert_eq!(decode_key("").as_deref(), Some(""));
         // What is no escape is a `-` followed by the rest.
-        for name in ["a-2", "a-zz", "a-61", "a-ff", "a-c3", "key-01"] {
+        for name in [
+            "a-2",
+            "a-zz",
+            "a-x61",
+            "a-ff",
+            "a-xc3",
+            "key-01",
+            "cert-2024",
+            "a-20b",
+            "a-2db",
+        ] {
             assert_eq!(decode_path(name).as_deref(), Some(name), "{name}");
         }
     }
@@ -1119,7 +1157,7 @@ mod tests {
             secret.parse_name("made-by-hand"),
             Some(("made-by-hand".to_owned(), None))
         );
-        assert_eq!(secret.parse_name("made-2dby-2dhand"), None);
+        assert_eq!(secret.parse_name("made-x2dby-x2dhand"), None);
     }
 
     #[test]
@@ -1241,11 +1279,33 @@ mod tests {
     }
 
     #[test]
+    fn long_names_and_thousands_of_items_plan_and_read_back() {
+        // A name is split only where the next literal matches: one `--` here, so one try.
+        let key = NameTemplate::default_for(Granularity::Key);
+        let path = "a".repeat(60);
+        let k = "b".repeat(60);
+        let name = key.render(&path, Some(&k)).unwrap();
+        assert_eq!(name.len(), 122);
+        assert_eq!(name.matches("--").count(), 1);
+        assert_eq!(key.parse_name(&name), Some((path.clone(), Some(k.clone()))));
+        let items: Vec<(String, String)> = (0..5000)
+            .map(|i| (format!("app/s{i}"), "pw".to_owned()))
+            .collect();
+        let planned = plan_names(
+            &key,
+            items.iter().map(|(p, k)| (p.as_str(), Some(k.as_str()))),
+        )
+        .unwrap();
+        assert_eq!(planned.len(), 5000);
+    }
+
+    #[test]
     fn paths_are_relative_to_the_address_prefix() {
         assert_eq!(relative_path("team", "team/db"), Some("db"));
         assert_eq!(relative_path("team", "team/a/b"), Some("a/b"));
         assert_eq!(relative_path("team", "teamx/db"), None);
-        assert_eq!(relative_path("team", "team"), None);
+        assert_eq!(relative_path("team/db", "team/db"), Some("db"));
+        assert_eq!(relative_path("team/db", "team/db/x"), Some("x"));
         assert_eq!(relative_path("", "team/db"), Some("team/db"));
         assert_eq!(full_path("team", "db"), "team/db");
         assert_eq!(full_path("", "db"), "db");
@@ -1261,6 +1321,9 @@ mod tests {
         let with_type = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, "text/plain")]));
         assert_eq!(with_type.value.expose_secret(), "s3cret");
         assert_eq!(with_type.content_type.as_deref(), Some("text/plain"));
+        let without = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, NO_CONTENT_TYPE)]));
+        assert_eq!(without.value.expose_secret(), "s3cret");
+        assert_eq!(without.content_type, None);
         let without = secret_value(&wrapped, &meta(&[(CONTENT_TYPE_KEY, "")]));
         assert_eq!(without.value.expose_secret(), "s3cret");
         assert_eq!(without.content_type, None);
@@ -1461,6 +1524,12 @@ mod tests {
         // No entry asked for: a tag of that name does not smuggle one in.
         let plain = metadata_from_tags(&meta(&[(CONTENT_TYPE_KEY, "x"), ("a", "1")]), None);
         assert_eq!(plain.kept, meta(&[("a", "1")]));
+        // KV takes no empty value: such a tag is named as not copied.
+        let empty = metadata_from_tags(&meta(&[("a", ""), ("b", "1")]), None);
+        assert_eq!(
+            (empty.kept, empty.dropped),
+            (meta(&[("b", "1")]), vec!["a".to_owned()])
+        );
     }
 
     #[test]

@@ -271,26 +271,27 @@ impl<B: KvBackend> KvStore<B> {
                 state.secrets.insert(secret.path.clone(), secret);
             }
         }
-        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        // (path under the mount, path relative to the address, key)
+        let mut wanted: Vec<(String, String, Option<String>)> = Vec::new();
         for secret in state.secrets.values() {
             let relative = relative_path(address.prefix(), &secret.path)
                 .expect("kept above")
                 .to_owned();
             match granularity {
-                Granularity::Secret => wanted.push((relative, None)),
+                Granularity::Secret => wanted.push((secret.path.clone(), relative, None)),
                 Granularity::Key => {
                     for key in projected_keys(secret) {
-                        wanted.push((relative.clone(), Some(key)));
+                        wanted.push((secret.path.clone(), relative.clone(), Some(key)));
                     }
                 }
             }
         }
         let planned = plan_names(
             &template,
-            wanted.iter().map(|(p, k)| (p.as_str(), k.as_deref())),
+            wanted.iter().map(|(_, r, k)| (r.as_str(), k.as_deref())),
         )?;
-        for name in planned {
-            let path = full_path(address.prefix(), &name.path);
+        // Names planned without a problem come back one per item, in order.
+        for (name, (path, _, _)) in planned.into_iter().zip(wanted) {
             let projected = tags_from_metadata(&state.secrets[&path].custom_metadata, None);
             if let Some(note) = projected.dropped_note(true) {
                 state.notes.push(format!("{}: {note}", name.name));
@@ -384,8 +385,9 @@ impl<B: KvBackend> KvStore<B> {
         id
     }
 
-    /// The Key Vault versions of an item, oldest first: live ones only.
-    fn versions_of(&self, state: &State, item: &Item) -> Vec<ProjectedVersion> {
+    /// The Key Vault versions of an item, oldest first: live ones only; with `only`, just
+    /// that one (a secret's other versions are then not projected at all).
+    fn versions_of(&self, state: &State, item: &Item, only: Option<u64>) -> Vec<ProjectedVersion> {
         let Some(secret) = state.secrets.get(&item.path) else {
             return Vec::new();
         };
@@ -394,7 +396,7 @@ impl<B: KvBackend> KvStore<B> {
             None => secret
                 .versions
                 .iter()
-                .filter(|v| v.is_live())
+                .filter(|v| v.is_live() && only.is_none_or(|n| n == v.version))
                 .filter_map(|v| {
                     let value = secret_value(v.data.as_ref()?, &secret.custom_metadata);
                     Some(ProjectedVersion {
@@ -408,6 +410,7 @@ impl<B: KvBackend> KvStore<B> {
                 .collect(),
             Some(key) => key_versions(secret, key)
                 .into_iter()
+                .filter(|v| only.is_none_or(|n| n == v.version))
                 .map(|v| ProjectedVersion {
                     version: v.version,
                     created: v.created,
@@ -424,10 +427,14 @@ impl<B: KvBackend> KvStore<B> {
     fn current_of(&self, state: &State, item: &Item) -> Option<ProjectedVersion> {
         let secret = state.secrets.get(&item.path)?;
         let current = secret.current()?;
-        if let Some(key) = &item.key {
-            current.data.as_ref()?.0.get(key)?;
+        match &item.key {
+            None => self.versions_of(state, item, Some(current.version)).pop(),
+            Some(key) => {
+                current.data.as_ref()?.0.get(key)?;
+                // A key's current version is the first of its run of equal values.
+                self.versions_of(state, item, None).pop()
+            }
         }
-        self.versions_of(state, item).pop()
     }
 
     fn properties(&self, item: &Item, version: &ProjectedVersion) -> SecretProperties {
@@ -535,7 +542,33 @@ impl<B: KvBackend> KvStore<B> {
             .write(&item.path, &converted.data, cas)
             .await
             .map_err(|err| write_error(&item, cas, err))?;
-        if old_metadata.as_ref() != Some(&metadata.kept) {
+        // The version is recorded at once: should the metadata write fail, the view still
+        // holds what the mount holds, and the next write's check-and-set expects it.
+        let now = OffsetDateTime::now_utc();
+        {
+            let mut state = self.lock();
+            let secret = state
+                .secrets
+                .entry(item.path.clone())
+                .or_insert_with(|| new_secret(&item.path, now));
+            secret.versions.push(KvVersion {
+                version,
+                created: Some(now),
+                deleted: None,
+                destroyed: false,
+                data: Some(converted.data),
+            });
+            secret.current_version = version;
+            if secret.oldest_version == 0 {
+                secret.oldest_version = version;
+            }
+            secret.updated = Some(now);
+            state
+                .items
+                .entry(item.name.to_ascii_lowercase())
+                .or_insert_with(|| item.clone());
+        }
+        if old_metadata.unwrap_or_default() != metadata.kept {
             let update = MetadataUpdate {
                 custom_metadata: Some(metadata.kept.clone()),
                 ..MetadataUpdate::default()
@@ -545,32 +578,13 @@ impl<B: KvBackend> KvStore<B> {
                 .await
                 .map_err(|err| vault_error(&item, err))?;
         }
-        let now = OffsetDateTime::now_utc();
         let mut state = self.lock();
         if let Some(note) = metadata.dropped_note(false) {
             state.notes.push(format!("{}: {note}", item.name));
         }
-        let secret = state
-            .secrets
-            .entry(item.path.clone())
-            .or_insert_with(|| new_secret(&item.path, now));
-        secret.versions.push(KvVersion {
-            version,
-            created: Some(now),
-            deleted: None,
-            destroyed: false,
-            data: Some(converted.data),
-        });
-        secret.current_version = version;
-        if secret.oldest_version == 0 {
-            secret.oldest_version = version;
+        if let Some(secret) = state.secrets.get_mut(&item.path) {
+            secret.custom_metadata = metadata.kept;
         }
-        secret.updated = Some(now);
-        secret.custom_metadata = metadata.kept;
-        state
-            .items
-            .entry(item.name.to_ascii_lowercase())
-            .or_insert_with(|| item.clone());
         Ok(WrittenItem {
             kind: ItemKind::Secret,
             name: item.name.clone(),
@@ -749,7 +763,7 @@ impl<B: KvBackend> VaultReader for KvStore<B> {
             return Err(not_found(name));
         }
         Ok(self
-            .versions_of(&state, &item)
+            .versions_of(&state, &item, None)
             .iter()
             .map(|v| self.properties(&item, v))
             .collect())
@@ -766,9 +780,7 @@ impl<B: KvBackend> VaultReader for KvStore<B> {
             None => self.current_of(&state, &item),
             Some(id) => {
                 let wanted = version_number(id).ok_or_else(|| not_found(name))?;
-                self.versions_of(&state, &item)
-                    .into_iter()
-                    .find(|v| v.version == wanted)
+                self.versions_of(&state, &item, Some(wanted)).pop()
             }
         }
         .ok_or_else(|| not_found(name))?;
@@ -1025,6 +1037,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::kv::mapping;
     use crate::kv::mapping::{JSON_CONTENT_TYPE, MARKER_TAG};
 
     /// One version in the fake mount.
@@ -1048,6 +1061,8 @@ mod tests {
         secrets: Mutex<BTreeMap<String, FakeSecret>>,
         calls: Mutex<Vec<String>>,
         clock: Mutex<i64>,
+        /// Refuse the next metadata write.
+        refuse_metadata: Mutex<bool>,
     }
 
     impl FakeKv {
@@ -1188,6 +1203,18 @@ mod tests {
 
         async fn write_metadata(&self, path: &str, update: &MetadataUpdate) -> Result<(), KvError> {
             self.calls.lock().unwrap().push(format!("metadata {path}"));
+            if std::mem::take(&mut *self.refuse_metadata.lock().unwrap()) {
+                return Err(kv_error(KvErrorKind::PermissionDenied, "permission denied"));
+            }
+            // KV's rule: every custom_metadata value is 1 to 512 bytes.
+            if let Some(metadata) = &update.custom_metadata
+                && metadata.values().any(|v| v.is_empty() || v.len() > 512)
+            {
+                return Err(kv_error(
+                    KvErrorKind::Other,
+                    "custom_metadata validation failed",
+                ));
+            }
             let mut secrets = self.secrets.lock().unwrap();
             let secret = secrets.entry(path.to_owned()).or_default();
             if let Some(metadata) = &update.custom_metadata {
@@ -1601,6 +1628,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_written_before_its_metadata_failed_is_still_seen() {
+        let fake = seeded();
+        let store = secret_store(&fake);
+        *fake.refuse_metadata.lock().unwrap() = true;
+        let err = store
+            .set_secret("fresh", &version_of("v1", Some("text/plain"), &[]))
+            .await
+            .unwrap_err();
+        assert!(err.is_forbidden(), "{err:?}");
+        // The mount holds version 1 (its content type entry missing): so does the view, and
+        // the next write expects it rather than failing as a concurrent change.
+        assert_eq!(
+            value(&store, "fresh").await,
+            (
+                r#"{"value":"v1"}"#.to_owned(),
+                Some(JSON_CONTENT_TYPE.to_owned())
+            )
+        );
+        store
+            .set_secret("fresh", &version_of("v1", Some("text/plain"), &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "write team/fresh cas=0",
+                "metadata team/fresh",
+                "write team/fresh cas=1",
+                "metadata team/fresh",
+            ]
+        );
+        assert_eq!(
+            value(&store, "fresh").await,
+            ("v1".to_owned(), Some("text/plain".to_owned()))
+        );
+        // A JSON object with no tags over a new path writes no metadata at all.
+        store
+            .set_secret(
+                "obj",
+                &version_of(r#"{"a":"b"}"#, Some(JSON_CONTENT_TYPE), &[]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fake.calls().last().unwrap(), "write team/obj cas=0");
+    }
+
+    #[tokio::test]
     async fn a_concurrent_change_is_a_conflict_not_a_lost_update() {
         let fake = seeded();
         let store = secret_store(&fake);
@@ -1886,10 +1960,7 @@ mod tests {
         };
         let fake = FakeKv::new();
         fake.put("team/cfg", json!({"value": "old"}));
-        fake.set_metadata(
-            "team/cfg",
-            &[(CONTENT_TYPE_KEY, crate::kv::mapping::NO_CONTENT_TYPE)],
-        );
+        fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, mapping::NO_CONTENT_TYPE)]);
         let target = secret_store(&fake);
         let items = items_of(&source).await;
         let lines = plan(&target, &items, policy).await;

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use super::{BackupArgs, BackupPlan, Output, remove_stale_partials, stopped};
 use crate::archive::{ArchiveSummary, ArchiveWriter, CommitGate, Counts, Destination};
 use crate::commands::interrupt::Interrupts;
-use crate::commands::kv_connect::{connect_kv, parse_kv_address};
+use crate::commands::kv_connect::{connect_kv, kv_error, parse_kv_address};
 use crate::error::{CliError, ExitCode};
 use crate::kv::{KvAddress, KvSnapshot};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
@@ -146,7 +146,7 @@ async fn backup_mount(
     let snapshot: KvSnapshot = client
         .read_all(plan.concurrency)
         .await
-        .map_err(|e| super::super::kv_connect::kv_error(&shown, &e, "no archive written"))?;
+        .map_err(|e| kv_error(&shown, &e, "no archive written"))?;
     progress.set_total(snapshot.secrets.len() as u64);
     for secret in &snapshot.secrets {
         progress.item(&ItemEvent {
