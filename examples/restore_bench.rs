@@ -169,6 +169,7 @@ async fn main() -> Result<(), BoxError> {
         scope: Default::default(),
         on_conflict: OnConflict::Skip,
         recover_deleted: false,
+        mapping: Default::default(),
         dry_run: false,
         json: false,
         concurrency: 32,

@@ -12,6 +12,7 @@ mod emulator_persist;
 mod fleet;
 mod kv;
 mod kv_archive;
+mod kv_copy;
 mod kv_store;
 mod layers;
 mod network;

@@ -3,6 +3,7 @@
 use crate::cli::connect::ConnectArgs;
 use crate::cli::scope::ScopeArgs;
 use crate::engine::restore::plan::{Mode, OnConflict};
+use crate::kv::mapping::Granularity;
 use crate::vault::credentials::AuthMethod;
 
 /// Requests in flight per vault unless `--concurrency` says otherwise.
@@ -15,20 +16,27 @@ const DEFAULT_CONCURRENCY: u16 = 32;
   coldvault copy --from prod-kv --to dr-kv --prune --json
   COLDVAULT_TO_TENANT_ID=… COLDVAULT_TO_CLIENT_ID=… COLDVAULT_TO_CLIENT_SECRET=… \\
     coldvault copy --from https://old.vault.azure.net --to https://new.vault.azure.net --mode plain
+  VAULT_TOKEN=… coldvault copy --from bao+https://bao.example:8200/secret/app --to prod-kv --dry-run
+  VAULT_TOKEN=… coldvault copy --from prod-kv --to bao+https://bao.example:8200/secret --prune
 
 Each side signs in on its own: COLDVAULT_FROM_* and COLDVAULT_TO_* (TENANT_ID, CLIENT_ID, \
 CLIENT_SECRET, CLIENT_CERTIFICATE_PATH, FEDERATED_TOKEN_FILE, AUTHORITY_HOST) replace AZURE_* for \
 that side when any is set; --from-auth / --to-auth pin a method per side.
 
-Exit codes: 0 everything copied or already right, 1 failed, 2 usage, 3 partial (some items not \
-copied, each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
+A KV v2 mount (bao+https://HOST:PORT/MOUNT[/PATH], vault+https://…) signs in with VAULT_TOKEN, \
+BAO_TOKEN or AppRole (VAULT_ROLE_ID, VAULT_SECRET_ID). What a copy writes to or from a mount carries \
+the tag coldvault-source; an item without it is never overwritten or pruned.
+
+Exit codes: 0 everything copied or already right, 1 failed, 2 usage (also: KV paths whose names \
+collide), 3 partial (some items not copied, each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP. A rerun finishes a \
 copy that was stopped.")]
 pub struct CopyArgs {
-    /// The vault to copy from: a name (NAME.vault.azure.net) or a full URL.
+    /// The store to copy from: a Key Vault's name (NAME.vault.azure.net) or full URL, or a KV v2
+    /// mount (bao+https://HOST:PORT/MOUNT[/PATH]).
     #[arg(long, value_name = "NAME|URL")]
     pub from: String,
 
-    /// The vault to copy into.
+    /// The store to copy into (a Key Vault or a KV v2 mount).
     #[arg(long, value_name = "NAME|URL")]
     pub to: String,
 
@@ -54,6 +62,9 @@ pub struct CopyArgs {
     /// Recover items that are soft-deleted in the target, then bring them up to the source.
     #[arg(long)]
     pub recover_deleted: bool,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
 
     /// Soft-delete the target's items (of the selection) that the source does not have.
     /// Never purges; refused on a vault without soft-delete.
@@ -83,6 +94,31 @@ pub struct CopyArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// How KV paths become Key Vault names, for `copy`, `sync` and `restore` with a KV side.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MappingArgs {
+    /// With a KV side: one Key Vault secret per KV secret (the whole key/value map as JSON,
+    /// content type application/json) or one per key of a KV secret.
+    #[arg(long, value_enum, default_value_t = Granularity::Secret)]
+    pub granularity: Granularity,
+
+    /// With a KV side: how a KV path (and key) becomes a Key Vault name: {path}, {key} and
+    /// the characters Key Vault names allow. Default: {path} ({path}--{key} with
+    /// --granularity key); every character is encoded reversibly (`/` as `--`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub name_template: Option<String>,
+}
+
+impl Default for MappingArgs {
+    /// Granularity secret with its default template: what no flag means.
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::Secret,
+            name_template: None,
+        }
+    }
 }
 
 /// Parses `--from-auth` / `--to-auth` (and `sync`'s `--a-auth` / `--b-auth`).

@@ -60,6 +60,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub recover_deleted: bool,
 
+    /// A KV archive restored into a Key Vault: how its paths become Key Vault names.
+    #[command(flatten)]
+    pub mapping: crate::cli::copy::MappingArgs,
+
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::cli::copy::parse_auth;
+use crate::cli::copy::{MappingArgs, parse_auth};
 use crate::cli::scope::ScopeArgs;
 use crate::copy::decide::Prefer;
 use crate::vault::credentials::AuthMethod;
@@ -27,11 +27,12 @@ one side and unchanged on the other since the last run is soft-deleted there too
 Exit codes: 0 both sides in step, 1 failed, 2 usage, 3 partial (conflicts or items not synced, \
 each named), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP.")]
 pub struct SyncArgs {
-    /// The first vault (side a): a name or a full URL.
+    /// The first store (side a): a Key Vault's name or full URL, or a KV v2 mount
+    /// (bao+https://HOST:PORT/MOUNT[/PATH]).
     #[arg(value_name = "A")]
     pub a: String,
 
-    /// The second vault (side b).
+    /// The second store (side b).
     #[arg(value_name = "B")]
     pub b: String,
 
@@ -47,6 +48,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub scope: ScopeArgs,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
 
     /// Print what would be done and change nothing (the state file is not written).
     #[arg(long)]

@@ -9,7 +9,15 @@
 //! or plainly (values, certificate import), recovers soft-deleted names when asked and
 //! soft-deletes pruned items. A rerun plans nothing that is already right. One connection per
 //! vault: its pacing gate is shared by every request to that vault.
+//!
+//! Either side may be a KV v2 mount (`bao+https://…`): it is read whole when the run starts,
+//! its paths named by `--granularity` and `--name-template` (a collision refuses the run
+//! before any write), and everything moves by value. Every item written from or into a mount
+//! carries the `coldvault-source` marker of its source ([`Ownership`]), and only items that
+//! carry it are overwritten or pruned. `restore` of a KV archive into a Key Vault runs the same
+//! copy from the archive ([`restore_kv_archive`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,79 +26,162 @@ use serde::Serialize;
 
 use super::connect_args::{ConnectArgs, connect, parse_vault, vault_error};
 use super::interrupt::Interrupts;
+use super::kv_connect::kv_error;
 use super::restore_plan::{
     Action, LiveView, Method, Mode, NativeTarget, OnConflict, PlannedItem, Policy, TargetListing,
     inspect_live, list_target, target_state,
 };
 use super::scope::Scope;
 use crate::archive::Kind;
-pub use crate::cli::copy::{CopyArgs, parse_auth};
+pub use crate::cli::copy::{CopyArgs, MappingArgs, parse_auth};
 use crate::copy::apply::soft_delete;
 use crate::copy::identity::{IdentitySource, Side, resolve_side_from_process};
-use crate::copy::plan::{PruneLine, decide_item, prune_lines, soft_delete_on};
-use crate::copy::source::{SourceHead, Want, capture, list_source};
+use crate::copy::plan::{
+    Ownership, PruneLine, decide_item, live_tags, prune_lines, soft_delete_on, target_tags,
+};
+use crate::copy::source::{SourceHead, Want, capture, certificate_as_pem_secret, list_source};
+use crate::copy::store::{KvSignIn, Store};
 use crate::engine::item::ItemData;
 use crate::engine::restore::apply::{Applier, Outcome};
 use crate::error::{CliError, ExitCode};
+use crate::kv::KvAddress;
+use crate::kv::client::{KvAuth, KvClient, KvError, KvOptions};
+use crate::kv::mapping::{Granularity, NameTemplate, marker_value};
+use crate::kv::store::{KvStore, KvStoreError};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
-use crate::vault::azure::{AzureVault, ConnectOptions};
+use crate::vault::azure::ConnectOptions;
 use crate::vault::credentials::AuthMethod;
 use crate::vault::{VaultReader, VaultUrl, VaultWriter};
 
-/// One side of a two-vault command, resolved: where, and how it signs in.
+/// Where one side of a two-store command is: a Key Vault or a KV v2 mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A Key Vault.
+    Vault(VaultUrl),
+    /// A HashiCorp Vault / OpenBao KV v2 mount (or a path under one).
+    Kv(KvAddress),
+}
+
+impl Place {
+    /// Parses a side's argument: a KV address (`bao+https://…`, `vault+https://…`) or a Key
+    /// Vault name or URL. A bad one is a usage error naming the side's argument.
+    pub fn parse(side: Side, input: &str) -> Result<Self, CliError> {
+        if KvAddress::is_kv_address(input) {
+            return KvAddress::parse(input).map(Place::Kv).map_err(|e| {
+                CliError::usage(format!("{} {input:?}: {e}", side.argument())).with_hint(
+                    "a KV v2 mount is bao+https://HOST:PORT/MOUNT[/PATH] (or vault+https://…)",
+                )
+            });
+        }
+        parse_vault(input).map(Place::Vault).map_err(|e| CliError {
+            message: e.message.replacen("--vault", side.argument(), 1),
+            ..e
+        })
+    }
+
+    /// The short name in messages and `--json`: the vault's name, or the KV address.
+    pub fn name(&self) -> String {
+        match self {
+            Place::Vault(url) => url.name().to_owned(),
+            Place::Kv(address) => address.to_string(),
+        }
+    }
+
+    /// The full identity of the store: the vault's URL or the KV address (what a sync state
+    /// file records and what the ownership marker names).
+    pub fn id(&self) -> String {
+        match self {
+            Place::Vault(url) => url.as_str().to_owned(),
+            Place::Kv(address) => address.to_string(),
+        }
+    }
+
+    /// Whether this side is a KV mount.
+    pub fn is_kv(&self) -> bool {
+        matches!(self, Place::Kv(_))
+    }
+}
+
+/// One side of a two-store command, resolved: where, and how it signs in.
 #[derive(Debug)]
 pub struct SidePlan {
     /// Which side.
     pub side: Side,
-    /// The vault.
-    pub url: VaultUrl,
-    /// Connection options with the side's own environment and method.
+    /// The store.
+    pub place: Place,
+    /// Key Vault connection options with the side's own environment and method.
     pub options: ConnectOptions,
-    /// Where its identity comes from.
+    /// Where its Key Vault identity comes from.
     pub source: IdentitySource,
 }
 
 impl SidePlan {
-    /// Resolves a side: its URL, its environment (see [`crate::copy::identity`]) and its
-    /// method (`pinned`, else `--auth`).
+    /// Resolves a side: its store, its environment (see [`crate::copy::identity`]) and its
+    /// method (`pinned`, else `--auth`). A KV side signs in from `VAULT_TOKEN` / `BAO_TOKEN`
+    /// or AppRole (`VAULT_ROLE_ID`, `VAULT_SECRET_ID`), read when it connects.
     pub fn resolve(
         side: Side,
-        vault: &str,
+        store: &str,
         pinned: Option<AuthMethod>,
         connect: &ConnectArgs,
     ) -> Result<Self, CliError> {
-        let url = parse_vault(vault).map_err(|e| CliError {
-            message: e.message.replacen("--vault", side.argument(), 1),
-            ..e
-        })?;
+        let place = Place::parse(side, store)?;
         let identity = resolve_side_from_process(side);
         let mut options = connect.options();
         options.env = identity.env;
         options.auth = pinned.or(connect.auth);
         Ok(Self {
             side,
-            url,
+            place,
             options,
             source: identity.source,
         })
     }
 
-    /// Connects and signs in; says on stderr which credential the side used.
-    pub async fn connect(&self) -> Result<AzureVault, CliError> {
-        let vault = connect(&self.url, &self.options)
+    /// The store's short name for messages.
+    pub fn name(&self) -> String {
+        self.place.name()
+    }
+
+    /// Connects and signs in; says on stderr which credential the side used. A KV side is
+    /// read whole here (with up to `concurrency` requests at once) and its secrets named with
+    /// `template`; it takes writes only when `writes` (a copy's source is only read, which
+    /// is also what lets it be read with `--granularity key`).
+    pub async fn connect(
+        &self,
+        template: &NameTemplate,
+        concurrency: usize,
+        writes: bool,
+    ) -> Result<Store, CliError> {
+        let label = self.side.label();
+        let in_side = |e: CliError| CliError {
+            message: format!("{label} side: {}", e.message),
+            ..e
+        };
+        let url = match &self.place {
+            Place::Vault(url) => url,
+            Place::Kv(address) => {
+                let store = connect_kv(address, template, &self.options, concurrency, writes)
+                    .await
+                    .map_err(in_side)?;
+                eprintln!(
+                    "{label} {address}: signed in with {}",
+                    store.signed_in_with().unwrap_or_default()
+                );
+                return Ok(store);
+            }
+        };
+        let vault = connect(url, &self.options)
             .await
-            .map_err(|e| CliError {
-                message: format!("{} side: {}", self.side.label(), e.message),
-                ..e
-            })?;
+            .map(Store::Azure)
+            .map_err(in_side)?;
         // Always on stderr, `--json` too: which identity touched which vault is what an
         // audit of a cross-tenant copy asks first.
         if let Some(how) = vault.signed_in_with() {
             eprintln!(
-                "{} {}: signed in with {how} from {}",
-                self.side.label(),
-                self.url.name(),
+                "{label} {}: signed in with {how} from {}",
+                url.name(),
                 self.source
             );
         }
@@ -98,13 +189,46 @@ impl SidePlan {
     }
 }
 
-/// Two sides naming the same vault would copy a vault onto itself.
-pub fn refuse_same_vault(a: &VaultUrl, b: &VaultUrl, flags: &str) -> Result<(), CliError> {
+impl MappingArgs {
+    /// The name template: `--name-template` for `--granularity`, else that granularity's
+    /// default. A bad template is a usage error.
+    pub fn template(&self) -> Result<NameTemplate, CliError> {
+        match &self.name_template {
+            Some(text) => NameTemplate::parse(text, self.granularity).map_err(|e| {
+                CliError::usage(e.to_string()).with_hint(
+                    "a template holds {path} once (and {key} once with --granularity key) and \
+                     otherwise letters, digits and dashes",
+                )
+            }),
+            None => Ok(NameTemplate::default_for(self.granularity)),
+        }
+    }
+}
+
+/// `--granularity key` writes one Key Vault secret per KV key; the other way there is nothing
+/// to split, so a KV target takes granularity secret only.
+pub fn refuse_key_granularity_into_kv(
+    target: &Place,
+    mapping: &MappingArgs,
+) -> Result<(), CliError> {
+    if target.is_kv() && mapping.granularity == Granularity::Key {
+        return Err(CliError::usage(
+            "--granularity key: a KV target takes one Key Vault secret per KV secret",
+        )
+        .with_hint("drop --granularity (secret is the default) when copying into a KV mount"));
+    }
+    Ok(())
+}
+
+/// Two sides naming the same store would copy a store onto itself.
+pub fn refuse_same_store(a: &Place, b: &Place, flags: &str) -> Result<(), CliError> {
     if a == b {
-        return Err(
-            CliError::usage(format!("{flags} name the same vault ({a})"))
-                .with_hint("give two different vaults"),
-        );
+        return Err(CliError::usage(format!(
+            "{flags} name the same {} ({})",
+            if a.is_kv() { "mount" } else { "vault" },
+            a.id()
+        ))
+        .with_hint("give two different vaults or mounts"));
     }
     Ok(())
 }
@@ -121,6 +245,10 @@ pub struct CopyPlan {
     dry_run: bool,
     json: bool,
     concurrency: usize,
+    /// With a KV side: the marker every written item carries, and what the copy may touch.
+    ownership: Option<Ownership>,
+    /// How KV paths become Key Vault names.
+    template: NameTemplate,
 }
 
 impl CopyPlan {
@@ -128,17 +256,38 @@ impl CopyPlan {
     pub fn resolve(args: &CopyArgs) -> Result<Self, CliError> {
         let from = SidePlan::resolve(Side::From, &args.from, args.from_auth, &args.connect)?;
         let to = SidePlan::resolve(Side::To, &args.to, args.to_auth, &args.connect)?;
-        refuse_same_vault(&from.url, &to.url, "--from and --to")?;
+        refuse_same_store(&from.place, &to.place, "--from and --to")?;
+        refuse_key_granularity_into_kv(&to.place, &args.mapping)?;
+        let template = args.mapping.template()?;
+        let kv = from.place.is_kv() || to.place.is_kv();
+        // A KV mount has no native blobs: what moves to or from it moves by value.
+        let mode = match args.mode {
+            Mode::Native if kv => {
+                return Err(CliError::usage(
+                    "--mode native: a KV mount neither makes nor takes Key Vault backup blobs",
+                )
+                .with_hint("drop --mode: a copy with a KV side writes by value"));
+            }
+            _ if kv => Mode::Plain,
+            mode => mode,
+        };
+        let ownership = kv.then(|| Ownership {
+            marker: marker_value(&from.place.id()),
+            source: from.name(),
+        });
         Ok(Self {
-            from,
-            to,
             scope: Scope::resolve(&args.scope)?,
             policy: Policy {
-                mode: args.mode,
+                mode,
                 on_conflict: args.on_conflict,
                 recover_deleted: args.recover_deleted,
             },
-            all_versions: args.all_versions,
+            // A KV source is copied with its history: every live version, oldest first.
+            all_versions: args.all_versions || from.place.is_kv(),
+            ownership,
+            template,
+            from,
+            to,
             prune: args.prune,
             dry_run: args.dry_run,
             json: args.json,
@@ -156,7 +305,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
         outcome = copy(&plan, &progress) => outcome,
         stop = interrupts.recv() => {
             progress.finish_vault();
-            return Err(stop.error(plan.to.url.name(), "run the same command again to finish the copy"));
+            return Err(stop.error(&plan.to.name(), "run the same command again to finish the copy"));
         }
     };
     progress.finish_vault();
@@ -175,8 +324,8 @@ struct NativeBlobs {
 /// "Cannot decrypt backup blob" means another subscription or geography, a 409 means the blob
 /// was opened (see `restore::probe_native` for Azure's order of checks).
 async fn probe_native(
-    source: &AzureVault,
-    target: &AzureVault,
+    source: &Store,
+    target: &Store,
     heads: &[SourceHead],
     listing: &TargetListing,
     mode: Mode,
@@ -288,6 +437,9 @@ struct Summary {
     native: u64,
     plain: u64,
     not_copied: Vec<NotCopied>,
+    /// Items some of whose tags (KV `custom_metadata`) Key Vault's 15-tag limit left out;
+    /// each item's event names them.
+    tags_cut: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     native_blobs: Option<NativeBlobs>,
     seconds: f64,
@@ -408,12 +560,132 @@ impl Summary {
 
 async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError> {
     let started = Instant::now();
-    let (from_name, to_name) = (
-        plan.from.url.name().to_owned(),
-        plan.to.url.name().to_owned(),
-    );
-    let source = plan.from.connect().await?;
-    let target = plan.to.connect().await?;
+    let source = plan
+        .from
+        .connect(&plan.template, plan.concurrency, false)
+        .await?;
+    let target = plan
+        .to
+        .connect(&plan.template, plan.concurrency, true)
+        .await?;
+    copy_stores(plan, source, target, started, progress).await
+}
+
+/// What `restore ARCHIVE --vault VAULT` hands over when the archive holds a KV mount: the
+/// archive is read as the mount was and copied into the vault through the copy's plan and
+/// writes, names mapped by `--granularity` / `--name-template`, every item marked as written
+/// from the archived mount.
+pub struct KvArchiveRestore<'a> {
+    /// The archive.
+    pub archive: &'a std::path::Path,
+    /// How to open it.
+    pub decryption: &'a crate::archive::Decryption,
+    /// The target vault.
+    pub vault: &'a VaultUrl,
+    /// How to reach it.
+    pub connect: &'a ConnectOptions,
+    /// `--name`, `--exclude`, `--include` (on the mapped names).
+    pub scope: &'a Scope,
+    /// `--on-conflict`, `--recover-deleted` (the mode is plain: a KV archive holds values).
+    pub policy: Policy,
+    /// `--granularity`, `--name-template`.
+    pub mapping: &'a MappingArgs,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`.
+    pub json: bool,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
+/// Restores a KV archive into a Key Vault (see [`KvArchiveRestore`]); prints what `copy`
+/// prints, `from` naming the archived mount.
+pub async fn restore_kv_archive(
+    request: KvArchiveRestore<'_>,
+    progress: &Progress,
+) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    if request.policy.mode == Mode::Native {
+        return Err(CliError::usage(
+            "--mode native: a KV archive holds values, no Key Vault backup blobs",
+        )
+        .with_hint("drop --mode: a KV archive is restored by value"));
+    }
+    let template = request.mapping.template()?;
+    let input = super::destination::archive_input(request.archive)?;
+    let decryption = request.decryption.clone();
+    let archive =
+        tokio::task::spawn_blocking(move || crate::archive::kv::read_snapshot(input, &decryption))
+            .await
+            .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+            .map_err(CliError::from)?;
+    let address = archive.snapshot.address.clone();
+    let source = KvStore::read_only(archive.snapshot, template.granularity(), template.clone())
+        .map_err(|e| kv_store_error(&address, e))?;
+    let to = SidePlan {
+        side: Side::To,
+        place: Place::Vault(request.vault.clone()),
+        options: request.connect.clone(),
+        source: IdentitySource::Shared,
+    };
+    let target = to.connect(&template, request.concurrency, true).await?;
+    let from = SidePlan {
+        side: Side::From,
+        place: Place::Kv(address.clone()),
+        options: request.connect.clone(),
+        source: IdentitySource::Shared,
+    };
+    let plan = CopyPlan {
+        ownership: Some(Ownership {
+            marker: marker_value(&address.to_string()),
+            source: address.to_string(),
+        }),
+        from,
+        to,
+        scope: request.scope.clone(),
+        policy: Policy {
+            mode: Mode::Plain,
+            ..request.policy
+        },
+        all_versions: true,
+        prune: false,
+        dry_run: request.dry_run,
+        json: request.json,
+        concurrency: request.concurrency,
+        template,
+    };
+    copy_stores(
+        &plan,
+        Store::Kv(source, KvSignIn::archive()),
+        target,
+        started,
+        progress,
+    )
+    .await
+}
+
+/// Copies between two connected stores as `plan` says.
+async fn copy_stores(
+    plan: &CopyPlan,
+    source: Store,
+    target: Store,
+    started: Instant,
+    progress: &Progress,
+) -> Result<ExitCode, CliError> {
+    let (from_name, to_name) = (plan.from.name(), plan.to.name());
+    // What a KV source's projection left out of each item ("NAME: note"; Key Vault names
+    // hold no colon), reported with the item.
+    let source_notes: HashMap<String, String> = match &source {
+        Store::Kv(store, _) => store
+            .notes()
+            .into_iter()
+            .filter_map(|line| {
+                let (name, note) = line.split_once(": ")?;
+                Some((name.to_ascii_lowercase(), note.to_owned()))
+            })
+            .collect(),
+        Store::Azure(_) => HashMap::new(),
+    };
     progress.start_vault(&to_name);
     let (heads, listing) = tokio::join!(
         list_source(&source, &plan.scope),
@@ -436,12 +708,38 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
     if plan.policy.mode == Mode::Native && native.state == NativeTarget::Refuses {
         return Err(refused_natively(&to_name));
     }
-    let prune = if plan.prune {
-        prune_lines(&heads, &listing, &plan.scope)
+    let mut prune = if plan.prune {
+        if plan.to.place.is_kv() {
+            // Certificates become secrets there (see `certificate_as_pem_secret`).
+            let as_stored: Vec<SourceHead> = heads
+                .iter()
+                .map(|h| SourceHead {
+                    kind: if h.kind == Kind::Certificate {
+                        Kind::Secret
+                    } else {
+                        h.kind
+                    },
+                    name: h.name.clone(),
+                })
+                .collect();
+            prune_lines(&as_stored, &listing, &plan.scope)
+        } else {
+            prune_lines(&heads, &listing, &plan.scope)
+        }
     } else {
         Vec::new()
     };
-    if !prune.is_empty() {
+    // With a KV side, only what this source wrote is ever deleted.
+    if let Some(ownership) = &plan.ownership {
+        prune.retain(|line| {
+            listing
+                .live
+                .get(&(line.kind, line.name.to_ascii_lowercase()))
+                .is_some_and(|props| ownership.owns(live_tags(props)))
+        });
+    }
+    // A KV deletion is always soft (`delete` of the current version, undone by `undelete`).
+    if !prune.is_empty() && !plan.to.place.is_kv() {
         check_soft_delete(&listing, &prune, &to_name)?;
     }
     let applier = Arc::new(Applier::new(
@@ -456,6 +754,7 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         plan,
         native: native.state,
         applier: &applier,
+        source_notes: &source_notes,
     };
     let mut summary = Summary {
         from: from_name.clone(),
@@ -490,20 +789,33 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
         summary.count(kind, name, outcome);
         Ok(())
     };
+    // Tags left out of an item: counted, and named on stderr unless `--json` names them in
+    // the item's event.
+    let tags_cut = |summary: &mut Summary, kind: Kind, name: &str, outcome: &Outcome| {
+        summary.tags_cut += 1;
+        if let Outcome::Done {
+            note: Some(note), ..
+        } = outcome
+            && !plan.json
+        {
+            progress.note(&format!("{to_name}: {kind} {name}: {note}"));
+        }
+    };
 
     // A dry run and `--on-conflict fail` need the whole plan before any write; otherwise each
     // item is read, decided and written as one step, so both vaults work at once and memory
     // holds only the items in flight.
     if plan.dry_run || plan.policy.on_conflict == OnConflict::Fail {
-        let planned: Vec<(ItemData, PlannedItem)> = futures::stream::iter(heads.iter())
-            .map(|head| planner.plan_one(head))
-            .buffered(plan.concurrency)
-            .collect()
-            .await;
-        for (_, line) in &planned {
+        let planned: Vec<(ItemData, PlannedItem, Option<String>)> =
+            futures::stream::iter(heads.iter())
+                .map(|head| planner.plan_one(head))
+                .buffered(plan.concurrency)
+                .collect()
+                .await;
+        for (_, line, _) in &planned {
             summary.planned.add(line);
         }
-        let lines: Vec<&PlannedItem> = planned.iter().map(|(_, l)| l).collect();
+        let lines: Vec<&PlannedItem> = planned.iter().map(|(_, l, _)| l).collect();
         if plan.json {
             for line in &lines {
                 emit_plan(Line::Copy(line));
@@ -540,19 +852,19 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
             return Ok(summary.exit_code());
         }
         progress.add_total((lines.len() + prune.len()) as u64);
-        let mut stream = futures::stream::iter(planned.iter().map(|(item, line)| {
+        let mut stream = futures::stream::iter(planned.into_iter().map(|(item, line, note)| {
             let applier = applier.clone();
             async move {
-                (
-                    item.head.kind,
-                    item.head.name.as_str(),
-                    applier.apply(item, line).await,
-                )
+                let outcome = applier.apply(&item, &line).await;
+                (item.head.kind, item.head.name, with_note(outcome, note))
             }
         }))
         .buffer_unordered(plan.concurrency);
-        while let Some((kind, name, outcome)) = stream.next().await {
-            report(&mut summary, kind, name, &outcome)?;
+        while let Some((kind, name, (outcome, cut))) = stream.next().await {
+            if cut {
+                tags_cut(&mut summary, kind, &name, &outcome);
+            }
+            report(&mut summary, kind, &name, &outcome)?;
         }
     } else {
         if plan.json {
@@ -565,13 +877,21 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
             let applier = applier.clone();
             let planner = &planner;
             async move {
-                let (item, line) = planner.plan_one(head).await;
+                let (item, line, note) = planner.plan_one(head).await;
                 let outcome = applier.apply(&item, &line).await;
-                (item.head.kind, item.head.name, line, outcome)
+                (
+                    item.head.kind,
+                    item.head.name,
+                    line,
+                    with_note(outcome, note),
+                )
             }
         }))
         .buffer_unordered(plan.concurrency);
-        while let Some((kind, name, line, outcome)) = stream.next().await {
+        while let Some((kind, name, line, (outcome, cut))) = stream.next().await {
+            if cut {
+                tags_cut(&mut summary, kind, &name, &outcome);
+            }
             summary.planned.add(&line);
             if plan.json {
                 emit_plan(Line::Copy(&line));
@@ -605,18 +925,24 @@ async fn copy(plan: &CopyPlan, progress: &Progress) -> Result<ExitCode, CliError
 
 /// Reads, inspects and decides one source item.
 struct Planner<'a> {
-    source: &'a AzureVault,
-    target: &'a AzureVault,
+    source: &'a Store,
+    target: &'a Store,
     listing: &'a TargetListing,
     plan: &'a CopyPlan,
     native: NativeTarget,
-    applier: &'a Applier<AzureVault>,
+    applier: &'a Applier<Store>,
+    /// What the source's projection left out, by lower-case name.
+    source_notes: &'a HashMap<String, String>,
 }
 
 impl Planner<'_> {
     /// The item as read from the source and its plan line. Once a write was refused natively,
     /// no more blobs are read and keys are planned as impossible.
-    async fn plan_one(&self, head: &SourceHead) -> (ItemData, PlannedItem) {
+    ///
+    /// With a KV side the item is marked as this copy's (see [`Ownership::mark_item`]; the
+    /// third part names the tags Key Vault's limit left out), and a target item that is not
+    /// this copy's is a conflict, whatever `--on-conflict` says.
+    async fn plan_one(&self, head: &SourceHead) -> (ItemData, PlannedItem, Option<String>) {
         let native = if self.applier.native_refused() {
             NativeTarget::Refuses
         } else {
@@ -627,8 +953,23 @@ impl Planner<'_> {
             blob: mode != Mode::Plain && native != NativeTarget::Refuses,
             plain: mode != Mode::Native,
             all_versions: self.plan.all_versions,
+            metadata: self.plan.ownership.is_some(),
         };
-        let item = capture(self.source, head, want).await;
+        let mut item = capture(self.source, head, want).await;
+        if self.plan.to.place.is_kv() && item.head.kind == Kind::Certificate {
+            item = certificate_as_pem_secret(item);
+        }
+        let marked = match &self.plan.ownership {
+            Some(ownership) => ownership.mark_item(&mut item, self.plan.to.place.is_kv()),
+            None => None,
+        };
+        let note = match (
+            self.source_notes.get(&item.head.name.to_ascii_lowercase()),
+            marked,
+        ) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.cloned().or(b),
+        };
         let view: Option<Result<LiveView, String>> = match self.listing.live.get(&item.head.key()) {
             Some(props) => Some(
                 inspect_live(self.target, &item.head, props)
@@ -637,17 +978,48 @@ impl Planner<'_> {
             ),
             None => None,
         };
-        let line = decide_item(
+        let mut line = decide_item(
             &item.head,
             target_state(&item.head, self.listing, &view),
             self.plan.policy,
             native,
         );
-        (item, line)
+        if let Some(ownership) = &self.plan.ownership
+            && line.action != Action::Impossible
+            && let Some(refused) =
+                ownership.refuse(&item.head, target_tags(self.listing, &item.head))
+        {
+            line = refused;
+        }
+        (item, line, note)
     }
 }
 
-fn finish(summary: &mut Summary, started: Instant, source: &AzureVault, target: &AzureVault) {
+/// Adds what the copy left out of an item's tags to its outcome's note; the flag says whether
+/// anything was.
+fn with_note(outcome: Outcome, note: Option<String>) -> (Outcome, bool) {
+    let Some(note) = note else {
+        return (outcome, false);
+    };
+    let outcome = match outcome {
+        Outcome::Done {
+            status,
+            method,
+            note: before,
+        } => Outcome::Done {
+            status,
+            method,
+            note: Some(match before {
+                Some(before) => format!("{before}; {note}"),
+                None => note,
+            }),
+        },
+        other => other,
+    };
+    (outcome, true)
+}
+
+fn finish(summary: &mut Summary, started: Instant, source: &Store, target: &Store) {
     summary.seconds = started.elapsed().as_secs_f64();
     let (a, b) = (source.stats(), target.stats());
     summary.requests_from = a.requests;
@@ -791,6 +1163,65 @@ fn report_item(
                 .flatten(),
             bytes: None,
         });
+    }
+}
+
+/// Signs in to a KV mount (`VAULT_TOKEN` / `BAO_TOKEN`, else AppRole; `VAULT_NAMESPACE`,
+/// `VAULT_CACERT`), reads it whole and names its secrets with `template`: a collision is
+/// refused here, before anything is written.
+async fn connect_kv(
+    address: &KvAddress,
+    template: &NameTemplate,
+    options: &ConnectOptions,
+    concurrency: usize,
+    writes: bool,
+) -> Result<Store, CliError> {
+    let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let shown = address.to_string();
+    let failed = |e: KvError| kv_error(&shown, &e, "nothing done");
+    let auth = KvAuth::from_env(lookup).map_err(failed)?;
+    let how = KvSignIn::of(&auth);
+    let mut kv_options = KvOptions::from_env(lookup, options.timeout);
+    // `VAULT_CACERT` wins; `--ca-cert` (or `COLDVAULT_CA_CERT`) adds a root the same way, as
+    // `backup` and `restore` of a mount do.
+    if kv_options.ca_cert.is_none() {
+        kv_options.ca_cert = options.ca_cert.clone();
+    }
+    let client = KvClient::connect(address, auth, kv_options)
+        .await
+        .map_err(failed)?;
+    let store = if writes {
+        KvStore::open(
+            client,
+            template.granularity(),
+            template.clone(),
+            concurrency,
+        )
+        .await
+    } else {
+        match client.read_all(concurrency).await {
+            Ok(snapshot) => KvStore::read_only(snapshot, template.granularity(), template.clone()),
+            Err(err) => Err(err.into()),
+        }
+    };
+    let store = store.map_err(|e| kv_store_error(address, e))?;
+    Ok(Store::Kv(store, how))
+}
+
+/// A store that cannot be made: names that collide or do not fit, and granularity key into
+/// a mount, are usage errors (exit 2: another template or granularity fixes them); a failed
+/// read fails the run.
+fn kv_store_error(address: &KvAddress, e: KvStoreError) -> CliError {
+    let usage = matches!(e, KvStoreError::Names(_) | KvStoreError::KeyTarget);
+    let message = format!("{address}: {e}");
+    let error = if usage {
+        CliError::usage(message)
+    } else {
+        CliError::failed(message)
+    };
+    match e.hint() {
+        Some(hint) => error.with_hint(hint),
+        None => error,
     }
 }
 

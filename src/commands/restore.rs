@@ -49,6 +49,7 @@ pub struct RestorePlan {
     json: bool,
     concurrency: usize,
     connect: ConnectOptions,
+    mapping: crate::cli::copy::MappingArgs,
 }
 
 impl RestorePlan {
@@ -71,6 +72,7 @@ impl RestorePlan {
             json: args.json,
             concurrency: usize::from(args.concurrency),
             connect: args.connect.options(),
+            mapping: args.mapping.clone(),
         })
     }
 }
@@ -114,6 +116,21 @@ pub async fn execute(plan: &RestorePlan) -> Result<ExitCode, CliError> {
 }
 
 /// Opens the archive off the async threads in one decrypting pass and gathers the heads of
+/// the items in scope, whatever the archive holds.
+async fn read_archive_heads(
+    path: &std::path::Path,
+    decryption: &Decryption,
+    scope: &Scope,
+) -> Result<ArchiveHeads, CliError> {
+    let input = super::destination::archive_input(path)?;
+    let (decryption, owned_scope) = (decryption.clone(), scope.clone());
+    tokio::task::spawn_blocking(move || read_heads(input, &decryption, &owned_scope))
+        .await
+        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
+        .map_err(CliError::from)
+}
+
+/// Opens the archive off the async threads in one decrypting pass and gathers the heads of
 /// the items in scope (names and digests; no value is kept); a `--name` glob that matches no
 /// item of the archive is an error (exit 1) naming the glob and the closest names.
 pub async fn open_archive(
@@ -121,21 +138,25 @@ pub async fn open_archive(
     decryption: &Decryption,
     scope: &Scope,
 ) -> Result<ArchiveHeads, CliError> {
-    let input = super::destination::archive_input(path)?;
-    let (decryption, owned_scope) = (decryption.clone(), scope.clone());
-    let heads = tokio::task::spawn_blocking(move || read_heads(input, &decryption, &owned_scope))
-        .await
-        .map_err(|e| CliError::failed(format!("the archive reader stopped: {e}")))?
-        .map_err(CliError::from)?;
+    let heads = read_archive_heads(path, decryption, scope).await?;
     if crate::kv::KvAddress::is_kv_address(&heads.source_url) {
         return Err(CliError::failed(format!(
-            "{}: a KV archive (format version 2, from {}): restoring it into (or comparing it \
-             with) a Key Vault needs the KV name mapping, which this build does not have",
+            "{}: a KV archive (format version 2, from {}): it cannot be compared with a Key \
+             Vault item by item",
             path.display(),
             heads.source_url
         ))
-        .with_hint("restore it into a KV mount: --vault bao+https://HOST:PORT/MOUNT"));
+        .with_hint(
+            "see what restoring it would change with `coldvault restore ARCHIVE --vault VAULT \
+             --dry-run`",
+        ));
     }
+    check_archive_heads(heads, scope)
+}
+
+/// A `--name` glob that matches no item of the archive is an error (exit 1) naming the glob
+/// and the closest names.
+fn check_archive_heads(heads: ArchiveHeads, scope: &Scope) -> Result<ArchiveHeads, CliError> {
     scope.check_names_match(
         heads
             .names
@@ -148,7 +169,25 @@ pub async fn open_archive(
 async fn restore(plan: &RestorePlan, progress: &Progress) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let target = plan.target.name().to_owned();
-    let mut heads = open_archive(&plan.archive, &plan.decryption, &plan.scope).await?;
+    let heads = read_archive_heads(&plan.archive, &plan.decryption, &plan.scope).await?;
+    // A KV archive goes into a Key Vault the way a copy from its mount would.
+    if crate::kv::KvAddress::is_kv_address(&heads.source_url) {
+        drop(heads);
+        let request = super::copy::KvArchiveRestore {
+            archive: &plan.archive,
+            decryption: &plan.decryption,
+            vault: &plan.target,
+            connect: &plan.connect,
+            scope: &plan.scope,
+            policy: plan.policy,
+            mapping: &plan.mapping,
+            dry_run: plan.dry_run,
+            json: plan.json,
+            concurrency: plan.concurrency,
+        };
+        return super::copy::restore_kv_archive(request, progress).await;
+    }
+    let mut heads = check_archive_heads(heads, &plan.scope)?;
     let vault = connect(&plan.target, &plan.connect).await?;
     progress.start_vault(&target);
     let listing = list_target(&vault, &plan.scope)

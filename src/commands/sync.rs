@@ -11,6 +11,10 @@
 //! reported, not synced. The state file is replaced atomically at the end of a run
 //! that was not a dry run; an item whose write failed keeps its previous state, so the next run
 //! retries it.
+//!
+//! With a KV v2 mount on one side only secrets are synced; each side's written items carry
+//! the other side's `coldvault-source` marker, the sides are compared without it, and an item
+//! a person made is never overwritten or deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,38 +26,42 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::connect_args::vault_error;
-use super::copy::{SidePlan, refuse_same_vault};
+use super::copy::{MappingArgs, SidePlan, refuse_same_store};
 use super::interrupt::Interrupts;
 use super::scope::{ItemKind as ScopeKind, Scope};
 pub use crate::cli::sync::SyncArgs;
 use crate::copy::apply::{describe, settle};
 use crate::copy::decide::{Decision, Observed, Prefer, SideState, Which, decide};
 use crate::copy::identity::Side;
+use crate::copy::plan::Ownership;
 use crate::copy::state::{ItemStamps, SyncState, item_key, stamp};
+use crate::copy::store::Store;
 use crate::error::{CliError, ExitCode};
+use crate::kv::mapping::{MARKER_TAG, marker_value};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
-use crate::vault::azure::{AzureVault, settle_backoff};
+use crate::vault::azure::settle_backoff;
 use crate::vault::{
-    Attributes, CertificateImport, ItemKind, NewSecretVersion, VaultError, VaultReader, VaultWriter,
+    Attributes, CertificateImport, ItemKind, NewSecretVersion, Tags, VaultError, VaultReader,
+    VaultWriter,
 };
 
 /// Runs `coldvault sync`.
 pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let a = SidePlan::resolve(Side::A, &args.a, args.a_auth, &args.connect)?;
     let b = SidePlan::resolve(Side::B, &args.b, args.b_auth, &args.connect)?;
-    refuse_same_vault(&a.url, &b.url, "A and B")?;
+    refuse_same_store(&a.place, &b.place, "A and B")?;
     let scope = Scope::resolve(&args.scope)?;
     let state = match &args.state {
         Some(path) => Some((
             path.clone(),
-            SyncState::load(path, a.url.as_str(), b.url.as_str())
+            SyncState::load(path, &a.place.id(), &b.place.id())
                 .map_err(|e| {
                     CliError::failed(e.to_string()).with_hint(
                         "give each pair of vaults its own --state file, in the same A B order",
                     )
                 })?
-                .unwrap_or_else(|| SyncState::new(a.url.as_str(), b.url.as_str())),
+                .unwrap_or_else(|| SyncState::new(&a.place.id(), &b.place.id())),
         )),
         None => None,
     };
@@ -63,6 +71,7 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         a: &a,
         b: &b,
         scope,
+        mapping: args.mapping.clone(),
         prefer: args.prefer,
         dry_run: args.dry_run,
         json: args.json,
@@ -83,6 +92,7 @@ struct Run<'a> {
     a: &'a SidePlan,
     b: &'a SidePlan,
     scope: Scope,
+    mapping: MappingArgs,
     prefer: Option<Prefer>,
     dry_run: bool,
     json: bool,
@@ -140,7 +150,7 @@ struct Listing {
     deleted: HashMap<(SyncKind, String), Option<i64>>,
 }
 
-async fn list_side(vault: &AzureVault, scope: &Scope) -> Result<Listing, VaultError> {
+async fn list_side(vault: &Store, scope: &Scope) -> Result<Listing, VaultError> {
     let mut listing = Listing::default();
     let lower = |s: &str| s.to_ascii_lowercase();
     if scope.includes_kind(ScopeKind::Secrets) {
@@ -211,6 +221,8 @@ struct Reading {
     payload: Option<Payload>,
     /// Why it could not be read, when it could not.
     unreadable: Option<String>,
+    /// The present item's tags (who wrote it, with a KV side).
+    tags: Tags,
 }
 
 impl Reading {
@@ -219,8 +231,81 @@ impl Reading {
             state,
             payload: None,
             unreadable: None,
+            tags: Tags::new(),
         }
     }
+}
+
+/// With a KV side, which marker each side's items carry when sync wrote them there: the
+/// other side's ([`Ownership`]). Sync overwrites or deletes only items carrying it, and
+/// compares the two sides without it (and without `nbf`/`exp`, which KV cannot hold).
+struct Owners {
+    on_a: Ownership,
+    on_b: Ownership,
+}
+
+impl Owners {
+    fn of(a: &SidePlan, b: &SidePlan) -> Option<Self> {
+        let owner = |from: &SidePlan| Ownership {
+            marker: marker_value(&from.place.id()),
+            source: from.name(),
+        };
+        (a.place.is_kv() || b.place.is_kv()).then(|| Owners {
+            on_a: owner(b),
+            on_b: owner(a),
+        })
+    }
+
+    fn on(&self, which: Which) -> &Ownership {
+        match which {
+            Which::A => &self.on_a,
+            Which::B => &self.on_b,
+        }
+    }
+
+    /// The decision, unless it would overwrite or delete an item of a side that this sync
+    /// did not write there: then a conflict that leaves it as it is.
+    fn guard(&self, decision: Decision, ra: &Reading, rb: &Reading) -> Decision {
+        let touched = match &decision {
+            Decision::Copy { from, .. } => Some(from.other()),
+            Decision::Delete { on, .. } => Some(*on),
+            _ => None,
+        };
+        let Some(side) = touched else {
+            return decision;
+        };
+        let reading = match side {
+            Which::A => ra,
+            Which::B => rb,
+        };
+        let owner = self.on(side);
+        if !matches!(reading.state, SideState::Present(_)) || owner.owns(&reading.tags) {
+            return decision;
+        }
+        Decision::Conflict {
+            reason: format!(
+                "exists on {} and was not created by coldvault from {}: left as it is",
+                side.as_str(),
+                owner.source
+            ),
+        }
+    }
+}
+
+/// The tags and attributes two sides are compared on: with a KV side, without the ownership
+/// marker (each side carries the other's) and without `nbf`/`exp` (KV has neither).
+fn comparable(tags: &Tags, attributes: &Attributes, kv: bool) -> (Tags, Attributes) {
+    if !kv {
+        return (tags.clone(), attributes.clone());
+    }
+    let mut tags = tags.clone();
+    tags.remove(MARKER_TAG);
+    let attributes = Attributes {
+        not_before: None,
+        expires: None,
+        ..attributes.clone()
+    };
+    (tags, attributes)
 }
 
 fn writable(attributes: &Attributes) -> Attributes {
@@ -232,35 +317,34 @@ fn writable(attributes: &Attributes) -> Attributes {
     }
 }
 
-/// What a copy carries of a secret: value, content type, tags, writable attributes.
-fn secret_content(secret: &NewSecretVersion) -> [u8; 32] {
+/// What a copy carries of a secret: value, content type, tags, writable attributes (see
+/// [`comparable`] for `kv`).
+fn secret_content(secret: &NewSecretVersion, kv: bool) -> [u8; 32] {
+    let (tags, attributes) = comparable(&secret.tags, &secret.attributes, kv);
     let mut hash = Sha256::new();
     hash.update(Sha256::digest(secret.value.expose_secret().as_bytes()));
     hash.update(stamp(
         "",
         secret.content_type.as_deref(),
-        &secret.tags,
-        &secret.attributes,
+        &tags,
+        &attributes,
     ));
     hash.finalize().into()
 }
 
-fn certificate_content(cer: &[u8], tags: &crate::vault::Tags, enabled: Option<bool>) -> [u8; 32] {
+fn certificate_content(cer: &[u8], tags: &Tags, enabled: Option<bool>, kv: bool) -> [u8; 32] {
+    let attributes = Attributes {
+        enabled,
+        ..Attributes::default()
+    };
+    let (tags, attributes) = comparable(tags, &attributes, kv);
     let mut hash = Sha256::new();
     hash.update(Sha256::digest(cer));
-    hash.update(stamp(
-        "",
-        None,
-        tags,
-        &Attributes {
-            enabled,
-            ..Attributes::default()
-        },
-    ));
+    hash.update(stamp("", None, &tags, &attributes));
     hash.finalize().into()
 }
 
-fn certificate_stamp(version: &str, tags: &crate::vault::Tags, enabled: Option<bool>) -> String {
+fn certificate_stamp(version: &str, tags: &Tags, enabled: Option<bool>) -> String {
     // A certificate's nbf and exp come from its X.509 certificate, not from the write.
     stamp(
         version,
@@ -273,7 +357,7 @@ fn certificate_stamp(version: &str, tags: &crate::vault::Tags, enabled: Option<b
     )
 }
 
-async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Reading, String> {
+async fn read_item(vault: &Store, kind: SyncKind, name: &str, kv: bool) -> Result<Reading, String> {
     match kind {
         SyncKind::Secret => match vault.get_secret(name, None).await {
             Ok(value) => {
@@ -292,9 +376,10 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
                             &p.tags,
                             &p.attributes,
                         ),
-                        content: secret_content(&secret),
+                        content: secret_content(&secret, kv),
                         updated: p.attributes.updated.map(|t| t.unix_timestamp()),
                     }),
+                    tags: secret.tags.clone(),
                     payload: Some(Payload::Secret(secret)),
                     unreadable: None,
                 })
@@ -324,6 +409,7 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
                 }),
                 payload: Some(Payload::Key),
                 unreadable: None,
+                tags: p.tags.clone(),
             })
         }
         SyncKind::Certificate => {
@@ -372,11 +458,12 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
             Ok(Reading {
                 state: SideState::Present(Observed {
                     stamp: certificate_stamp(&version, &p.tags, p.attributes.enabled),
-                    content: certificate_content(&bundle.cer, &p.tags, p.attributes.enabled),
+                    content: certificate_content(&bundle.cer, &p.tags, p.attributes.enabled, kv),
                     updated: p.attributes.updated.map(|t| t.unix_timestamp()),
                 }),
                 payload: Some(Payload::Certificate(import)),
                 unreadable,
+                tags: p.tags.clone(),
             })
         }
     }
@@ -384,13 +471,14 @@ async fn read_item(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<Rea
 
 /// One side's reading of an item: read when live, else soft-deleted or absent.
 async fn read_side(
-    vault: &AzureVault,
+    vault: &Store,
     listing: &Listing,
     key: &(SyncKind, String),
     name: &str,
+    kv: bool,
 ) -> Result<Reading, String> {
     if listing.live.contains_key(key) {
-        return read_item(vault, key.0, name).await;
+        return read_item(vault, key.0, name, kv).await;
     }
     Ok(Reading::absent(match listing.deleted.get(key) {
         Some(at) => SideState::Deleted { at: *at },
@@ -515,13 +603,37 @@ impl Run<'_> {
         progress: &Progress,
     ) -> Result<ExitCode, CliError> {
         let started = Instant::now();
-        let (a_name, b_name) = (self.a.url.name().to_owned(), self.b.url.name().to_owned());
-        let va = self.a.connect().await?;
-        let vb = self.b.connect().await?;
+        let (a_name, b_name) = (self.a.name(), self.b.name());
+        let template = self.mapping.template()?;
+        let va = self.a.connect(&template, self.concurrency, true).await?;
+        let vb = self.b.connect(&template, self.concurrency, true).await?;
         progress.start_vault(&format!("{a_name} <-> {b_name}"));
+        let owners = Owners::of(self.a, self.b);
         let (la, lb) = tokio::join!(list_side(&va, &self.scope), list_side(&vb, &self.scope));
-        let la = la.map_err(|e| vault_error(&a_name, &e))?;
-        let lb = lb.map_err(|e| vault_error(&b_name, &e))?;
+        let mut la = la.map_err(|e| vault_error(&a_name, &e))?;
+        let mut lb = lb.map_err(|e| vault_error(&b_name, &e))?;
+        if owners.is_some() {
+            // A KV mount holds secrets only: a certificate synced into it would come back as
+            // a secret of the certificate's name, which Key Vault reserves for the
+            // certificate itself.
+            let mut left_out = 0;
+            for listing in [&mut la, &mut lb] {
+                let before = listing.live.len();
+                listing
+                    .live
+                    .retain(|(kind, _), _| *kind == SyncKind::Secret);
+                listing
+                    .deleted
+                    .retain(|(kind, _), _| *kind == SyncKind::Secret);
+                left_out += before - listing.live.len();
+            }
+            if left_out > 0 {
+                progress.note(&format!(
+                    "{left_out} certificates and keys not synced: a KV mount holds secrets only \
+                     (coldvault copy carries exportable certificates into it as PEM)"
+                ));
+            }
+        }
 
         let mut keys: BTreeMap<(SyncKind, String), String> = BTreeMap::new();
         for ((kind, lower), name) in la.live.iter().chain(lb.live.iter()) {
@@ -545,8 +657,12 @@ impl Run<'_> {
             futures::stream::iter(keys.iter())
                 .map(|(key, name)| {
                     let (va, vb, la, lb) = (&va, &vb, &la, &lb);
+                    let kv = owners.is_some();
                     async move {
-                        tokio::join!(read_side(va, la, key, name), read_side(vb, lb, key, name))
+                        tokio::join!(
+                            read_side(va, la, key, name, kv),
+                            read_side(vb, lb, key, name, kv)
+                        )
                     }
                 })
                 .buffered(self.concurrency)
@@ -575,7 +691,10 @@ impl Run<'_> {
                 }
             };
             let last = state.as_ref().and_then(|(_, s)| s.last(&key));
-            let decision = decide(&ra.state, &rb.state, last.as_ref(), self.prefer);
+            let mut decision = decide(&ra.state, &rb.state, last.as_ref(), self.prefer);
+            if let Some(owners) = &owners {
+                decision = owners.guard(decision, &ra, &rb);
+            }
             lines.push((
                 PlanLine {
                     kind: *kind,
@@ -605,6 +724,7 @@ impl Run<'_> {
             a: &va,
             b: &vb,
             dry_run: self.dry_run,
+            owners: owners.as_ref(),
         };
         let outcomes: Vec<Done> = futures::stream::iter(lines.iter())
             .map(|(line, readings)| sides.apply(line, readings.as_ref()))
@@ -759,9 +879,11 @@ impl Failure {
 }
 
 struct Sides<'a> {
-    a: &'a AzureVault,
-    b: &'a AzureVault,
+    a: &'a Store,
+    b: &'a Store,
     dry_run: bool,
+    /// With a KV side: the marker each side's writes carry.
+    owners: Option<&'a Owners>,
 }
 
 fn observed_stamp(state: &SideState) -> Option<String> {
@@ -772,7 +894,7 @@ fn observed_stamp(state: &SideState) -> Option<String> {
 }
 
 impl Sides<'_> {
-    fn vault(&self, which: Which) -> &AzureVault {
+    fn vault(&self, which: Which) -> &Store {
         match which {
             Which::A => self.a,
             Which::B => self.b,
@@ -890,6 +1012,11 @@ impl Sides<'_> {
                 }
             }
             Some(Payload::Secret(secret)) => {
+                let mut secret = secret.clone();
+                if let Some(owners) = self.owners {
+                    owners.on(to).mark(&mut secret.tags);
+                }
+                let secret = &secret;
                 let written = settle(|| vault.set_secret(&line.name, secret))
                     .await
                     .map_err(|e| Failure::from(describe(&e)))?;
@@ -901,6 +1028,11 @@ impl Sides<'_> {
                 ))
             }
             Some(Payload::Certificate(Some(import))) => {
+                let mut import = import.clone();
+                if let Some(owners) = self.owners {
+                    owners.on(to).mark(&mut import.tags);
+                }
+                let import = &import;
                 let written = settle(|| vault.import_certificate(&line.name, import))
                     .await
                     .map_err(|e| Failure::from(describe(&e)))?;
@@ -916,7 +1048,7 @@ impl Sides<'_> {
 }
 
 /// Polls until a recovered item answers (Azure answers 404 for a few seconds).
-async fn wait_live(vault: &AzureVault, kind: SyncKind, name: &str) -> Result<(), String> {
+async fn wait_live(vault: &Store, kind: SyncKind, name: &str) -> Result<(), String> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {

@@ -8,9 +8,8 @@
 //! decides each item with [`decide`] from both sides and the last run's [`state`], and writes
 //! through the same kinds of calls. [`identity`] gives each side its own sign-in.
 //!
-//! The source is an [`crate::vault::AzureVault`] read item by item; the engine's own capture
-//! (`crate::engine::capture`) and applier (`crate::engine::restore::apply`) are the next seam to
-//! route through, so that a second kind of store needs only its `impl`.
+//! Each side is a [`store::Store`] (a Key Vault or a KV v2 mount) read item by item through
+//! the store traits; the engine's applier (`crate::engine::restore::apply`) writes the copy.
 
 pub mod apply;
 pub mod decide;
@@ -18,3 +17,4 @@ pub mod identity;
 pub mod plan;
 pub mod source;
 pub mod state;
+pub mod store;

@@ -1,16 +1,19 @@
 //! The copy plan's own decisions beside the restore planner's, pure: what the source's
-//! capture failures mean for a line, which target items `--prune` soft-deletes, and whether
-//! the target has soft-delete at all.
+//! capture failures mean for a line, which target items `--prune` soft-deletes, whether the
+//! target has soft-delete at all, and which target items a copy between a KV mount and a Key
+//! Vault may touch ([`Ownership`]).
 
 use serde::Serialize;
 
 use super::source::SourceHead;
 use crate::archive::Kind;
 use crate::commands::restore_plan::{
-    Action, NativeTarget, PlannedItem, Policy, TargetListing, TargetState, decide,
+    Action, LiveProps, NativeTarget, PlannedItem, Policy, TargetListing, TargetState, decide,
 };
 use crate::commands::scope::{ItemKind as ScopeKind, Scope};
-use crate::engine::item::ItemHead;
+use crate::engine::item::{ItemData, ItemHead, VersionHead};
+use crate::kv::mapping::{MARKER_TAG, Projected, is_owned, tags_from_metadata};
+use crate::vault::Tags;
 
 /// Decides one captured source item against where it stands in the target: the restore
 /// planner's decision, with the reasons a live source gives (an item that could not be read,
@@ -101,12 +104,115 @@ pub fn soft_delete_on(recovery_level: Option<&str>) -> Option<bool> {
     recovery_level.map(|level| level.contains("Recoverable"))
 }
 
+/// Who owns what in a copy with a KV side: every item the copy writes carries the tag
+/// [`MARKER_TAG`] with the source's marker value, and only target items that carry it are
+/// ever overwritten or soft-deleted: an item a person made in the target is left as it is,
+/// whatever `--on-conflict` says.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    /// The marker value ([`crate::kv::mapping::marker_value`] of the source).
+    pub marker: String,
+    /// The source as messages name it.
+    pub source: String,
+}
+
+impl Ownership {
+    /// Whether an item with these tags was written by a copy from this source.
+    pub fn owns(&self, tags: &Tags) -> bool {
+        is_owned(tags, &self.marker)
+    }
+
+    /// Adds the marker to `tags` (what every written item carries).
+    pub fn mark(&self, tags: &mut Tags) {
+        tags.insert(MARKER_TAG.to_owned(), self.marker.clone());
+    }
+
+    /// Marks every version of a captured item (and its blob's metadata, which a certificate
+    /// import takes its tags from) as this copy's. Into a Key Vault, Key Vault's tag limit is
+    /// kept (the marker first) and the entries left out are named in the answer; into a KV
+    /// mount (`kv_target`), `nbf` and `exp` are dropped: KV cannot hold them, and a rerun must
+    /// compare equal.
+    pub fn mark_item(&self, item: &mut ItemData, kv_target: bool) -> Option<String> {
+        let mut dropped: Vec<String> = Vec::new();
+        let mut project = |tags: &mut Tags| {
+            if kv_target {
+                self.mark(tags);
+                return;
+            }
+            let projected = tags_from_metadata(tags, Some(&self.marker));
+            for name in projected.dropped {
+                if !dropped.contains(&name) {
+                    dropped.push(name);
+                }
+            }
+            *tags = projected.kept;
+        };
+        for record in &mut item.versions {
+            project(&mut record.tags);
+            if kv_target {
+                record.attributes.not_before = None;
+                record.attributes.expires = None;
+            }
+        }
+        if let Some(blob) = &mut item.head.blob {
+            project(&mut blob.tags);
+        }
+        item.head.versions = item.versions.iter().map(VersionHead::of).collect();
+        dropped.sort();
+        Projected {
+            kept: Tags::new(),
+            dropped,
+        }
+        .dropped_note(true)
+    }
+
+    /// The line for an item that exists in the target without this source's marker, live
+    /// (`tags` of the live item) or soft-deleted (`tags` of the deleted one): a conflict that
+    /// writes nothing. `None` when the item is the copy's own, or absent.
+    pub fn refuse(&self, item: &ItemHead, tags: Option<&Tags>) -> Option<PlannedItem> {
+        let tags = tags?;
+        if self.owns(tags) {
+            return None;
+        }
+        Some(PlannedItem {
+            kind: item.kind,
+            name: item.name.clone(),
+            action: Action::Conflict,
+            method: None,
+            reason: Some(format!(
+                "exists in the target and was not created by coldvault from {}: left as it is",
+                self.source
+            )),
+            versions_present: 0,
+            needs_native: false,
+            unverified: false,
+        })
+    }
+}
+
+/// The target's tags of `head`'s item when it is there, live or soft-deleted.
+pub fn target_tags<'a>(listing: &'a TargetListing, head: &ItemHead) -> Option<&'a Tags> {
+    let key = head.key();
+    match listing.live.get(&key) {
+        Some(props) => Some(live_tags(props)),
+        None => listing.deleted.get(&key).map(|d| &d.tags),
+    }
+}
+
+/// The tags a live item's list entry shows.
+pub fn live_tags(props: &LiveProps) -> &Tags {
+    match props {
+        LiveProps::Secret(p) => &p.tags,
+        LiveProps::Key(p) => &p.tags,
+        LiveProps::Certificate(p) => &p.tags,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::restore_plan::LiveProps;
     use crate::commands::scope::ScopeArgs;
-    use crate::vault::{Attributes, SecretProperties, Tags};
+    use crate::vault::{Attributes, SecretProperties};
 
     fn live_secret(name: &str) -> ((Kind, String), LiveProps) {
         (
@@ -179,5 +285,87 @@ mod tests {
         let line = decide_item(&key, TargetState::Absent, policy, NativeTarget::Refuses);
         assert_eq!(line.action, Action::Impossible);
         assert!(line.reason.unwrap().contains("Cannot decrypt backup blob"));
+    }
+
+    #[test]
+    fn only_items_carrying_the_sources_marker_are_the_copys_own() {
+        let ownership = Ownership {
+            marker: "bao+http://127.0.0.1:8200/secret".to_owned(),
+            source: "bao+http://127.0.0.1:8200/secret".to_owned(),
+        };
+        let head = ItemHead::new(Kind::Secret, "app");
+        assert!(ownership.refuse(&head, None).is_none(), "absent: created");
+        let mut tags = Tags::new();
+        ownership.mark(&mut tags);
+        assert!(ownership.refuse(&head, Some(&tags)).is_none(), "owned");
+        // A marker of another source is not this copy's.
+        tags.insert(
+            MARKER_TAG.to_owned(),
+            "bao+http://127.0.0.1:8200/other".to_owned(),
+        );
+        let line = ownership.refuse(&head, Some(&tags)).expect("refused");
+        assert_eq!(line.action, Action::Conflict);
+        assert!(
+            line.reason
+                .as_deref()
+                .unwrap()
+                .contains("not created by coldvault from bao+http://127.0.0.1:8200/secret"),
+            "{line:?}"
+        );
+        let by_hand = Tags::from([("team".to_owned(), "a".to_owned())]);
+        assert!(ownership.refuse(&head, Some(&by_hand)).is_some());
+    }
+
+    fn record(tags: Tags) -> crate::archive::SecretRecord {
+        crate::archive::SecretRecord {
+            name: "app".to_owned(),
+            version: "1".to_owned(),
+            value: age::secrecy::SecretString::from("v".to_owned()),
+            content_type: None,
+            tags,
+            attributes: crate::archive::Attributes {
+                expires: time::OffsetDateTime::from_unix_timestamp(1_900_000_000).ok(),
+                ..Default::default()
+            },
+            current: true,
+        }
+    }
+
+    #[test]
+    fn marking_keeps_key_vaults_tag_limit_with_the_marker_first_and_names_what_was_left_out() {
+        let ownership = Ownership {
+            marker: "bao+http://127.0.0.1:8200/secret".to_owned(),
+            source: "bao+http://127.0.0.1:8200/secret".to_owned(),
+        };
+        let many: Tags = (0..16)
+            .map(|i| (format!("k{i:02}"), "v".to_owned()))
+            .collect();
+        let mut item = ItemData::new(ItemHead::new(Kind::Secret, "app"));
+        item.versions.push(record(many.clone()));
+        let note = ownership
+            .mark_item(&mut item, false)
+            .expect("entries left out");
+        let tags = &item.versions[0].tags;
+        assert_eq!(tags.len(), 15);
+        assert!(ownership.owns(tags));
+        assert!(
+            note.contains("2 custom_metadata entries not copied"),
+            "{note}"
+        );
+        assert!(note.contains("k14, k15"), "{note}");
+        assert_eq!(
+            item.head.versions.len(),
+            1,
+            "heads follow the marked versions"
+        );
+        assert_eq!(item.head.versions[0].tags, *tags);
+
+        // Into KV: the marker is added, nothing is cut, and nbf/exp (which KV cannot hold)
+        // are dropped so a rerun compares equal.
+        let mut item = ItemData::new(ItemHead::new(Kind::Secret, "app"));
+        item.versions.push(record(many));
+        assert!(ownership.mark_item(&mut item, true).is_none());
+        assert_eq!(item.versions[0].tags.len(), 17);
+        assert!(item.versions[0].attributes.expires.is_none());
     }
 }

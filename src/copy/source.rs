@@ -10,14 +10,17 @@
 
 use std::sync::Arc;
 
-use age::secrecy::SecretBox;
+use age::secrecy::{ExposeSecret, SecretBox, SecretString};
+use base64::Engine;
 use futures::StreamExt;
+use zeroize::Zeroizing;
 
+use crate::archive::layout::PEM_CONTENT_TYPE;
 use crate::archive::{Attributes as ArchivedAttributes, Kind, SecretRecord};
 use crate::commands::scope::Scope;
 use crate::engine::capture::{ListingProgress, PKCS12, Work, export_bytes, work_stream};
 use crate::engine::item::{BlobHead, ExportHead, ItemData, ItemHead, VersionHead, sha1_of};
-use crate::vault::azure::AzureVault;
+use crate::kv::store::pkcs12_to_pem;
 use crate::vault::{Attributes, SecretVersionValue, VaultError, VaultReader};
 
 /// One item of the source, as its list shows it.
@@ -34,7 +37,10 @@ pub struct SourceHead {
 ///
 /// The listing is the engine's ([`work_stream`]), the one backup uses, so a copy and a backup
 /// of the same vault and scope see the same items.
-pub async fn list_source(vault: &AzureVault, scope: &Scope) -> Result<Vec<SourceHead>, VaultError> {
+pub async fn list_source<V: VaultReader>(
+    vault: &V,
+    scope: &Scope,
+) -> Result<Vec<SourceHead>, VaultError> {
     let listing = Arc::new(ListingProgress::default());
     let mut work = work_stream(vault, scope, &listing);
     let mut heads = Vec::new();
@@ -62,12 +68,15 @@ pub struct Want {
     pub plain: bool,
     /// Every secret version by value instead of the current one only.
     pub all_versions: bool,
+    /// A certificate's tags and attributes even when its blob is not read: a KV target, which
+    /// takes no blob, takes the certificate's tags from them.
+    pub metadata: bool,
 }
 
 /// Reads one source item. What cannot be read is recorded in `skipped` (the item is then
 /// planned from what was read, or reported as impossible); the item vanishing between the
 /// list and the read is such a case too.
-pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemData {
+pub async fn capture<V: VaultReader>(vault: &V, head: &SourceHead, want: Want) -> ItemData {
     let mut item = ItemData::new(ItemHead::new(head.kind, &head.name));
     let mut problems: Vec<String> = Vec::new();
     match head.kind {
@@ -82,8 +91,8 @@ pub async fn capture(vault: &AzureVault, head: &SourceHead, want: Want) -> ItemD
     item
 }
 
-async fn capture_secret(
-    vault: &AzureVault,
+async fn capture_secret<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -171,8 +180,8 @@ fn problems_note_disabled(problems: &mut Vec<String>, version: &str) {
     ));
 }
 
-async fn capture_key(
-    vault: &AzureVault,
+async fn capture_key<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -201,8 +210,8 @@ async fn capture_key(
     }
 }
 
-async fn capture_certificate(
-    vault: &AzureVault,
+async fn capture_certificate<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     want: Want,
     problems: &mut Vec<String>,
@@ -231,6 +240,14 @@ async fn capture_certificate(
             );
         }
     }
+    if want.metadata && !want.blob {
+        item.head.blob = Some(BlobHead {
+            version: bundle.properties.version.clone(),
+            tags: bundle.properties.tags.clone(),
+            attributes: archived(Some(&bundle.properties.attributes)),
+            content_type: None,
+        });
+    }
     if want.blob {
         match vault.backup(Kind::Certificate, &name).await {
             Ok(blob) => {
@@ -248,8 +265,8 @@ async fn capture_certificate(
 }
 
 /// Reads the certificate with its private key from its managed secret.
-async fn export(
-    vault: &AzureVault,
+async fn export<V: VaultReader>(
+    vault: &V,
     item: &mut ItemData,
     bundle: &crate::vault::CertificateBundle,
     problems: &mut Vec<String>,
@@ -285,6 +302,53 @@ async fn export(
             "private key: the managed secret is not valid {content_type}"
         )),
     }
+}
+
+/// A captured certificate as the one secret a KV mount holds for it: its certificate chain
+/// and private key as PEM text (a PKCS#12 export converted), content type
+/// `application/x-pem-file`, the certificate's tags and `enabled`. A KV mount lists no
+/// certificates, so only as a secret does a rerun find it there and compare it; the written
+/// secret is what `KvStore::import_certificate` writes. A certificate without an exportable
+/// key is given back as it is, and one whose export is not readable as PEM without its
+/// export, with why (the plan reports either as impossible).
+pub fn certificate_as_pem_secret(mut item: ItemData) -> ItemData {
+    let (Some(export), Some(bytes)) = (&item.head.export, &item.export) else {
+        return item;
+    };
+    let bytes = bytes.expose_secret();
+    let pem = if export.content_type == PEM_CONTENT_TYPE {
+        std::str::from_utf8(bytes)
+            .map(|text| Zeroizing::new(text.to_owned()))
+            .map_err(|_| "the PEM export is not text".to_owned())
+    } else {
+        let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes));
+        pkcs12_to_pem(&encoded, "").map_err(|err| err.to_string())
+    };
+    let pem = match pem {
+        Ok(pem) => pem,
+        Err(why) => {
+            item.head.export = None;
+            item.export = None;
+            item.head.skipped = Some(format!("its export cannot be stored as PEM: {why}"));
+            return item;
+        }
+    };
+    let blob = item.head.blob.clone().unwrap_or_default();
+    let mut secret = ItemData::new(ItemHead::new(Kind::Secret, &item.head.name));
+    secret.versions.push(SecretRecord {
+        name: item.head.name.clone(),
+        version: blob.version.unwrap_or_default(),
+        value: SecretString::from(pem.as_str().to_owned()),
+        content_type: Some(PEM_CONTENT_TYPE.to_owned()),
+        tags: blob.tags,
+        attributes: ArchivedAttributes {
+            enabled: blob.attributes.enabled,
+            ..ArchivedAttributes::default()
+        },
+        current: true,
+    });
+    secret.head.versions = secret.versions.iter().map(VersionHead::of).collect();
+    secret
 }
 
 fn record(value: SecretVersionValue, current: bool) -> SecretRecord {
