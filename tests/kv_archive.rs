@@ -545,6 +545,27 @@ async fn kv_failures_are_one_line_and_write_nothing() {
     assert_code(&into_key_vault, 1);
     one_line(&into_key_vault, "a KV archive");
     std::fs::remove_file(&archive).expect("removed");
+    // `vault+https://` (here `vault+http://`, a dev server) names the same API.
+    let vault_url = url.replacen("bao+", "vault+", 1);
+    let as_vault = coldvault(
+        bao.root_token(),
+        &[
+            "backup",
+            "--vault",
+            &vault_url,
+            "-r",
+            &run.recipient,
+            "-o",
+            out,
+            "--json",
+        ],
+    )
+    .await;
+    assert_code(&as_vault, 0);
+    assert_eq!(events(&as_vault, "summary")[0]["url"], vault_url);
+    for archive in run.archives() {
+        std::fs::remove_file(archive).expect("removed");
+    }
 
     bao.hvac("client.sys.seal()").await;
     let sealed = coldvault(
