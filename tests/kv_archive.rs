@@ -529,6 +529,27 @@ async fn kv_failures_are_one_line_and_write_nothing() {
 
     // A KV archive restored into a Key Vault goes through the name mapping: see
     // `kv_copy::a_kv_archive_restores_into_a_key_vault_through_the_name_mapping`.
+    // `vault+https://` (here `vault+http://`, a dev server) names the same API.
+    let vault_url = url.replacen("bao+", "vault+", 1);
+    let as_vault = coldvault(
+        bao.root_token(),
+        &[
+            "backup",
+            "--vault",
+            &vault_url,
+            "-r",
+            &run.recipient,
+            "-o",
+            out,
+            "--json",
+        ],
+    )
+    .await;
+    assert_code(&as_vault, 0);
+    assert_eq!(events(&as_vault, "summary")[0]["url"], vault_url);
+    for archive in run.archives() {
+        std::fs::remove_file(archive).expect("removed");
+    }
 
     bao.hvac("client.sys.seal()").await;
     let sealed = coldvault(

@@ -890,6 +890,95 @@ mod tests {
         );
     }
 
+    /// Re-packs an archive's tar stream with `change` applied to one entry's bytes, and
+    /// encrypts it again to `recipient`: what a hand-made or tampered archive looks like.
+    fn repack(
+        path: &std::path::Path,
+        decryption: &Decryption,
+        recipient: &age::x25519::Recipient,
+        entry: &str,
+        change: impl Fn(&mut Vec<u8>),
+    ) -> std::path::PathBuf {
+        use std::io::{Read, Write};
+        let file = std::fs::File::open(path).unwrap();
+        let plain = decryption.decrypt(std::io::BufReader::new(file)).unwrap();
+        let mut tar = tar::Archive::new(zstd::Decoder::new(plain).unwrap());
+        let mut builder = tar::Builder::new(Vec::new());
+        for item in tar.entries().unwrap() {
+            let mut item = item.unwrap();
+            let name = String::from_utf8(item.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            item.read_to_end(&mut data).unwrap();
+            if name == entry {
+                change(&mut data);
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            builder.append_data(&mut header, &name, &data[..]).unwrap();
+        }
+        let tar_bytes = builder.into_inner().unwrap();
+        let compressed = zstd::encode_all(&tar_bytes[..], 3).unwrap();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+                .unwrap();
+        let out = path.with_file_name("tampered.tar.zst.age");
+        let mut writer = encryptor
+            .wrap_output(std::fs::File::create(&out).unwrap())
+            .unwrap();
+        writer.write_all(&compressed).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_changed_kv_entry_fails_its_sha256_and_a_changed_document_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public();
+        let mut recipients = RecipientSet::new();
+        recipients.add(&recipient.to_string()).unwrap();
+        let mut identities = IdentitySet::new();
+        identities.add_x25519(identity);
+        let encryption = Encryption::to_recipients(recipients).unwrap();
+        let decryption = Decryption::with_identities(identities).unwrap();
+        let path = write_kv(dir.path(), &encryption, &snapshot());
+        // The same length, still valid JSON: only the digest can tell.
+        let swapped = repack(
+            &path,
+            &decryption,
+            &recipient,
+            "kv/app/versions/1.json",
+            |d| {
+                let text = String::from_utf8(d.clone())
+                    .unwrap()
+                    .replace("lower", "LOWER");
+                *d = text.into_bytes();
+            },
+        );
+        let err = ArchiveReader::open(&swapped, &decryption).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::Verify(VerifyError::ChecksumMismatch(p)) if p == "kv/app/versions/1.json"),
+            "{err}"
+        );
+        std::fs::remove_file(&swapped).unwrap();
+        // A field the closed schema does not have is refused before any digest is compared.
+        let extended = repack(
+            &path,
+            &decryption,
+            &recipient,
+            "kv/App/metadata.json",
+            |d| {
+                let text = String::from_utf8(d.clone()).unwrap();
+                *d = text.replacen('{', r#"{"extra":1,"#, 1).into_bytes();
+            },
+        );
+        let err = ArchiveReader::open(&extended, &decryption)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a KV metadata document"), "{err}");
+    }
+
     #[test]
     fn kv_entries_are_bounded_like_every_entry() {
         let dir = tempfile::tempdir().unwrap();
