@@ -28,15 +28,20 @@ fn mount(bao: &TestBao) -> String {
     bao.kv_url("secret")
 }
 
-/// Runs `coldvault ARGS…` with the KV token in `VAULT_TOKEN` and the emulator's client as the
-/// Key Vault identity; checks that no output holds the canary.
+/// Runs `coldvault ARGS…` with the KV root token in `VAULT_TOKEN` and the emulator's client as
+/// the Key Vault identity; checks that no output holds the canary.
 async fn coldvault(emulator: &TestEmulator, bao: &TestBao, args: &[&str]) -> Output {
+    coldvault_with(emulator, bao.root_token(), args).await
+}
+
+/// [`coldvault`] with another KV token.
+async fn coldvault_with(emulator: &TestEmulator, token: &str, args: &[&str]) -> Output {
     let ready = emulator.ready();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("VAULT_TOKEN", bao.root_token())
+        .env("VAULT_TOKEN", token)
         .env("AZURE_TENANT_ID", &ready.tenant_id)
         .env("AZURE_CLIENT_ID", &ready.client_id)
         .env("AZURE_CLIENT_SECRET", &ready.client_secret)
@@ -919,5 +924,83 @@ async fn custom_metadata_over_key_vaults_tag_limit_is_named_and_counted() {
     assert!(
         stderr.contains("secret wide: 2 custom_metadata entries not copied"),
         "{stderr}"
+    );
+}
+
+/// The README's KV policies for copy (`# copy from the mount: …` and `# copy into the mount
+/// …` in its `hcl` block), read from the README itself so the document is what is tested.
+fn readme_copy_policies() -> (String, String) {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README.md");
+    let start = readme
+        .find("# copy from the mount:")
+        .expect("the copy policies");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let split = block
+        .find("# copy into the mount")
+        .expect("a target policy");
+    (block[..split].to_owned(), block[split..].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_policies_are_enough_to_copy_each_way() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    let (from_policy, into_policy) = readme_copy_policies();
+    let token_for = |name: &str, policy: String| {
+        format!(
+            "client.sys.create_or_update_policy(name='{name}', policy={policy:?})\n\
+             print(client.auth.token.create(policies=['{name}'])['auth']['client_token'])"
+        )
+    };
+    let reader = bao.hvac(&token_for("copy-from", from_policy)).await;
+    let writer = bao.hvac(&token_for("copy-into", into_policy)).await;
+    let mount = mount(&bao);
+    let (alpha, beta) = (emulator.vault_url("alpha"), emulator.vault_url("beta"));
+
+    let out = coldvault_with(
+        &emulator,
+        reader.trim(),
+        &["copy", "--from", &mount, "--to", &alpha],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let beta_vault = vault(&emulator, "beta").await;
+    set(&beta_vault, "api-key", "k-1", &[]).await;
+    let into = ["copy", "--from", &beta, "--to", &mount, "--prune", "--json"];
+    let out = coldvault_with(&emulator, writer.trim(), &into).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    beta_vault
+        .soft_delete(coldvault::vault::ItemKind::Secret, "api-key")
+        .await
+        .expect("deleted in the source");
+    let out = coldvault_with(&emulator, writer.trim(), &into).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(summary(&out)["deleted"], 1, "{}", text(&out));
+    // The reader's token may not write: the item is not copied, and says why.
+    set(&beta_vault, "fresh", "f-1", &[]).await;
+    let out = coldvault_with(
+        &emulator,
+        reader.trim(),
+        &["copy", "--from", &beta, "--to", &mount, "--json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let item = of_type(&out, "item")
+        .into_iter()
+        .find(|e| e["name"] == "fresh")
+        .expect("an item event");
+    assert_eq!(item["status"], "not-copied", "{item}");
+    assert!(
+        item["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PermissionDenied"),
+        "{item}"
     );
 }
