@@ -352,6 +352,10 @@ async fn a_mount_is_backed_up_verified_and_restored_into_a_fresh_mount_item_by_i
     assert_eq!(plan.len(), 7);
     assert!(plan.iter().all(|l| l["action"] == "skip"), "{plan:?}");
     assert_eq!(events(&again, "summary")[0]["created"], 0);
+    assert_eq!(events(&again, "summary")[0]["skipped"], 7);
+    let items = events(&again, "item");
+    assert_eq!(items.len(), 7);
+    assert!(items.iter().all(|i| i["status"] == "skipped"), "{items:?}");
     outputs.push(again);
 
     // A later change in the target is a conflict: skipped by default, refused with fail.
@@ -844,4 +848,58 @@ async fn a_concurrent_change_during_restore_is_reported_never_lost() {
     let top = &dump(&target, "secret").await["top"];
     assert_eq!(top["current_version"], 1, "{top}");
     assert_eq!(top["versions"]["1"]["data"]["k"], "concurrent", "{top}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_is_backed_up_with_its_ca_from_vault_cacert_or_ca_cert() {
+    let Some(bao) = TestBao::start_tls().await else {
+        return;
+    };
+    bao.hvac(
+        "client.secrets.kv.v2.create_or_update_secret(path='tls/x', secret={'k': 'v'}, \
+         mount_point='secret')",
+    )
+    .await;
+    let run = Run::new();
+    let url = bao.kv_url("secret");
+    assert!(url.starts_with("bao+https://"), "{url}");
+    let out = run.out();
+    let args = [
+        "backup",
+        "--vault",
+        &url,
+        "-r",
+        &run.recipient,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    // Without the dev CA the certificate is not trusted: one line, nothing written.
+    let untrusted = coldvault(bao.root_token(), &args).await;
+    assert_code(&untrusted, 1);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("coldvault: error:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(run.archives().is_empty());
+    let ca = bao.ca_cert().expect("a TLS server has a CA").to_owned();
+    let with_cacert = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
+        .args(args)
+        .env_clear()
+        .env("VAULT_TOKEN", bao.root_token())
+        .env("VAULT_CACERT", &ca)
+        .output()
+        .await
+        .expect("coldvault runs");
+    assert_code(&with_cacert, 0);
+    let mut with_flag: Vec<&str> = args.to_vec();
+    let ca_text = ca.to_str().unwrap().to_owned();
+    with_flag.extend(["--ca-cert", &ca_text]);
+    let by_flag = coldvault(bao.root_token(), &with_flag).await;
+    assert_code(&by_flag, 0);
+    assert_eq!(run.archives().len(), 2);
 }

@@ -372,8 +372,12 @@ impl ArchiveReader {
                     Checked::Folder => continue,
                     Checked::File(path) => path,
                 };
-                let Some(&i) = index.get(path.as_str()) else {
+                if path == FORMAT_MARKER_PATH || path == MANIFEST_PATH {
                     continue;
+                }
+                // The file was verified a moment ago; anything else now means it changed.
+                let Some(&i) = index.get(path.as_str()) else {
+                    return Err(VerifyError::NotInManifest(path).into());
                 };
                 let expected = &manifest.kv_entries[i];
                 if expected.entry_type != KvEntryType::KvVersion {

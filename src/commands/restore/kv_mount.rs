@@ -187,8 +187,26 @@ async fn restore_mount(
         .zip(&lines)
         .filter(|(_, l)| matches!(l.action, Action::Create | Action::Overwrite))
         .collect();
-    let skipped = lines.iter().filter(|l| l.action == Action::Skip).count() as u64;
-    summary.skipped = skipped;
+    // Lines that write nothing end now: one `item` event each, as every line gets one.
+    for line in lines
+        .iter()
+        .filter(|l| !matches!(l.action, Action::Create | Action::Overwrite))
+    {
+        let status = if line.action == Action::Skip {
+            summary.skipped += 1;
+            "skipped"
+        } else {
+            "not-restored"
+        };
+        progress.item(&ItemEvent {
+            vault: &shown,
+            kind: KV_KIND,
+            name: &line.name,
+            status,
+            reason: line.reason.as_deref(),
+            bytes: None,
+        });
+    }
     let mut applied = futures::stream::iter(work)
         .map(|(secret, line)| {
             let client = client.clone();
