@@ -1004,3 +1004,50 @@ async fn the_readme_policies_are_enough_to_copy_each_way() {
         "{item}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_copies_into_another_mount_with_its_data_and_metadata() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    bao.hvac("client.sys.enable_secrets_engine('kv', path='copy', options={'version': '2'})")
+        .await;
+    let (from, to) = (mount(&bao), bao.kv_url("copy"));
+    let args = ["copy", "--from", &from, "--to", &to, "--json"];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let read = bao
+        .hvac(
+            "kv = client.secrets.kv.v2\n\
+             def data(path, mount):\n\
+             \x20   return kv.read_secret_version(path=path, mount_point=mount, \
+             raise_on_deleted_version=True)['data']['data']\n\
+             out = {}\n\
+             for path in ['app/db', 'app/api']:\n\
+             \x20   a, b = data(path, 'secret'), data(path, 'copy')\n\
+             \x20   m = kv.read_secret_metadata(path=path, mount_point='copy')['data']\n\
+             \x20   out[path] = {'same': a == b, 'versions': m['current_version'], \
+             'meta': m['custom_metadata']}\n\
+             print(json.dumps(out))",
+        )
+        .await;
+    let read: Value = serde_json::from_str(read.trim()).expect("hvac JSON");
+    assert_eq!(read["app/db"]["same"], true, "{read}");
+    assert_eq!(read["app/db"]["versions"], 3, "every version: {read}");
+    assert_eq!(read["app/db"]["meta"]["team"], "payments", "{read}");
+    assert_eq!(
+        read["app/db"]["meta"]["coldvault-source"],
+        from.to_lowercase()
+    );
+    assert_eq!(read["app/api"]["same"], true, "{read}");
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 2, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "{lines:?}"
+    );
+}
