@@ -1051,3 +1051,43 @@ async fn a_mount_copies_into_another_mount_with_its_data_and_metadata() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_or_a_missing_mount_is_one_line_naming_the_side() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    let to = emulator.vault_url("alpha");
+    let one_line = |output: &Output, side: &str, what: &str| {
+        assert_eq!(output.status.code(), Some(1), "{}", text(output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("coldvault: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].starts_with(&format!("coldvault: error: {side} side: bao+")),
+            "{stderr}"
+        );
+        assert!(errors[0].contains(what), "{what}: {stderr}");
+        assert!(stderr.contains("hint:"), "{stderr}");
+    };
+    let bad_token = coldvault_with(
+        &emulator,
+        "not-a-token",
+        &["copy", "--from", &mount(&bao), "--to", &to],
+    )
+    .await;
+    one_line(&bad_token, "from", "refused the token");
+    let missing = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &to, "--to", &bao.kv_url("nothing-here")],
+    )
+    .await;
+    one_line(&missing, "to", "nothing-here");
+    let alpha = vault(&emulator, "alpha").await;
+    assert!(secret_names(&alpha).await.is_empty(), "nothing written");
+}
