@@ -28,15 +28,20 @@ fn mount(bao: &TestBao) -> String {
     bao.kv_url("secret")
 }
 
-/// Runs `coldvault ARGS…` with the KV token in `VAULT_TOKEN` and the emulator's client as the
-/// Key Vault identity; checks that no output holds the canary.
+/// Runs `coldvault ARGS…` with the KV root token in `VAULT_TOKEN` and the emulator's client as
+/// the Key Vault identity; checks that no output holds the canary.
 async fn coldvault(emulator: &TestEmulator, bao: &TestBao, args: &[&str]) -> Output {
+    coldvault_with(emulator, bao.root_token(), args).await
+}
+
+/// [`coldvault`] with another KV token.
+async fn coldvault_with(emulator: &TestEmulator, token: &str, args: &[&str]) -> Output {
     let ready = emulator.ready();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldvault"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("VAULT_TOKEN", bao.root_token())
+        .env("VAULT_TOKEN", token)
         .env("AZURE_TENANT_ID", &ready.tenant_id)
         .env("AZURE_CLIENT_ID", &ready.client_id)
         .env("AZURE_CLIENT_SECRET", &ready.client_secret)
@@ -920,4 +925,169 @@ async fn custom_metadata_over_key_vaults_tag_limit_is_named_and_counted() {
         stderr.contains("secret wide: 2 custom_metadata entries not copied"),
         "{stderr}"
     );
+}
+
+/// The README's KV policies for copy (`# copy from the mount: …` and `# copy into the mount
+/// …` in its `hcl` block), read from the README itself so the document is what is tested.
+fn readme_copy_policies() -> (String, String) {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README.md");
+    let start = readme
+        .find("# copy from the mount:")
+        .expect("the copy policies");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let split = block
+        .find("# copy into the mount")
+        .expect("a target policy");
+    (block[..split].to_owned(), block[split..].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_policies_are_enough_to_copy_each_way() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    let (from_policy, into_policy) = readme_copy_policies();
+    let token_for = |name: &str, policy: String| {
+        format!(
+            "client.sys.create_or_update_policy(name='{name}', policy={policy:?})\n\
+             print(client.auth.token.create(policies=['{name}'])['auth']['client_token'])"
+        )
+    };
+    let reader = bao.hvac(&token_for("copy-from", from_policy)).await;
+    let writer = bao.hvac(&token_for("copy-into", into_policy)).await;
+    let mount = mount(&bao);
+    let (alpha, beta) = (emulator.vault_url("alpha"), emulator.vault_url("beta"));
+
+    let out = coldvault_with(
+        &emulator,
+        reader.trim(),
+        &["copy", "--from", &mount, "--to", &alpha],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let beta_vault = vault(&emulator, "beta").await;
+    set(&beta_vault, "api-key", "k-1", &[]).await;
+    let into = ["copy", "--from", &beta, "--to", &mount, "--prune", "--json"];
+    let out = coldvault_with(&emulator, writer.trim(), &into).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    beta_vault
+        .soft_delete(coldvault::vault::ItemKind::Secret, "api-key")
+        .await
+        .expect("deleted in the source");
+    let out = coldvault_with(&emulator, writer.trim(), &into).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(summary(&out)["deleted"], 1, "{}", text(&out));
+    // The reader's token may not write: the item is not copied, and says why.
+    set(&beta_vault, "fresh", "f-1", &[]).await;
+    let out = coldvault_with(
+        &emulator,
+        reader.trim(),
+        &["copy", "--from", &beta, "--to", &mount, "--json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let item = of_type(&out, "item")
+        .into_iter()
+        .find(|e| e["name"] == "fresh")
+        .expect("an item event");
+    assert_eq!(item["status"], "not-copied", "{item}");
+    assert!(
+        item["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PermissionDenied"),
+        "{item}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_copies_into_another_mount_with_its_data_and_metadata() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    seed_kv(&bao).await;
+    bao.hvac("client.sys.enable_secrets_engine('kv', path='copy', options={'version': '2'})")
+        .await;
+    let (from, to) = (mount(&bao), bao.kv_url("copy"));
+    let args = ["copy", "--from", &from, "--to", &to, "--json"];
+    let output = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let read = bao
+        .hvac(
+            "kv = client.secrets.kv.v2\n\
+             def data(path, mount):\n\
+             \x20   return kv.read_secret_version(path=path, mount_point=mount, \
+             raise_on_deleted_version=True)['data']['data']\n\
+             out = {}\n\
+             for path in ['app/db', 'app/api']:\n\
+             \x20   a, b = data(path, 'secret'), data(path, 'copy')\n\
+             \x20   m = kv.read_secret_metadata(path=path, mount_point='copy')['data']\n\
+             \x20   out[path] = {'same': a == b, 'versions': m['current_version'], \
+             'meta': m['custom_metadata']}\n\
+             print(json.dumps(out))",
+        )
+        .await;
+    let read: Value = serde_json::from_str(read.trim()).expect("hvac JSON");
+    assert_eq!(read["app/db"]["same"], true, "{read}");
+    assert_eq!(read["app/db"]["versions"], 3, "every version: {read}");
+    assert_eq!(read["app/db"]["meta"]["team"], "payments", "{read}");
+    assert_eq!(
+        read["app/db"]["meta"]["coldvault-source"],
+        from.to_lowercase()
+    );
+    assert_eq!(read["app/api"]["same"], true, "{read}");
+    let rerun = coldvault(&emulator, &bao, &args).await;
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let lines = plan_lines(&rerun);
+    assert_eq!(lines.len(), 2, "{}", text(&rerun));
+    assert!(
+        lines.iter().all(|(action, _)| action == "skip"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_or_a_missing_mount_is_one_line_naming_the_side() {
+    let Some(bao) = TestBao::start().await else {
+        return;
+    };
+    let emulator = TestEmulator::start().await;
+    let to = emulator.vault_url("alpha");
+    let one_line = |output: &Output, side: &str, what: &str| {
+        assert_eq!(output.status.code(), Some(1), "{}", text(output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("coldvault: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].starts_with(&format!("coldvault: error: {side} side: bao+")),
+            "{stderr}"
+        );
+        assert!(errors[0].contains(what), "{what}: {stderr}");
+        assert!(stderr.contains("hint:"), "{stderr}");
+    };
+    let bad_token = coldvault_with(
+        &emulator,
+        "not-a-token",
+        &["copy", "--from", &mount(&bao), "--to", &to],
+    )
+    .await;
+    one_line(&bad_token, "from", "refused the token");
+    let missing = coldvault(
+        &emulator,
+        &bao,
+        &["copy", "--from", &to, "--to", &bao.kv_url("nothing-here")],
+    )
+    .await;
+    one_line(&missing, "to", "nothing-here");
+    let alpha = vault(&emulator, "alpha").await;
+    assert!(secret_names(&alpha).await.is_empty(), "nothing written");
 }
