@@ -548,6 +548,33 @@ impl VaultReport {
     }
 }
 
+/// Opens the archive writer for the plan's output (folder, file, stdout, or an upload to
+/// Blob Storage or S3, with its handle): an existing file fails here, before any request.
+async fn open_writer(
+    plan: &BackupPlan,
+    source: Source,
+) -> Result<(ArchiveWriter, Option<Upload<'_>>), CliError> {
+    let destination = match &plan.output {
+        Output::Remote(remote) => {
+            let (writer, handle) = remote.writer(&plan.encryption, source).await?;
+            return Ok((writer, Some((remote.as_ref(), handle))));
+        }
+        Output::Dir(dir) => Destination::Dir(dir.clone()),
+        Output::File(file) => Destination::File(file.clone()),
+        Output::Stdout => Destination::Stdout,
+    };
+    Ok((
+        ArchiveWriter::create(destination, &plan.encryption, source)?,
+        None,
+    ))
+}
+
+/// An upload in progress: where to, and its handle (committed or aborted at the end).
+type Upload<'p> = (
+    &'p super::destination::RemoteOutput,
+    super::destination::UploadHandle,
+);
+
 /// Backs up one vault. `gate` receives the writer's [`CommitGate`] as soon as the archive
 /// is started, for the signal handler of [`run`].
 async fn backup_vault(
@@ -564,21 +591,7 @@ async fn backup_vault(
         vault: url.name().to_owned(),
         url: url.as_str().to_owned(),
     };
-    let mut upload = None;
-    let writer = match &plan.output {
-        Output::Remote(remote) => {
-            let (writer, handle) = remote.writer(&plan.encryption, source).await?;
-            upload = Some((remote.as_ref(), handle));
-            writer
-        }
-        Output::Dir(dir) => {
-            ArchiveWriter::create(Destination::Dir(dir.clone()), &plan.encryption, source)?
-        }
-        Output::File(file) => {
-            ArchiveWriter::create(Destination::File(file.clone()), &plan.encryption, source)?
-        }
-        Output::Stdout => ArchiveWriter::create(Destination::Stdout, &plan.encryption, source)?,
-    };
+    let (writer, upload) = open_writer(plan, source).await?;
     let _ = gate.set(writer.commit_gate());
     let vault = connect(url, &plan.connect).await?;
     let signed_in_with = vault.signed_in_with().map(|c| c.to_string());

@@ -15,8 +15,8 @@ use std::time::Instant;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{BackupArgs, BackupPlan, Output, remove_stale_partials, stopped};
-use crate::archive::{ArchiveSummary, ArchiveWriter, CommitGate, Counts, Destination};
+use super::{BackupArgs, BackupPlan, remove_stale_partials, stopped};
+use crate::archive::{ArchiveSummary, CommitGate, Counts};
 use crate::commands::interrupt::Interrupts;
 use crate::commands::kv_connect::{connect_kv, kv_error, parse_kv_address};
 use crate::error::{CliError, ExitCode};
@@ -127,21 +127,7 @@ async fn backup_mount(
     let source = crate::archive::kv::source(&address);
     let name = source.vault.clone();
     progress.start_vault(&name);
-    let mut upload = None;
-    let writer = match &plan.output {
-        Output::Remote(remote) => {
-            let (writer, handle) = remote.writer(&plan.encryption, source).await?;
-            upload = Some((remote.as_ref(), handle));
-            writer
-        }
-        Output::Dir(dir) => {
-            ArchiveWriter::create(Destination::Dir(dir.clone()), &plan.encryption, source)?
-        }
-        Output::File(file) => {
-            ArchiveWriter::create(Destination::File(file.clone()), &plan.encryption, source)?
-        }
-        Output::Stdout => ArchiveWriter::create(Destination::Stdout, &plan.encryption, source)?,
-    };
+    let (writer, upload) = super::open_writer(plan, source).await?;
     let _ = gate.set(writer.commit_gate());
     let snapshot: KvSnapshot = client
         .read_all(plan.concurrency)
