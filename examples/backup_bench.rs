@@ -30,9 +30,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret;
-use coldvault::emulator::faults::{FaultKind, FaultSpec};
 use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
 use serde_json::{Value, json};
+
+#[path = "common/mod.rs"]
+mod common;
 
 struct Options {
     secrets: usize,
@@ -127,7 +129,7 @@ fn complete(run: Run, count: usize) -> Result<Run, Box<dyn std::error::Error>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_options()?;
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let work = tempfile::tempdir()?;
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
@@ -176,7 +178,7 @@ fn general(
     print_row("latency-bound (20 ms, no budget)", &latency_run);
 
     if options.baseline {
-        match python(options) {
+        match common::python(options.python.as_deref()) {
             Some(python) => {
                 let seconds = runtime.block_on(baseline(&python, work, n, latency))?;
                 println!(
@@ -290,32 +292,6 @@ fn print_row(label: &str, run: &Run) {
     );
 }
 
-/// `target/release/coldvault`, beside this example's folder.
-fn coldvault_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the target folder")?;
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ))
-    }
-}
-
-fn python(options: &Options) -> Option<PathBuf> {
-    let candidate = options
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/python-venv/bin/python"));
-    candidate.is_file().then_some(candidate)
-}
-
 /// A fresh emulator with `count` secrets of about 40 bytes, one vault `bench`.
 async fn seeded(
     dir: &Path,
@@ -352,18 +328,7 @@ async fn seeded(
         ..EmulatorConfig::default()
     })
     .await?;
-    if setup.stray_429 > 0.0 {
-        running.state().faults.inject(FaultSpec {
-            kind: FaultKind::Throttle,
-            count: None,
-            rate: Some(setup.stray_429),
-            method: None,
-            path: None,
-            vault: None,
-            retry_after: Some(1),
-            delay_ms: None,
-        });
-    }
+    common::stray_429s(&running, setup.stray_429);
     Ok(running)
 }
 

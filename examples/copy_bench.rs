@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
 use serde_json::{Value, json};
 
+#[path = "common/mod.rs"]
+mod common;
+
 struct Options {
     secrets: usize,
     baseline: bool,
@@ -74,7 +77,7 @@ struct Setup {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_options()?;
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let work = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))?;
     print_row("latency-bound, plain (20 ms, no budget)", &plain);
     if options.baseline {
-        match python(&options) {
+        match common::python(options.python.as_deref()) {
             Some(python) => {
                 let seconds = runtime.block_on(baseline(&python, work.path(), n, latency))?;
                 println!(
@@ -155,35 +158,6 @@ fn print_row(label: &str, run: &Run) {
         "{label:<40} {:>8.2} {:>10} {:>10} {:>6} {:>8}",
         run.seconds, run.requests_from, run.requests_to, run.throttled, run.created
     );
-}
-
-/// `release/coldvault`, beside this example's folder.
-fn coldvault_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the target folder")?;
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ))
-    }
-}
-
-fn python(options: &Options) -> Option<PathBuf> {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
-    [
-        options.python.clone(),
-        Some(PathBuf::from(target).join("python-venv/bin/python")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
 }
 
 /// A fresh emulator: `src` with `count` secrets of about 40 bytes, `dst` empty, in another

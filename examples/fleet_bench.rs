@@ -17,12 +17,15 @@
 //! when both together come near the machine's cores times the wall time, the run is bound by
 //! this machine's CPU, not by the vaults' latency.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
 use serde_json::{Value, json};
+
+#[path = "common/mod.rs"]
+mod common;
 
 const SUBSCRIPTIONS: [&str; 3] = [
     "11111111-0000-0000-0000-00000000f001",
@@ -90,7 +93,7 @@ struct Run {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_options()?;
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let dir = tempfile::tempdir()?;
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
@@ -166,24 +169,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fleet.peak_rss_kib as f64 / small.peak_rss_kib.max(1) as f64
     );
     Ok(())
-}
-
-/// `target/release/coldvault`, beside this example's folder.
-fn coldvault_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the target folder")?;
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ))
-    }
 }
 
 fn vault_name(i: usize) -> String {

@@ -26,10 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use coldvault::emulator::faults::{FaultKind, FaultSpec};
 use coldvault::emulator::{self, EmulatorConfig, RunningEmulator, VaultSpec};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+#[path = "common/mod.rs"]
+mod common;
 
 struct Options {
     secrets: usize,
@@ -91,7 +93,7 @@ struct Setup {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_options()?;
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let work = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))?;
     print_row("latency-bound (20 ms, no budget)", &plain);
     if options.baseline {
-        match python(&options) {
+        match common::python(options.python.as_deref()) {
             Some(python) => {
                 let seconds = runtime.block_on(baseline(&python, &bao, work.path(), n, latency))?;
                 println!(
@@ -165,43 +167,11 @@ fn print_row(label: &str, run: &Run) {
     );
 }
 
-/// `release/coldvault`, beside this example's folder.
-fn coldvault_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the target folder")?;
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ))
-    }
-}
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned()))
-}
-
-fn python(options: &Options) -> Option<PathBuf> {
-    [
-        options.python.clone(),
-        Some(target_dir().join("python-venv/bin/python")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-}
-
 fn bao_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("COLDVAULT_BAO") {
         return PathBuf::from(path);
     }
-    let cached = target_dir().join("bao-venv/bin/bao");
+    let cached = common::target_dir().join("bao-venv/bin/bao");
     if cached.is_file() {
         cached
     } else {
@@ -307,18 +277,7 @@ async fn vault(dir: &Path, setup: Setup) -> Result<RunningEmulator, Box<dyn std:
         ..EmulatorConfig::default()
     })
     .await?;
-    if setup.stray_429 > 0.0 {
-        running.state().faults.inject(FaultSpec {
-            kind: FaultKind::Throttle,
-            count: None,
-            rate: Some(setup.stray_429),
-            method: None,
-            path: None,
-            vault: None,
-            retry_after: Some(1),
-            delay_ms: None,
-        });
-    }
+    common::stray_429s(&running, setup.stray_429);
     Ok(running)
 }
 

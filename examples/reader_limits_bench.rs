@@ -24,12 +24,15 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use age::secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
+
+#[path = "common/mod.rs"]
+mod common;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -51,7 +54,7 @@ const GIB: u64 = 1 << 30;
 
 fn main() -> Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let dir = tempfile::tempdir()?;
     let identity = age::x25519::Identity::generate();
     let identity_file = dir.path().join("identity.txt");
@@ -100,27 +103,6 @@ fn main() -> Result<()> {
         std::fs::remove_file(&path)?;
     }
     Ok(())
-}
-
-/// The `coldvault` binary of the same build as this example.
-fn coldvault_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("COLDVAULT_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the build folder")?;
-    if !candidate.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --bin coldvault` first, or set COLDVAULT_BIN",
-            candidate.display()
-        )
-        .into());
-    }
-    Ok(candidate)
 }
 
 /// Writes a tar stream through zstd and age into `path`, the writer's layer order.

@@ -23,6 +23,9 @@ use coldvault::archive::{
 use coldvault::emulator::{self, EmulatorConfig, VaultSpec};
 use sha2::{Digest, Sha256};
 
+#[path = "common/mod.rs"]
+mod common;
+
 type BoxError = Box<dyn std::error::Error>;
 
 #[tokio::main]
@@ -32,7 +35,7 @@ async fn main() -> Result<(), BoxError> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(50_000);
-    let binary = coldvault_binary()?;
+    let binary = common::coldvault_binary()?;
     let work = tempfile::tempdir()?;
 
     let running = emulator::start(EmulatorConfig {
@@ -169,27 +172,6 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The `coldvault` binary of the same build as this example.
-fn coldvault_binary() -> Result<PathBuf, BoxError> {
-    if let Some(path) = std::env::var_os("COLDVAULT_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("coldvault"))
-        .ok_or("cannot locate the build folder")?;
-    if !candidate.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --bin coldvault` first, or set COLDVAULT_BIN",
-            candidate.display()
-        )
-        .into());
-    }
-    Ok(candidate)
 }
 
 struct Measured {
