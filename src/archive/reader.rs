@@ -858,36 +858,31 @@ fn verify_pass(
     }
     let manifest = manifest.ok_or(VerifyError::MissingManifest)?;
     manifest.check()?;
-    for entry in &manifest.entries {
-        let Some((size, digest)) = seen.remove(&path_key(&entry.path)) else {
-            return Err(VerifyError::MissingEntry(entry.path.clone()).into());
+    // Every listed entry (Key Vault's and KV's alike) was read, with its size and digest.
+    let listed = manifest
+        .entries
+        .iter()
+        .map(|e| (&e.path, e.size, &e.sha256))
+        .chain(
+            manifest
+                .kv_entries
+                .iter()
+                .map(|e| (&e.path, e.size, &e.sha256)),
+        );
+    for (path, expected, sha256) in listed {
+        let Some((size, digest)) = seen.remove(&path_key(path)) else {
+            return Err(VerifyError::MissingEntry(path.clone()).into());
         };
-        if size != entry.size {
+        if size != expected {
             return Err(VerifyError::SizeMismatch {
-                path: entry.path.clone(),
-                expected: entry.size,
+                path: path.clone(),
+                expected,
                 actual: size,
             }
             .into());
         }
-        if digest != entry.sha256 {
-            return Err(VerifyError::ChecksumMismatch(entry.path.clone()).into());
-        }
-    }
-    for entry in &manifest.kv_entries {
-        let Some((size, digest)) = seen.remove(&path_key(&entry.path)) else {
-            return Err(VerifyError::MissingEntry(entry.path.clone()).into());
-        };
-        if size != entry.size {
-            return Err(VerifyError::SizeMismatch {
-                path: entry.path.clone(),
-                expected: entry.size,
-                actual: size,
-            }
-            .into());
-        }
-        if digest != entry.sha256 {
-            return Err(VerifyError::ChecksumMismatch(entry.path.clone()).into());
+        if digest != *sha256 {
+            return Err(VerifyError::ChecksumMismatch(path.clone()).into());
         }
     }
     if !seen.is_empty() {
