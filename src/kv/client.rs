@@ -689,6 +689,19 @@ enum VersionRead {
     Missing,
 }
 
+/// A version answered without data: its metadata says whether it was deleted or destroyed
+/// (`Missing` when the answer has none).
+fn gone_version(body: &mut Value) -> VersionRead {
+    let meta: Option<VersionBody> = serde_json::from_value(body["data"]["metadata"].take()).ok();
+    match meta {
+        Some(meta) => VersionRead::Gone {
+            deleted: parse_deletion(meta.deletion_time.as_deref(), OffsetDateTime::now_utc()),
+            destroyed: meta.destroyed,
+        },
+        None => VersionRead::Missing,
+    }
+}
+
 impl KvClient {
     /// Signs in (AppRole logs in), checks the server is unsealed and that the address's
     /// mount is a KV version 2 mount (resolving a nested mount), and returns the client.
@@ -1084,36 +1097,10 @@ impl KvClient {
         match answer.status {
             200 => match take_data(&mut answer.body) {
                 Some(data) => Ok(VersionRead::Live(data)),
-                None => {
-                    let meta: Option<VersionBody> =
-                        serde_json::from_value(answer.body["data"]["metadata"].take()).ok();
-                    Ok(match meta {
-                        Some(meta) => VersionRead::Gone {
-                            deleted: parse_deletion(
-                                meta.deletion_time.as_deref(),
-                                OffsetDateTime::now_utc(),
-                            ),
-                            destroyed: meta.destroyed,
-                        },
-                        None => VersionRead::Missing,
-                    })
-                }
+                None => Ok(gone_version(&mut answer.body)),
             },
             // A deleted or destroyed version answers 404 with its metadata.
-            404 => {
-                let meta: Option<VersionBody> =
-                    serde_json::from_value(answer.body["data"]["metadata"].take()).ok();
-                Ok(match meta {
-                    Some(meta) => VersionRead::Gone {
-                        deleted: parse_deletion(
-                            meta.deletion_time.as_deref(),
-                            OffsetDateTime::now_utc(),
-                        ),
-                        destroyed: meta.destroyed,
-                    },
-                    None => VersionRead::Missing,
-                })
-            }
+            404 => Ok(gone_version(&mut answer.body)),
             _ => Err(self.connection.error(&answer, &what)),
         }
     }
