@@ -217,6 +217,10 @@ async fn kv_to_key_vault_carries_every_version_in_order_with_metadata_as_tags_an
     let output = coldvault(&emulator, &bao, &args).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(summary(&output)["created"], 2, "{}", text(&output));
+    // The KV side's requests are counted: the seal status, the token, the mount, the list,
+    // two metadata reads and a data read per version at least.
+    let requests_from = summary(&output)["requests_from"].as_u64().unwrap_or(0);
+    assert!(requests_from >= 9, "{requests_from}: {}", text(&output));
     let alpha = vault(&emulator, "alpha").await;
     assert_eq!(secret_names(&alpha).await, ["app--api", "app--db"]);
     let db = versions_of(&emulator, &alpha, "app--db").await;

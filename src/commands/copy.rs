@@ -1190,6 +1190,7 @@ async fn connect_kv(
     let client = KvClient::connect(address, auth, kv_options)
         .await
         .map_err(failed)?;
+    let how = how.with_client(client.clone());
     let store = if writes {
         KvStore::open(
             client,

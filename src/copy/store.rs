@@ -9,7 +9,7 @@
 
 use futures::stream::BoxStream;
 
-use crate::kv::client::KvAuth;
+use crate::kv::client::{KvAuth, KvClient};
 use crate::kv::store::KvStore;
 use crate::vault::azure::AzureVault;
 use crate::vault::pacing::RequestStats;
@@ -31,22 +31,31 @@ pub enum Store {
 
 /// How a KV side signed in, for the line that says so (never the credential).
 #[derive(Debug, Clone)]
-pub struct KvSignIn(String);
+pub struct KvSignIn(String, Option<KvClient>);
 
 impl KvSignIn {
     /// A mount read from an archive: nothing was signed in to.
     pub fn archive() -> Self {
-        Self("nothing (read from an archive)".to_owned())
+        Self("nothing (read from an archive)".to_owned(), None)
     }
 
     /// Describes `auth`: the kind of credential and, for AppRole, the role id (not secret).
     pub fn of(auth: &KvAuth) -> Self {
-        Self(match auth {
+        Self(Self::describe(auth), None)
+    }
+
+    /// The same, with the client signed in that way, whose requests the summaries count.
+    pub fn with_client(self, client: KvClient) -> Self {
+        Self(self.0, Some(client))
+    }
+
+    fn describe(auth: &KvAuth) -> String {
+        match auth {
             KvAuth::Token(_) => "a token (VAULT_TOKEN or BAO_TOKEN)".to_owned(),
             KvAuth::AppRole { role_id, mount, .. } => {
                 format!("AppRole (role id {role_id}, auth/{mount})")
             }
-        })
+        }
     }
 }
 
@@ -63,8 +72,8 @@ impl Store {
     pub fn stats(&self) -> RequestStats {
         match self {
             Store::Azure(vault) => vault.stats(),
-            // The KV client paces and counts nothing of its own.
-            Store::Kv(..) => RequestStats::default(),
+            // An archive read as a mount sent nothing.
+            Store::Kv(_, how) => how.1.as_ref().map(KvClient::stats).unwrap_or_default(),
         }
     }
 

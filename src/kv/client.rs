@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use age::secrecy::{ExposeSecret, SecretString};
@@ -38,6 +39,7 @@ use tokio::time::Instant;
 use zeroize::Zeroize;
 
 use super::{KvAddress, KvData, KvSecret, KvSnapshot, KvVersion};
+use crate::vault::pacing::RequestStats;
 use crate::vault::transport::{self, NetworkCause};
 
 /// How to sign in.
@@ -272,6 +274,23 @@ struct Connection {
     /// Set once signed in; marked sensitive so no log or `Debug` shows it.
     token: Option<HeaderValue>,
     timeout: Duration,
+    /// Every attempt and how it ended, for the summaries (`requests_from`, `throttled`).
+    counters: Counters,
+}
+
+/// What this connection sent and got back, counted per attempt (retries included).
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A server's answer: its status and JSON body (`Null` when empty or not JSON).
@@ -429,12 +448,15 @@ impl Connection {
                 let text = response.text().await?;
                 Ok::<_, reqwest::Error>((status, wait, text))
             };
+            Counters::bump(&self.counters.requests);
             let (failure, wait_at_least) = match tokio::time::timeout(remaining, attempt).await {
                 Err(_) => {
+                    Counters::bump(&self.counters.transport_errors);
                     uncertain = true;
                     (NetworkCause::TimedOut, None)
                 }
                 Ok(Err(err)) => {
+                    Counters::bump(&self.counters.transport_errors);
                     let cause = transport::classify(&err)
                         .unwrap_or_else(|| NetworkCause::Other(transport::error_chain(&err)));
                     if cause.is_final() {
@@ -446,6 +468,11 @@ impl Connection {
                 }
                 Ok(Ok((status, wait, mut text))) => {
                     tracing::debug!("{method} {}/v1/{api_path}: HTTP {status}", self.host);
+                    match status {
+                        429 => Counters::bump(&self.counters.throttled),
+                        500.. => Counters::bump(&self.counters.server_errors),
+                        _ => {}
+                    }
                     if is_transient(status) {
                         let next = pause_before(retry + 1, wait);
                         if Instant::now() + next < deadline {
@@ -746,6 +773,7 @@ impl KvClient {
             namespace,
             token: None,
             timeout: options.timeout,
+            counters: Counters::default(),
         };
 
         // Sealed first: a sealed server answers 503 to everything else, and "sealed" is what
@@ -946,6 +974,20 @@ impl KvClient {
             address: address.with_mount(&mount),
             connection: Arc::new(connection),
         })
+    }
+
+    /// Requests sent so far (every attempt, sign-in and checks included) and how many were
+    /// answered 429, 5xx or not at all; the KV client has no rate limit of its own.
+    pub fn stats(&self) -> RequestStats {
+        let counters = &self.connection.counters;
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestStats {
+            requests: read(&counters.requests),
+            throttled: read(&counters.throttled),
+            server_errors: read(&counters.server_errors),
+            transport_errors: read(&counters.transport_errors),
+            ..RequestStats::default()
+        }
     }
 
     /// The address, with its mount as the server resolved it.
