@@ -12,7 +12,7 @@ use crate::commands::restore_plan::{
 };
 use crate::commands::scope::{ItemKind as ScopeKind, Scope};
 use crate::engine::item::{ItemData, ItemHead, VersionHead};
-use crate::kv::mapping::{MARKER_TAG, Projected, is_owned, tags_from_metadata};
+use crate::kv::mapping::{MARKER_TAG, Projected, is_owned, metadata_from_tags, tags_from_metadata};
 use crate::vault::Tags;
 
 /// Decides one captured source item against where it stands in the target: the restore
@@ -135,11 +135,14 @@ impl Ownership {
     pub fn mark_item(&self, item: &mut ItemData, kv_target: bool) -> Option<String> {
         let mut dropped: Vec<String> = Vec::new();
         let mut project = |tags: &mut Tags| {
-            if kv_target {
+            // What the target can hold, as it will hold it: a rerun compares equal, and what
+            // does not fit (into KV: empty values, long names, past 64) is named once.
+            let projected = if kv_target {
                 self.mark(tags);
-                return;
-            }
-            let projected = tags_from_metadata(tags, Some(&self.marker));
+                metadata_from_tags(tags, None)
+            } else {
+                tags_from_metadata(tags, Some(&self.marker))
+            };
             for name in projected.dropped {
                 if !dropped.contains(&name) {
                     dropped.push(name);
@@ -163,7 +166,7 @@ impl Ownership {
             kept: Tags::new(),
             dropped,
         }
-        .dropped_note(true)
+        .dropped_note(!kv_target)
     }
 
     /// The line for an item that exists in the target without this source's marker, live
@@ -367,5 +370,23 @@ mod tests {
         assert!(ownership.mark_item(&mut item, true).is_none());
         assert_eq!(item.versions[0].tags.len(), 17);
         assert!(item.versions[0].attributes.expires.is_none());
+
+        // Into KV, what KV refuses (an empty value) is left out of the source's side too and
+        // named, so the written item and the source compare equal on the next run.
+        let mut tags: Tags = [("team", "a"), ("empty", "")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tags.insert("coldvault-content-type".into(), "forged".into());
+        let mut item = ItemData::new(ItemHead::new(Kind::Secret, "app"));
+        item.versions.push(record(tags));
+        let note = ownership
+            .mark_item(&mut item, true)
+            .expect("the empty tag named");
+        assert!(note.contains("1 tag not copied: KV allows"), "{note}");
+        assert!(note.contains("empty"), "{note}");
+        let kept: Vec<&str> = item.versions[0].tags.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["coldvault-source", "team"]);
+        assert_eq!(item.head.versions[0].tags, item.versions[0].tags);
     }
 }
