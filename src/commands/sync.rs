@@ -37,7 +37,7 @@ use crate::copy::plan::Ownership;
 use crate::copy::state::{ItemStamps, SyncState, item_key, stamp};
 use crate::copy::store::Store;
 use crate::error::{CliError, ExitCode};
-use crate::kv::mapping::{MARKER_TAG, marker_value};
+use crate::kv::mapping::{MARKER_TAG, marker_value, metadata_from_tags, tags_from_metadata};
 use crate::output::progress::{ItemEvent, Progress, ProgressStyle, emit_json};
 use crate::output::table::Table;
 use crate::vault::azure::settle_backoff;
@@ -293,13 +293,17 @@ impl Owners {
 }
 
 /// The tags and attributes two sides are compared on: with a KV side, without the ownership
-/// marker (each side carries the other's) and without `nbf`/`exp` (KV has neither).
+/// marker (each side carries the other's), only the tags both sides can hold (KV refuses
+/// empty values and long names, Key Vault keeps 15: what a write leaves out must not make
+/// the next run see a difference) and without `nbf`/`exp` (KV has neither).
 fn comparable(tags: &Tags, attributes: &Attributes, kv: bool) -> (Tags, Attributes) {
     if !kv {
         return (tags.clone(), attributes.clone());
     }
     let mut tags = tags.clone();
     tags.remove(MARKER_TAG);
+    // A place stays kept for the marker, as when the marked item is written.
+    let tags = tags_from_metadata(&metadata_from_tags(&tags, None).kept, None).kept;
     let attributes = Attributes {
         not_before: None,
         expires: None,
