@@ -36,6 +36,8 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
+use common::SignedIn;
+
 struct Options {
     secrets: usize,
     baseline: bool,
@@ -347,11 +349,7 @@ async fn scenario(
     let child = tokio::process::Command::new(binary)
         .args(["backup", "--vault", &vault, "-r", recipient, "--json", "-o"])
         .arg(out.path())
-        .env("AZURE_TENANT_ID", &ready.tenant_id)
-        .env("AZURE_CLIENT_ID", &ready.client_id)
-        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
-        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
-        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .signed_in(&ready)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -419,18 +417,5 @@ async fn baseline(
         .output()
         .await?;
     running.shutdown().await;
-    if !output.status.success() {
-        return Err(format!(
-            "baseline failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let result: Value = serde_json::from_slice(&output.stdout)?;
-    if result["secrets"].as_u64() != Some(count as u64) {
-        return Err(format!("baseline read {} secrets, not {count}", result["secrets"]).into());
-    }
-    result["seconds"]
-        .as_f64()
-        .ok_or_else(|| "baseline printed no time".into())
+    Ok(common::baseline_seconds(&output, count)?)
 }

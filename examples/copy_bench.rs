@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
+use common::SignedIn;
+
 struct Options {
     secrets: usize,
     baseline: bool,
@@ -207,11 +209,7 @@ async fn scenario(
     let started = Instant::now();
     let output = tokio::process::Command::new(binary)
         .args(["copy", "--from", &from, "--to", &to, "--json"])
-        .env("AZURE_TENANT_ID", &ready.tenant_id)
-        .env("AZURE_CLIENT_ID", &ready.client_id)
-        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
-        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
-        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .signed_in(&ready)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -222,20 +220,7 @@ async fn scenario(
         .vault("dst")
         .map(|v| v.lock().secrets.live.len());
     running.shutdown().await;
-    if !output.status.success() {
-        return Err(format!(
-            "copy failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "summary")
-        .ok_or("no summary event")?;
+    let summary = common::summary(&output, "copy")?;
     let created = summary["created"].as_u64().unwrap_or(0);
     if created != count as u64 || held != Some(count) {
         return Err(
@@ -273,18 +258,5 @@ async fn baseline(
         .output()
         .await?;
     running.shutdown().await;
-    if !output.status.success() {
-        return Err(format!(
-            "baseline failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let result: Value = serde_json::from_slice(&output.stdout)?;
-    if result["secrets"].as_u64() != Some(count as u64) {
-        return Err(format!("baseline copied {} secrets, not {count}", result["secrets"]).into());
-    }
-    result["seconds"]
-        .as_f64()
-        .ok_or_else(|| "baseline printed no time".into())
+    Ok(common::baseline_seconds(&output, count)?)
 }

@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
+use common::SignedIn;
+
 const SUBSCRIPTIONS: [&str; 3] = [
     "11111111-0000-0000-0000-00000000f001",
     "22222222-0000-0000-0000-00000000f002",
@@ -216,11 +218,7 @@ fn command(binary: &Path, running: &RunningEmulator) -> tokio::process::Command 
     let ready = running.ready();
     let mut command = tokio::process::Command::new(binary);
     command
-        .env("AZURE_TENANT_ID", &ready.tenant_id)
-        .env("AZURE_CLIENT_ID", &ready.client_id)
-        .env("AZURE_CLIENT_SECRET", &ready.client_secret)
-        .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
-        .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+        .signed_in(ready)
         .env("COLDVAULT_ARM_ENDPOINT", &ready.arm_endpoint)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -1,13 +1,16 @@
-//! What the benchmarks share: the `coldvault` binary they run, the Python with the official
-//! SDKs their baselines run on, and stray 429s on the local Key Vault. Each benchmark
+//! What the benchmarks share: the `coldvault` binary they run and its sign-in to the local Key
+//! Vault, the `summary` of a `--json` run, the Python their baselines run on and what a
+//! baseline printed, and stray 429s on the local Key Vault. Each benchmark
 //! includes this file with `#[path = "common/mod.rs"] mod common;` (a folder without
 //! `main.rs` is not an example of its own) and uses the part it needs.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use coldvault::emulator::RunningEmulator;
 use coldvault::emulator::faults::{FaultKind, FaultSpec};
+use coldvault::emulator::{Ready, RunningEmulator};
+use serde_json::Value;
 
 /// The `coldvault` binary: `COLDVAULT_BIN`, else the one beside this example's folder (the
 /// release build for `cargo run --release --example …`).
@@ -65,4 +68,58 @@ pub fn stray_429s(running: &RunningEmulator, rate: f64) {
             delay_ms: None,
         });
     }
+}
+
+/// Signs a `coldvault` command in to the local Key Vault as its ready line says: the service
+/// principal in `AZURE_*`, the local issuer, the local CA.
+pub trait SignedIn {
+    /// Adds the environment; returns the command for chaining.
+    fn signed_in(&mut self, ready: &Ready) -> &mut Self;
+}
+
+impl SignedIn for tokio::process::Command {
+    fn signed_in(&mut self, ready: &Ready) -> &mut Self {
+        self.env("AZURE_TENANT_ID", &ready.tenant_id)
+            .env("AZURE_CLIENT_ID", &ready.client_id)
+            .env("AZURE_CLIENT_SECRET", &ready.client_secret)
+            .env("AZURE_AUTHORITY_HOST", &ready.authority_host)
+            .env("COLDVAULT_CA_CERT", &ready.ca_cert)
+    }
+}
+
+/// The `summary` event of a `--json` run that succeeded; the run's stderr when it failed.
+pub fn summary(output: &Output, what: &str) -> Result<Value, String> {
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .ok_or_else(|| format!("{what}: no summary event"))
+}
+
+/// The seconds a baseline script printed (`{"secrets": N, "seconds": S}`), checked to have
+/// handled `count` secrets.
+pub fn baseline_seconds(output: &Output, count: usize) -> Result<f64, String> {
+    if !output.status.success() {
+        return Err(format!(
+            "baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let result: Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    if result["secrets"].as_u64() != Some(count as u64) {
+        return Err(format!(
+            "baseline handled {} secrets, not {count}",
+            result["secrets"]
+        ));
+    }
+    result["seconds"]
+        .as_f64()
+        .ok_or_else(|| "baseline printed no time".to_owned())
 }
