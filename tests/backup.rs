@@ -1276,8 +1276,25 @@ async fn sigterm_exits_143_and_leaves_no_file() {
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
 
+/// Whether this process ignores signal `number` (`SigIgn` in `/proc/self/status`): a child
+/// inherits that, as a run under `nohup` does.
+fn signal_ignored_here(number: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("SigIgn:"))
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & (1 << (number - 1)) != 0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_exits_129_and_leaves_no_file() {
+    if signal_ignored_here(signal_number("HUP")) {
+        // The suite itself runs under nohup: the run inherits SIGHUP ignored and, by design,
+        // keeps going (`a_backup_under_nohup_survives_sighup` covers that case).
+        eprintln!("skipped: this test process ignores SIGHUP (started under nohup)");
+        return;
+    }
     let (output, left) = backup_stopped_by("HUP").await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(129), "{shown}");
