@@ -294,33 +294,17 @@ async fn scenario(
     let ready = running.ready().clone();
     let to = running.vault_url("dst").ok_or("no dst vault")?;
     let from = format!("bao+{}/secret", bao.addr);
-    let started = Instant::now();
-    let output = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    command
         .args(["copy", "--from", &from, "--to", &to, "--json"])
         .env("VAULT_TOKEN", &bao.token)
-        .signed_in(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let held = running
-        .state()
-        .vault("dst")
-        .map(|v| v.lock().secrets.live.len());
-    running.shutdown().await;
-    let summary = common::summary(&output, "copy")?;
-    let created = summary["created"].as_u64().unwrap_or(0);
-    if created != count as u64 || held != Some(count) {
-        return Err(
-            format!("the vault holds {held:?} secrets, {created} created, not {count}").into(),
-        );
-    }
+        .signed_in(&ready);
+    let (seconds, summary) = common::timed_copy(running, &mut command, count).await?;
     Ok(Run {
         seconds,
         requests_to: summary["requests_to"].as_u64().unwrap_or(0),
         throttled: summary["throttled"].as_u64().unwrap_or(0),
-        created,
+        created: count as u64,
     })
 }
 

@@ -123,3 +123,34 @@ pub fn baseline_seconds(output: &Output, count: usize) -> Result<f64, String> {
         .as_f64()
         .ok_or_else(|| "baseline printed no time".to_owned())
 }
+
+/// Runs `command` (a `coldvault copy … --json` into the vault `dst` of `running`), shuts
+/// `running` down, and checks that `dst` holds `count` secrets and the summary says as many
+/// were created. Returns the wall seconds and the summary.
+pub async fn timed_copy(
+    running: RunningEmulator,
+    command: &mut tokio::process::Command,
+    count: usize,
+) -> Result<(f64, Value), String> {
+    let started = std::time::Instant::now();
+    let output = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run coldvault: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let held = running
+        .state()
+        .vault("dst")
+        .map(|v| v.lock().secrets.live.len());
+    running.shutdown().await;
+    let summary = summary(&output, "copy")?;
+    let created = summary["created"].as_u64().unwrap_or(0);
+    if created != count as u64 || held != Some(count) {
+        return Err(format!(
+            "the target holds {held:?} secrets, {created} created, not {count}"
+        ));
+    }
+    Ok((seconds, summary))
+}
