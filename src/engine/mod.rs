@@ -19,7 +19,7 @@ pub mod progress;
 pub mod restore;
 pub mod source;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::model::ItemKind;
 

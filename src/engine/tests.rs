@@ -7,6 +7,7 @@ use age::secrecy::SecretString;
 
 use super::Everything;
 use super::capture::{Piece as CapturedPiece, Work, capture};
+use super::item::{ItemData, ItemHead};
 use super::memory::MemoryStore;
 use super::progress::Silent;
 use super::restore::apply::{Applier, Outcome};
@@ -19,7 +20,7 @@ use crate::archive::{
     ArchiveWriter, Attributes, Decryption, Destination, Encryption, ItemInfo, Kind, SecretRecord,
     Source,
 };
-use crate::vault::VaultReader;
+use crate::vault::{VaultReader, VaultWriter};
 
 struct Keys {
     encryption: Encryption,
@@ -401,12 +402,77 @@ async fn the_probe_reads_one_blob_from_the_archive_and_creates_nothing() {
     assert_eq!(target.value("s3").as_deref(), Some("live already"));
 }
 
+/// Every item of a live store, captured into the model (`all_versions`: every secret version,
+/// else the current one), sorted by key: a live store as a source.
+pub(crate) async fn capture_all<V: VaultReader>(source: &V, all_versions: bool) -> Vec<ItemData> {
+    use futures::StreamExt;
+
+    let listed = std::sync::Arc::new(super::capture::ListingProgress::default());
+    let works: Vec<Work> = super::capture::work_stream(source, &Everything, &listed)
+        .collect()
+        .await;
+    let mut items = Vec::new();
+    for work in works {
+        items.push(capture(source, work, all_versions).await.into_item());
+    }
+    items.sort_by_key(|item| item.head.key());
+    items
+}
+
+/// The plan of `heads` against `target`, as restore and copy make it (native blobs
+/// unverified).
+pub(crate) async fn plan_against<V: VaultReader>(
+    target: &V,
+    heads: &[ItemHead],
+    policy: Policy,
+) -> Vec<PlannedItem> {
+    let listing = list_target(target, &Everything).await.expect("listing");
+    let views = inspect_all(target, heads, &listing, 4).await;
+    heads
+        .iter()
+        .zip(&views)
+        .map(|(item, view)| {
+            decide(
+                item,
+                target_state(item, &listing, view),
+                policy,
+                NativeTarget::Unverified,
+            )
+        })
+        .collect()
+}
+
+/// Writes the `items` the plan `lines` names into `target` through the engine's applier,
+/// two at a time; panics unless the run finished.
+pub(crate) async fn apply_items<V: VaultWriter + Clone + 'static>(
+    target: &V,
+    items: Vec<ItemData>,
+    lines: &[PlannedItem],
+    mode: Mode,
+) -> Vec<(usize, Outcome)> {
+    let heads: Vec<ItemHead> = items.iter().map(|item| item.head.clone()).collect();
+    let wanted = wanted(&heads, lines);
+    let arrivals = futures::stream::iter(
+        items
+            .into_iter()
+            .filter(|item| wanted.contains(&item.head.key()))
+            .map(Ok::<_, crate::archive::ArchiveError>),
+    );
+    let applier = Applier::new(target.clone(), mode, false);
+    let applied = apply_plan(
+        &applier, "target", &heads, lines, mode, arrivals, 2, &Silent,
+    )
+    .await;
+    let Applied::Finished(outcomes) = applied else {
+        panic!("not finished: {applied:?}");
+    };
+    outcomes
+}
+
 /// A live store is a source too: its items, captured into the model, are planned against
 /// another store and written there by the same plan and apply as a restore, with no archive.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_store_copies_into_another_through_the_same_plan_and_apply() {
-    use futures::StreamExt;
-
     let source = MemoryStore::new("source");
     for i in 0..3 {
         source.put(&format!("s{i}"), &format!("value-{i}"));
@@ -414,15 +480,7 @@ async fn a_live_store_copies_into_another_through_the_same_plan_and_apply() {
     let target = MemoryStore::new("elsewhere");
     target.put("s1", "value-1");
 
-    let listed = std::sync::Arc::new(super::capture::ListingProgress::default());
-    let works: Vec<Work> = super::capture::work_stream(&source, &Everything, &listed)
-        .collect()
-        .await;
-    let mut items = Vec::new();
-    for work in works {
-        items.push(capture(&source, work, false).await.into_item());
-    }
-    items.sort_by_key(|item| item.head.key());
+    let items = capture_all(&source, false).await;
     let heads: Vec<_> = items.iter().map(|item| item.head.clone()).collect();
     assert!(
         heads
@@ -435,45 +493,11 @@ async fn a_live_store_copies_into_another_through_the_same_plan_and_apply() {
         on_conflict: OnConflict::Skip,
         recover_deleted: false,
     };
-    let listing = list_target(&target, &Everything).await.expect("listing");
-    let views = inspect_all(&target, &heads, &listing, 4).await;
-    let lines: Vec<PlannedItem> = heads
-        .iter()
-        .zip(&views)
-        .map(|(item, view)| {
-            decide(
-                item,
-                target_state(item, &listing, view),
-                policy,
-                NativeTarget::Unverified,
-            )
-        })
-        .collect();
+    let lines = plan_against(&target, &heads, policy).await;
     let actions: Vec<&str> = lines.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(actions, ["create", "skip", "create"]);
 
-    let wanted = wanted(&heads, &lines);
-    let arrivals = futures::stream::iter(
-        items
-            .into_iter()
-            .filter(|item| wanted.contains(&item.head.key()))
-            .map(Ok::<_, crate::archive::ArchiveError>),
-    );
-    let applier = Applier::new(target.clone(), policy.mode, false);
-    let applied = apply_plan(
-        &applier,
-        "target",
-        &heads,
-        &lines,
-        policy.mode,
-        arrivals,
-        2,
-        &Silent,
-    )
-    .await;
-    let Applied::Finished(outcomes) = applied else {
-        panic!("not finished: {applied:?}");
-    };
+    let outcomes = apply_items(&target, items, &lines, policy.mode).await;
     assert_eq!(
         statuses(&outcomes),
         [(0, "created"), (1, "skipped"), (2, "created")]

@@ -1902,56 +1902,16 @@ mod tests {
     /// restore; run again against a fresh read of the mount, it plans nothing.
     #[tokio::test(flavor = "multi_thread")]
     async fn the_engine_copies_into_a_mount_and_a_rerun_plans_nothing() {
-        use crate::engine::Everything;
-        use crate::engine::capture::{ListingProgress, Work, capture, work_stream};
-        use crate::engine::item::ItemData;
         use crate::engine::memory::MemoryStore;
-        use crate::engine::progress::Silent;
-        use crate::engine::restore::apply::{Applier, Outcome};
-        use crate::engine::restore::plan::{
-            Mode, NativeTarget, OnConflict, PlannedItem, Policy, decide,
-        };
-        use crate::engine::restore::target::{inspect_all, list_target, target_state};
-        use crate::engine::restore::{Applied, apply_plan, wanted};
+        use crate::engine::restore::apply::Outcome;
+        use crate::engine::restore::plan::{Mode, OnConflict, Policy};
+        use crate::engine::tests::{apply_items, capture_all, plan_against};
 
         let source = MemoryStore::new("source");
         source.put("db-password", "hunter2");
         source.put("api", r#"{"token":"t"}"#);
         source.put("api", "second");
         source.put("cfg", "plain text");
-
-        async fn items_of(source: &MemoryStore) -> Vec<ItemData> {
-            let listed = Arc::new(ListingProgress::default());
-            let works: Vec<Work> = work_stream(source, &Everything, &listed).collect().await;
-            let mut items = Vec::new();
-            for work in works {
-                items.push(capture(source, work, true).await.into_item());
-            }
-            items.sort_by_key(|item| item.head.key());
-            items
-        }
-
-        async fn plan(
-            target: &KvStore<Arc<FakeKv>>,
-            items: &[ItemData],
-            policy: Policy,
-        ) -> Vec<PlannedItem> {
-            let heads: Vec<_> = items.iter().map(|i| i.head.clone()).collect();
-            let listing = list_target(target, &Everything).await.unwrap();
-            let views = inspect_all(target, &heads, &listing, 4).await;
-            heads
-                .iter()
-                .zip(&views)
-                .map(|(item, view)| {
-                    decide(
-                        item,
-                        target_state(item, &listing, view),
-                        policy,
-                        NativeTarget::Unverified,
-                    )
-                })
-                .collect()
-        }
 
         let policy = Policy {
             mode: Mode::Auto,
@@ -1962,34 +1922,13 @@ mod tests {
         fake.put("team/cfg", json!({"value": "old"}));
         fake.set_metadata("team/cfg", &[(CONTENT_TYPE_KEY, mapping::NO_CONTENT_TYPE)]);
         let target = secret_store(&fake);
-        let items = items_of(&source).await;
-        let lines = plan(&target, &items, policy).await;
+        let items = capture_all(&source, true).await;
+        let heads: Vec<_> = items.iter().map(|i| i.head.clone()).collect();
+        let lines = plan_against(&target, &heads, policy).await;
         let actions: Vec<&str> = lines.iter().map(|l| l.action.as_str()).collect();
         assert_eq!(actions, ["create", "overwrite", "create"]);
 
-        let heads: Vec<_> = items.iter().map(|i| i.head.clone()).collect();
-        let wanted = wanted(&heads, &lines);
-        let arrivals = futures::stream::iter(
-            items
-                .into_iter()
-                .filter(|item| wanted.contains(&item.head.key()))
-                .map(Ok::<_, crate::archive::ArchiveError>),
-        );
-        let applier = Applier::new(target.clone(), policy.mode, false);
-        let applied = apply_plan(
-            &applier,
-            "target",
-            &heads,
-            &lines,
-            policy.mode,
-            arrivals,
-            2,
-            &Silent,
-        )
-        .await;
-        let Applied::Finished(outcomes) = applied else {
-            panic!("not finished: {applied:?}");
-        };
+        let outcomes = apply_items(&target, items, &lines, policy.mode).await;
         for (_, outcome) in &outcomes {
             assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
         }
@@ -2012,8 +1951,9 @@ mod tests {
 
         // A new run reads the mount again: nothing to do.
         let rerun = secret_store(&fake);
-        let items = items_of(&source).await;
-        let lines = plan(&rerun, &items, policy).await;
+        let items = capture_all(&source, true).await;
+        let heads: Vec<_> = items.iter().map(|i| i.head.clone()).collect();
+        let lines = plan_against(&rerun, &heads, policy).await;
         let actions: Vec<&str> = lines.iter().map(|l| l.action.as_str()).collect();
         assert_eq!(actions, ["skip", "skip", "skip"], "{lines:?}");
         assert_eq!(value(&rerun, "db-password").await.0, "hunter2");
